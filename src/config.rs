@@ -1,0 +1,62 @@
+//! Engine configuration: the limits of PROTOCOL.md section 5 and the resume history.
+
+/// Limits on what one incoming frame may hold (PROTOCOL.md section 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The largest frame accepted, in bytes (default 1 MiB). A WebSocket transport closes the
+    /// connection with code 1009 above it; the engine answers `frame_too_large`.
+    pub max_frame_bytes: usize,
+    /// The deepest JSON nesting of a frame, counting the frame's own array as 1, a message
+    /// object as 2 and its `content` object as 3 (default 64). Above it: `too_deep`.
+    pub max_depth: usize,
+    /// The most messages in one frame (default 1000). Above it: `too_many_messages`.
+    pub max_messages: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 1 << 20,
+            max_depth: 64,
+            max_messages: 1000,
+        }
+    }
+}
+
+/// How an [`Engine`](crate::Engine) bounds its models and subscribers.
+///
+/// Every field has the default of PROTOCOL.md section 5.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Limits on incoming frames.
+    pub limits: Limits,
+    /// The largest serialized size of one model, in bytes (default 64 MiB). An update that
+    /// would exceed it is refused with `model_too_large` and not applied.
+    pub max_model_bytes: usize,
+    /// The most models one engine holds (default 100,000). Joining a new model beyond it fails
+    /// with [`JoinError::TooManyModels`](crate::JoinError::TooManyModels).
+    pub max_models: usize,
+    /// The bound on the data queued for one [`Outbox`](crate::Outbox), in bytes (default
+    /// 8 MiB). The snapshot a subscriber starts from is never refused by this bound.
+    pub max_queued_bytes: usize,
+    /// How many recent diffs each model keeps for resume (default 1024).
+    pub history_len: usize,
+    /// How many bytes of recent diffs each model keeps for resume (default 4 MiB); the oldest
+    /// are dropped first. A resume from before the kept history gets a snapshot.
+    pub history_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            max_model_bytes: 64 << 20,
+            max_models: 100_000,
+            max_queued_bytes: 8 << 20,
+            history_len: 1024,
+            history_bytes: 4 << 20,
+        }
+    }
+}

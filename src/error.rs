@@ -1,0 +1,150 @@
+//! Error types: the wire error codes of PROTOCOL.md section 5 and one error enum per operation.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// The code of an `error` message on the wire (PROTOCOL.md section 5).
+///
+/// [`ErrorCode::as_str`] is exactly the string that goes into `content.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not valid UTF-8 JSON.
+    InvalidJson,
+    /// The frame is JSON but not an array of messages.
+    NotAnArray,
+    /// A message lacks a header or content, or one of them has the wrong type.
+    InvalidMessage,
+    /// `header.type` names no message type a client may send.
+    UnknownType,
+    /// `header.version` is present and is not `"0.1"`.
+    UnsupportedVersion,
+    /// The frame nests deeper than the configured limit.
+    TooDeep,
+    /// The frame holds more messages than the configured limit.
+    TooManyMessages,
+    /// The frame is larger than the configured limit (a WebSocket transport closes with 1009).
+    FrameTooLarge,
+    /// Applying the update would make the model larger than the configured limit.
+    ModelTooLarge,
+    /// The session is read-only.
+    Forbidden,
+    /// The WebSocket frame was binary; purly frames are text.
+    BinaryNotSupported,
+    /// The embedder's [`Model`](crate::Model) refused the update.
+    Rejected,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::NotAnArray => "not_an_array",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::TooDeep => "too_deep",
+            ErrorCode::TooManyMessages => "too_many_messages",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::ModelTooLarge => "model_too_large",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::Rejected => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an incoming frame was refused before anything in it was applied.
+///
+/// Produced by [`parse_frame`](crate::parse_frame) and by [`Frame::validate`](crate::Frame::validate).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{code}: {message}")]
+pub struct FrameError {
+    /// The wire code.
+    pub code: ErrorCode,
+    /// A human-readable explanation.
+    pub message: String,
+    /// The position of the offending message in the frame, when one message is at fault.
+    pub index: Option<usize>,
+}
+
+impl FrameError {
+    /// An error about the frame as a whole.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        FrameError {
+            code,
+            message: message.into(),
+            index: None,
+        }
+    }
+
+    /// An error about the message at `index`.
+    pub fn at(code: ErrorCode, index: usize, message: impl Into<String>) -> Self {
+        FrameError {
+            code,
+            message: message.into(),
+            index: Some(index),
+        }
+    }
+}
+
+/// Why [`Session::send`](crate::Session::send) (or one of its variants) applied nothing.
+///
+/// Except for [`SendError::Closed`], the same error was also queued to the session's own
+/// subscriber as an `error` message, in order with its other messages.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The frame was refused; its code is the wire code.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The session has left the model, or the engine was shut down.
+    #[error("the session is closed")]
+    Closed,
+}
+
+impl SendError {
+    /// The wire code, or `None` for [`SendError::Closed`].
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            SendError::Frame(e) => Some(e.code),
+            SendError::Closed => None,
+        }
+    }
+}
+
+/// Why [`Engine::join`](crate::Engine::join) did not attach a subscriber to a model.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The model name breaks the rules of PROTOCOL.md section 1 (HTTP 400).
+    #[error("invalid model name: {0}")]
+    InvalidName(#[from] InvalidModelName),
+    /// The engine already holds its maximum number of models (HTTP 503).
+    #[error("the server holds its maximum of {limit} models")]
+    TooManyModels {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The embedder's model factory refused to create the model.
+    #[error("model refused: {0}")]
+    Refused(String),
+    /// The engine was shut down.
+    #[error("the engine is shut down")]
+    ShutDown,
+}
+
+/// A model name that breaks the rules of PROTOCOL.md section 1.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{reason}")]
+pub struct InvalidModelName {
+    pub(crate) reason: &'static str,
+}

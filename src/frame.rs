@@ -1,0 +1,503 @@
+//! Incoming frames: the types a client sends and the one parse-and-validate entry point.
+
+mod depth;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::config::Limits;
+use crate::error::{ErrorCode, FrameError};
+
+/// The protocol version this crate speaks; `header.version`, when present, must equal it.
+pub const PROTOCOL_VERSION: &str = "0.1";
+
+/// What a client's message asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// Nested-merge the content into the model and fan the difference out.
+    Update,
+    /// Relay the content unmodified to the other clients; the model does not change.
+    Signal,
+}
+
+impl MessageKind {
+    /// The `header.type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Update => "update",
+            MessageKind::Signal => "signal",
+        }
+    }
+}
+
+/// The `id` a client put in a message header: a JSON string or number, kept as its exact JSON
+/// text so that it is echoed back byte for byte.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MessageId(Arc<str>);
+
+impl MessageId {
+    /// An id that is a JSON string.
+    pub fn string(id: &str) -> Self {
+        MessageId(Value::from(id).to_string().into())
+    }
+
+    /// An id that is a JSON number.
+    pub fn number(id: u64) -> Self {
+        MessageId(id.to_string().into())
+    }
+
+    /// Accepts the JSON text of a string or a number.
+    pub fn from_json(raw: &str) -> Option<Self> {
+        match serde_json::from_str::<Value>(raw) {
+            Ok(Value::String(_)) | Ok(Value::Number(_)) => Some(MessageId(raw.trim().into())),
+            _ => None,
+        }
+    }
+
+    /// The exact JSON text of the id (a string id keeps its quotes).
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The content of a client's message: always a JSON object.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A parsed object.
+    Object(Map<String, Value>),
+    /// The exact JSON text of an object, as it arrived (signals are relayed as is).
+    Raw(Box<RawValue>),
+}
+
+impl Content {
+    /// The JSON text of the content (serializes a parsed object).
+    pub fn to_json(&self) -> String {
+        match self {
+            Content::Object(map) => Value::Object(map.clone()).to_string(),
+            Content::Raw(raw) => raw.get().to_owned(),
+        }
+    }
+
+    fn into_object(self) -> Result<Map<String, Value>, serde_json::Error> {
+        match self {
+            Content::Object(map) => Ok(map),
+            Content::Raw(raw) => serde_json::from_str(raw.get()),
+        }
+    }
+}
+
+impl PartialEq for Content {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Content::Raw(a), Content::Raw(b)) => a.get() == b.get(),
+            _ => {
+                let parse = |c: &Content| match c {
+                    Content::Object(m) => Some(Value::Object(m.clone())),
+                    Content::Raw(r) => serde_json::from_str(r.get()).ok(),
+                };
+                parse(self) == parse(other)
+            }
+        }
+    }
+}
+
+/// One message from a client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Update or signal.
+    pub kind: MessageKind,
+    /// The client's `header.id`, echoed back with the resulting diff or `ack` (stream mode).
+    pub id: Option<MessageId>,
+    /// The content object.
+    pub content: Content,
+}
+
+impl Message {
+    /// An update that merges `content` into the model.
+    pub fn update(content: Map<String, Value>) -> Self {
+        Message {
+            kind: MessageKind::Update,
+            id: None,
+            content: Content::Object(content),
+        }
+    }
+
+    /// A signal that relays `content` to the other clients.
+    pub fn signal(content: Map<String, Value>) -> Self {
+        Message {
+            kind: MessageKind::Signal,
+            id: None,
+            content: Content::Object(content),
+        }
+    }
+
+    /// Sets the message's `id`.
+    pub fn with_id(mut self, id: MessageId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Turns an update's content into an object (parsing it if it arrived as text).
+    pub(crate) fn into_update_content(self) -> Result<Map<String, Value>, serde_json::Error> {
+        self.content.into_object()
+    }
+}
+
+/// A validated array of messages, as one WebSocket text frame carries it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Frame {
+    /// The messages, in the order they are applied.
+    pub messages: Vec<Message>,
+}
+
+impl Frame {
+    /// A frame of the given messages (not yet validated against limits; the engine does that).
+    pub fn new(messages: Vec<Message>) -> Self {
+        Frame { messages }
+    }
+
+    /// Checks a frame built in code against `limits` (message count and nesting depth), as
+    /// [`parse_frame`] does for text.
+    pub fn validate(&self, limits: &Limits) -> Result<(), FrameError> {
+        check_count(self.messages.len(), limits)?;
+        for (index, message) in self.messages.iter().enumerate() {
+            // Frame array (1) and message object (2) enclose the content.
+            let depth = 2 + match &message.content {
+                Content::Object(map) => depth::map_depth(map, limits.max_depth),
+                Content::Raw(raw) => depth::text_depth(raw.get().as_bytes(), usize::MAX).depth,
+            };
+            if depth > limits.max_depth {
+                return Err(too_deep(limits, Some(index)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of the messages that have one, in order.
+    pub fn ids(&self) -> Vec<MessageId> {
+        self.messages.iter().filter_map(|m| m.id.clone()).collect()
+    }
+
+    /// The frame as JSON text, in the wire format of PROTOCOL.md section 2.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("[");
+        for (i, message) in self.messages.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(r#"{"header":{"type":""#);
+            out.push_str(message.kind.as_str());
+            out.push_str(r#"","version":"0.1""#);
+            if let Some(id) = &message.id {
+                out.push_str(r#","id":"#);
+                out.push_str(id.as_json());
+            }
+            out.push_str(r#"},"content":"#);
+            out.push_str(&message.content.to_json());
+            out.push('}');
+        }
+        out.push(']');
+        out
+    }
+}
+
+#[derive(Deserialize)]
+struct WireMessage<'a> {
+    #[serde(borrow)]
+    header: Option<&'a RawValue>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireHeader<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+}
+
+/// Parses and validates one incoming frame (text or bytes) against `limits`.
+///
+/// Checks, in this order: size (`frame_too_large`), UTF-8 and JSON syntax (`invalid_json`),
+/// nesting depth (`too_deep`, before the JSON parser recurses), top-level array
+/// (`not_an_array`), message count (`too_many_messages`), then each message: an object with an
+/// object `header` and an object `content` (`invalid_message`), a known `header.type`
+/// (`unknown_type`), `header.version` absent or `"0.1"` (`unsupported_version`), `header.id`
+/// absent, a string or a number (`invalid_message`). Unknown header fields are ignored and
+/// dropped. Never panics, whatever the input.
+pub fn parse_frame(input: &[u8], limits: &Limits) -> Result<Frame, FrameError> {
+    if input.len() > limits.max_frame_bytes {
+        return Err(FrameError::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "the frame is {} bytes, more than the limit of {}",
+                input.len(),
+                limits.max_frame_bytes
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(input)
+        .map_err(|_| FrameError::new(ErrorCode::InvalidJson, "the frame is not valid UTF-8"))?;
+    let scan = depth::text_depth(text.as_bytes(), limits.max_depth);
+    if scan.depth > limits.max_depth {
+        return Err(too_deep(limits, scan.deepest_element));
+    }
+    let elements: Vec<&RawValue> = match serde_json::from_str(text) {
+        Ok(elements) => elements,
+        Err(error) => {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => {
+                    FrameError::new(ErrorCode::NotAnArray, "a frame is a JSON array of messages")
+                }
+                Err(_) => FrameError::new(ErrorCode::InvalidJson, error.to_string()),
+            })
+        }
+    };
+    check_count(elements.len(), limits)?;
+    let messages = elements
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| parse_message(raw, index))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Frame { messages })
+}
+
+fn parse_message(raw: &RawValue, index: usize) -> Result<Message, FrameError> {
+    let invalid = |what: &str| FrameError::at(ErrorCode::InvalidMessage, index, what);
+    if !raw.get().starts_with('{') {
+        return Err(invalid("a message is a JSON object"));
+    }
+    let wire: WireMessage<'_> = serde_json::from_str(raw.get())
+        .map_err(|_| invalid("a message has at most one `header` and one `content`"))?;
+    let header = wire
+        .header
+        .filter(|h| h.get().starts_with('{'))
+        .ok_or_else(|| invalid("a message has a `header` object"))?;
+    let content = wire
+        .content
+        .filter(|c| c.get().starts_with('{'))
+        .ok_or_else(|| invalid("a message has a `content` object"))?;
+    let header: WireHeader<'_> = serde_json::from_str(header.get())
+        .map_err(|_| invalid("a header has at most one `type`, `version` and `id`"))?;
+    let kind = header
+        .kind
+        .ok_or_else(|| invalid("a header has a `type`"))
+        .and_then(|k| {
+            serde_json::from_str::<String>(k.get()).map_err(|_| invalid("`type` is a string"))
+        })?;
+    let kind = match kind.as_str() {
+        "update" => MessageKind::Update,
+        "signal" => MessageKind::Signal,
+        other => {
+            return Err(FrameError::at(
+                ErrorCode::UnknownType,
+                index,
+                format!("unknown message type {other:?}: a client sends `update` or `signal`"),
+            ))
+        }
+    };
+    if let Some(version) = header.version {
+        if serde_json::from_str::<&str>(version.get()).ok() != Some(PROTOCOL_VERSION) {
+            return Err(FrameError::at(
+                ErrorCode::UnsupportedVersion,
+                index,
+                format!(
+                    "unsupported version {}: this server speaks \"0.1\"",
+                    version.get()
+                ),
+            ));
+        }
+    }
+    let id = match header.id {
+        None => None,
+        Some(raw) => Some(
+            MessageId::from_json(raw.get())
+                .ok_or_else(|| invalid("`id` is a string or a number"))?,
+        ),
+    };
+    Ok(Message {
+        kind,
+        id,
+        content: Content::Raw(content.to_owned()),
+    })
+}
+
+fn check_count(count: usize, limits: &Limits) -> Result<(), FrameError> {
+    if count > limits.max_messages {
+        return Err(FrameError::new(
+            ErrorCode::TooManyMessages,
+            format!(
+                "the frame holds {count} messages, more than the limit of {}",
+                limits.max_messages
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn too_deep(limits: &Limits, index: Option<usize>) -> FrameError {
+    FrameError {
+        code: ErrorCode::TooDeep,
+        message: format!(
+            "the frame nests deeper than the limit of {}",
+            limits.max_depth
+        ),
+        index,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(input: &str) -> (ErrorCode, Option<usize>) {
+        let error = parse_frame(input.as_bytes(), &Limits::default()).unwrap_err();
+        (error.code, error.index)
+    }
+
+    #[test]
+    fn parses_the_original_clients_frames() {
+        let frame = parse_frame(
+            br#"[{"header":{"type":"update","version":"0.1"},"content":{"a":1}},
+                 {"header":{"type":"signal"},"content":{"b": [1, 2]}}]"#,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(frame.messages.len(), 2);
+        assert_eq!(frame.messages[0].kind, MessageKind::Update);
+        assert_eq!(frame.messages[1].kind, MessageKind::Signal);
+        match &frame.messages[1].content {
+            Content::Raw(raw) => assert_eq!(raw.get(), r#"{"b": [1, 2]}"#),
+            other => panic!("signal content should stay raw, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_frame_is_valid() {
+        assert!(parse_frame(b"[]", &Limits::default())
+            .unwrap()
+            .messages
+            .is_empty());
+    }
+
+    #[test]
+    fn ids_are_kept_exactly() {
+        let frame = parse_frame(
+            br#"[{"header":{"type":"update","id":"x\"1"},"content":{}},{"header":{"type":"update","id":1.50},"content":{}}]"#,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            frame.messages[0].id.as_ref().unwrap().as_json(),
+            r#""x\"1""#
+        );
+        assert_eq!(frame.messages[1].id.as_ref().unwrap().as_json(), "1.50");
+    }
+
+    #[test]
+    fn refusals_carry_their_code_and_index() {
+        let cases: &[(&str, ErrorCode, Option<usize>)] = &[
+            ("not json", ErrorCode::InvalidJson, None),
+            ("[", ErrorCode::InvalidJson, None),
+            (r#"{"header":{}}"#, ErrorCode::NotAnArray, None),
+            ("[1]", ErrorCode::InvalidMessage, Some(0)),
+            (r#"[{"content":{}}]"#, ErrorCode::InvalidMessage, Some(0)),
+            (
+                r#"[{"header":{"type":"update"},"content":{}},{"header":{"type":"update"},"content":[]}]"#,
+                ErrorCode::InvalidMessage,
+                Some(1),
+            ),
+            (
+                r#"[{"header":{"type":"x"},"content":{}}]"#,
+                ErrorCode::UnknownType,
+                Some(0),
+            ),
+            (
+                r#"[{"header":{"type":"ack"},"content":{}}]"#,
+                ErrorCode::UnknownType,
+                Some(0),
+            ),
+            (
+                r#"[{"header":{"type":"update","version":"0.2"},"content":{}}]"#,
+                ErrorCode::UnsupportedVersion,
+                Some(0),
+            ),
+            (
+                r#"[{"header":{"type":"update","id":{}},"content":{}}]"#,
+                ErrorCode::InvalidMessage,
+                Some(0),
+            ),
+        ];
+        for (input, expected, index) in cases {
+            assert_eq!(code(input), (*expected, *index), "{input}");
+        }
+    }
+
+    #[test]
+    fn depth_and_count_limits() {
+        let limits = Limits {
+            max_depth: 5,
+            max_messages: 2,
+            max_frame_bytes: 200,
+        };
+        let ok = r#"[{"header":{"type":"update"},"content":{"a":{"b":1}}}]"#;
+        assert!(parse_frame(ok.as_bytes(), &limits).is_ok());
+        let deep = r#"[{"header":{"type":"update"},"content":{"a":{"b":{"c":{"d":1}}}}}]"#;
+        let e = parse_frame(deep.as_bytes(), &limits).unwrap_err();
+        assert_eq!((e.code, e.index), (ErrorCode::TooDeep, Some(0)));
+        let many = "[[],[],[]]";
+        assert_eq!(
+            parse_frame(many.as_bytes(), &limits).unwrap_err().code,
+            ErrorCode::TooManyMessages
+        );
+        let big = format!("[{}]", " ".repeat(300));
+        assert_eq!(
+            parse_frame(big.as_bytes(), &limits).unwrap_err().code,
+            ErrorCode::FrameTooLarge
+        );
+        let nested = "[".repeat(100_000);
+        assert_eq!(code(&nested).0, ErrorCode::TooDeep);
+    }
+
+    #[test]
+    fn typed_frames_are_validated_too() {
+        let limits = Limits {
+            max_depth: 4,
+            ..Limits::default()
+        };
+        let content = serde_json::json!({"a": {"b": 1}});
+        let Value::Object(map) = content else {
+            unreachable!()
+        };
+        let frame = Frame::new(vec![Message::update(map)]);
+        assert_eq!(frame.validate(&limits), Ok(()));
+        let limits = Limits {
+            max_depth: 3,
+            ..Limits::default()
+        };
+        assert_eq!(
+            frame.validate(&limits).unwrap_err().code,
+            ErrorCode::TooDeep
+        );
+    }
+
+    #[test]
+    fn to_json_round_trips() {
+        let input = br#"[{"header":{"type":"signal","version":"0.1","id":7},"content":{"z":1,"a":[true]}}]"#;
+        let frame = parse_frame(input, &Limits::default()).unwrap();
+        assert_eq!(frame.to_json().as_bytes(), input);
+    }
+}

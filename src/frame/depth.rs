@@ -1,0 +1,104 @@
+//! Nesting depth, measured without recursion so that hostile input cannot overflow the stack.
+
+use serde_json::{Map, Value};
+
+/// The result of scanning JSON text for its nesting depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TextDepth {
+    /// The deepest nesting seen, up to the first point beyond the limit.
+    pub(crate) depth: usize,
+    /// The index of the top-level array element where the scan stopped beyond the limit.
+    pub(crate) deepest_element: Option<usize>,
+}
+
+/// Scans JSON text for its nesting depth (arrays and objects), stopping as soon as it
+/// exceeds `limit`. Strings are skipped with their escapes; the text need not be valid JSON.
+pub(crate) fn text_depth(text: &[u8], limit: usize) -> TextDepth {
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut element = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in text {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > deepest {
+                    deepest = depth;
+                    if deepest > limit {
+                        return TextDepth {
+                            depth: deepest,
+                            deepest_element: (depth > 1).then_some(element),
+                        };
+                    }
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => element += 1,
+            _ => {}
+        }
+    }
+    TextDepth {
+        depth: deepest,
+        deepest_element: None,
+    }
+}
+
+/// The nesting depth of an object (1 for an object of scalars), counting no further than
+/// `limit + 1`.
+pub(crate) fn map_depth(map: &Map<String, Value>, limit: usize) -> usize {
+    nested_depth(map.values(), 1, limit)
+}
+
+fn nested_depth<'a>(roots: impl Iterator<Item = &'a Value>, base: usize, limit: usize) -> usize {
+    let mut deepest = base;
+    let mut stack: Vec<(&Value, usize)> = roots.map(|v| (v, base + 1)).collect();
+    while let Some((value, depth)) = stack.pop() {
+        match value {
+            Value::Object(m) => stack.extend(m.values().map(|v| (v, depth + 1))),
+            Value::Array(a) => stack.extend(a.iter().map(|v| (v, depth + 1))),
+            _ => continue,
+        }
+        deepest = deepest.max(depth);
+        if deepest > limit {
+            return deepest;
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_depth_ignores_brackets_in_strings() {
+        let scan = text_depth(br#"[{"a":"[[[{{\"]]"}]"#, 10);
+        assert_eq!(scan.depth, 2);
+    }
+
+    #[test]
+    fn text_depth_names_the_element() {
+        let scan = text_depth(br#"[{}, {"a":[[[]]]}]"#, 3);
+        assert_eq!(scan.deepest_element, Some(1));
+    }
+
+    #[test]
+    fn map_depth_counts_nesting() {
+        let Value::Object(map) = json!({"a": 1, "b": {"c": [1, {"d": 2}]}}) else {
+            unreachable!()
+        };
+        assert_eq!(map_depth(&map, 64), 4);
+    }
+}

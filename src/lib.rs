@@ -1,0 +1,107 @@
+//! # purly: keep many clients in sync with shared JSON models
+//!
+//! This crate is the transport-agnostic core of purly. It validates incoming frames, merges
+//! updates into named JSON models, computes exactly what changed, and fans that difference out
+//! to every subscriber of the model, in one total order per model. It does no I/O and starts no
+//! runtime: transports (the WebSocket adapter `purly-hyper`, the in-process `purly-channel`)
+//! feed it frames and drain what it queues.
+//!
+//! ```text
+//!   client ──frame──▶ transport ──Session::send_text──▶ Engine ─┐ validate, merge, diff
+//!                                                               │ (one total order per model)
+//!   client ◀─frame─── transport ◀──Outbox::poll_recv──── Outbox ◀┘ fan-out: one serialized
+//!                      (coalesces everything queued             message shared by every
+//!                       into one frame per write)               subscriber
+//! ```
+//!
+//! The wire protocol and model semantics are those of purly's `PROTOCOL.md`: frames are JSON
+//! arrays of `update` and `signal` messages; an update is nested-merged (RFC 7386) into the
+//! model and only the difference goes out; a signal is relayed unmodified.
+//!
+//! ## Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use purly::{Engine, JoinOptions, Outbox, Received};
+//!
+//! let engine = Engine::default();
+//! let alice_box = Arc::new(Outbox::new(engine.config().max_queued_bytes));
+//! let bob_box = Arc::new(Outbox::new(engine.config().max_queued_bytes));
+//! let alice = engine.join("model", alice_box.clone(), JoinOptions::stream()).unwrap();
+//! let _bob = engine.join("model", bob_box.clone(), JoinOptions::stream()).unwrap();
+//!
+//! alice
+//!     .send_text(r#"[{"header":{"type":"update"},"content":{"div":{"color":"coral"}}}]"#)
+//!     .unwrap();
+//! // Resending the same update changes nothing, so nothing more is fanned out.
+//! alice
+//!     .send_text(r#"[{"header":{"type":"update"},"content":{"div":{"color":"coral"}}}]"#)
+//!     .unwrap();
+//!
+//! let Some(Received::Messages(messages)) = bob_box.try_recv() else { panic!() };
+//! assert_eq!(messages.len(), 2); // the snapshot, then one diff
+//! assert!(messages[0].is_snapshot());
+//! assert_eq!(messages[1].seq(), Some(1));
+//! assert_eq!(messages[1].content_json(), r#"{"div":{"color":"coral"}}"#);
+//! assert_eq!(engine.state("model").unwrap()["div"]["color"], "coral");
+//! ```
+//!
+//! ## Pieces
+//! - [`Engine`]: the cheap, cloneable handle a service keeps. [`Engine::join`] attaches a
+//!   [`Subscriber`] to a model (created on first join) and returns a [`Session`] to send with.
+//! - [`Model`]: the state of one model; [`MemoryModel`] by default, or the embedder's own, to
+//!   validate or refuse updates ([`Engine::with_model_factory`]).
+//! - [`Subscriber`]: what receives a model's messages; [`Outbox`] is the standard one, bounded in
+//!   bytes, with a lag policy (see its docs).
+//! - [`parse_frame`], [`merge_diff`], [`Outbound`], [`encode_frame`]: the protocol pieces, usable
+//!   on their own.
+//! - [`Replica`]: the client side, "server state + my pending changes".
+//!
+//! ## Guarantees
+//! - A frame is validated whole and applied atomically: every update in it or none.
+//! - Every subscriber of a model sees its diffs in the order they were applied, with no gap and
+//!   no repeat; joining takes the snapshot and registers in one step.
+//! - A diff costs in proportion to the update, not the model, and is serialized once whatever
+//!   the number of subscribers. Publishers never wait for the fan-out, and subscribers are never
+//!   called under a model's lock; different models share no lock on the hot path.
+//! - Everything that grows is bounded ([`Config`]): frame size, depth and message count, model
+//!   size, model count, queued bytes per subscriber, resume history.
+//!
+//! ## What this crate does not do
+//! - No networking, no async runtime, no timers: pings, the compat mode's refresh throttle and
+//!   HTTP belong to the transports.
+//! - No persistence: a [`Model`] may persist in [`Model::committed`], but the version counter
+//!   restarts (with a new epoch) when the process does.
+//! - No authorization: the transport decides the [`Access`] of each session.
+//! - Numbers are JSON numbers as `serde_json` reads them (64-bit integers or `f64`); signals are
+//!   relayed byte for byte, updates are re-serialized.
+
+mod config;
+mod engine;
+mod error;
+mod frame;
+mod lock;
+mod merge;
+mod model;
+mod name;
+mod outbound;
+mod outbox;
+mod replica;
+mod session;
+mod subscriber;
+
+pub use config::{Config, Limits};
+pub use engine::{Access, Engine, JoinOptions, Resume};
+pub use error::{ErrorCode, FrameError, InvalidModelName, JoinError, SendError};
+pub use frame::{parse_frame, Content, Frame, Message, MessageId, MessageKind, PROTOCOL_VERSION};
+pub use merge::{merge_diff, Change};
+pub use model::{MemoryModel, Model, ModelFactory, Rejection};
+pub use name::{ModelName, MAX_MODEL_NAME_LEN};
+pub use outbound::{encode_frame, Outbound, OutboundKind};
+pub use outbox::{Outbox, Received};
+pub use replica::{Replica, ReplicaError};
+pub use session::Session;
+pub use subscriber::{ClientId, CloseReason, Delivery, Mode, Subscriber};
+
+/// Re-exported because its types ([`serde_json::Map`], [`serde_json::Value`]) are in the API.
+pub use serde_json;

@@ -1,0 +1,283 @@
+//! Outbound messages: serialized once when they are created, shared by every subscriber.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::{Map, Value};
+
+use crate::error::FrameError;
+use crate::frame::{MessageId, PROTOCOL_VERSION};
+use crate::subscriber::{ClientId, Mode};
+
+/// The `header.type` of a message the server sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OutboundKind {
+    /// A diff, or (with [`Outbound::is_snapshot`]) the whole state.
+    Update,
+    /// A signal relayed from another client.
+    Signal,
+    /// The confirmation of an update with an `id` that changed nothing (stream mode).
+    Ack,
+    /// A refused frame (PROTOCOL.md section 5).
+    Error,
+}
+
+impl OutboundKind {
+    /// The `header.type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboundKind::Update => "update",
+            OutboundKind::Signal => "signal",
+            OutboundKind::Ack => "ack",
+            OutboundKind::Error => "error",
+        }
+    }
+}
+
+/// One message from the server to its clients.
+///
+/// It is serialized once, when the engine creates it, and cloning it only bumps a reference
+/// count: a diff fanned out to 10,000 subscribers is one allocation. [`Outbound::json`] is the
+/// stream-mode text; [`Outbound::compat_json`] the compat-mode text (built once, on first use).
+/// [`Outbound::content`] gives the content as an object without parsing whenever the engine
+/// had it as one (diffs, acks, errors, signals sent in-process).
+#[derive(Clone)]
+pub struct Outbound(Arc<Inner>);
+
+struct Inner {
+    kind: OutboundKind,
+    snapshot: bool,
+    seq: Option<u64>,
+    epoch: Option<Arc<str>>,
+    origin: Option<ClientId>,
+    id: Option<MessageId>,
+    ids: Vec<MessageId>,
+    content: OnceLock<Map<String, Value>>,
+    text: String,
+    content_start: usize,
+    compat: OnceLock<String>,
+}
+
+/// Header fields of an outbound message (a builder for the one constructor).
+#[derive(Default)]
+pub(crate) struct Header {
+    pub(crate) snapshot: bool,
+    pub(crate) seq: Option<u64>,
+    pub(crate) epoch: Option<Arc<str>>,
+    pub(crate) origin: Option<ClientId>,
+    pub(crate) id: Option<MessageId>,
+    pub(crate) ids: Vec<MessageId>,
+}
+
+impl Outbound {
+    /// Builds a message from its header and its content's JSON text; `content` is the same
+    /// content as an object when the caller has it.
+    pub(crate) fn new(
+        kind: OutboundKind,
+        header: Header,
+        content_json: &str,
+        content: Option<Map<String, Value>>,
+    ) -> Self {
+        let mut text = String::with_capacity(content_json.len() + 96);
+        text.push_str(r#"{"header":{"type":""#);
+        text.push_str(kind.as_str());
+        text.push_str(r#"","version":""#);
+        text.push_str(PROTOCOL_VERSION);
+        text.push('"');
+        if let Some(seq) = header.seq {
+            text.push_str(r#","seq":"#);
+            text.push_str(&seq.to_string());
+        }
+        if let Some(epoch) = &header.epoch {
+            text.push_str(r#","epoch":"#);
+            text.push_str(&Value::from(&**epoch).to_string());
+        }
+        if let Some(origin) = header.origin {
+            text.push_str(r#","origin":"#);
+            text.push_str(&origin.0.to_string());
+        }
+        if let Some(id) = &header.id {
+            text.push_str(r#","id":"#);
+            text.push_str(id.as_json());
+        }
+        if !header.ids.is_empty() {
+            text.push_str(r#","ids":["#);
+            for (i, id) in header.ids.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(id.as_json());
+            }
+            text.push(']');
+        }
+        if header.snapshot {
+            text.push_str(r#","snapshot":true"#);
+        }
+        text.push_str(r#"},"content":"#);
+        let content_start = text.len();
+        text.push_str(content_json);
+        text.push('}');
+        let cell = OnceLock::new();
+        if let Some(map) = content {
+            let _ = cell.set(map);
+        }
+        Outbound(Arc::new(Inner {
+            kind,
+            snapshot: header.snapshot,
+            seq: header.seq,
+            epoch: header.epoch,
+            origin: header.origin,
+            id: header.id,
+            ids: header.ids,
+            content: cell,
+            text,
+            content_start,
+            compat: OnceLock::new(),
+        }))
+    }
+
+    /// An update whose content is `content` (a diff, or with `snapshot` the whole state); the
+    /// map is kept so that in-process receivers read it without parsing.
+    pub(crate) fn update(header: Header, content: Map<String, Value>) -> Self {
+        let json = object_json(&content);
+        Self::new(OutboundKind::Update, header, &json, Some(content))
+    }
+
+    /// An `error` answering a refused frame; `ids` are the ids of the frame's messages.
+    pub(crate) fn error(error: &FrameError, ids: Vec<MessageId>) -> Self {
+        let mut content = Map::new();
+        content.insert("code".into(), error.code.as_str().into());
+        content.insert("message".into(), error.message.clone().into());
+        if let Some(index) = error.index {
+            content.insert("index".into(), index.into());
+        }
+        let json = object_json(&content);
+        Self::new(
+            OutboundKind::Error,
+            Header {
+                ids,
+                ..Header::default()
+            },
+            &json,
+            Some(content),
+        )
+    }
+
+    /// An `ack` for the no-op update `id`, at the model's current version.
+    pub(crate) fn ack(id: MessageId, seq: u64, epoch: Arc<str>) -> Self {
+        Self::new(
+            OutboundKind::Ack,
+            Header {
+                id: Some(id),
+                seq: Some(seq),
+                epoch: Some(epoch),
+                ..Header::default()
+            },
+            "{}",
+            Some(Map::new()),
+        )
+    }
+
+    /// The message type.
+    pub fn kind(&self) -> OutboundKind {
+        self.0.kind
+    }
+
+    /// Whether this update is a snapshot (its content is the whole state; it replaces).
+    pub fn is_snapshot(&self) -> bool {
+        self.0.snapshot
+    }
+
+    /// The model's version after this update, or the version an `ack` confirms at.
+    pub fn seq(&self) -> Option<u64> {
+        self.0.seq
+    }
+
+    /// The epoch of the model's version counter (stream-mode updates and acks).
+    pub fn epoch(&self) -> Option<&str> {
+        self.0.epoch.as_deref()
+    }
+
+    /// The session whose message caused this one (diffs and signals).
+    pub fn origin(&self) -> Option<ClientId> {
+        self.0.origin
+    }
+
+    /// The `id` of the client message this answers or echoes.
+    pub fn id(&self) -> Option<&MessageId> {
+        self.0.id.as_ref()
+    }
+
+    /// For an `error`: the ids of the refused frame's messages (none of them was applied).
+    pub fn ids(&self) -> &[MessageId] {
+        &self.0.ids
+    }
+
+    /// The content as an object (parsed on first use if the engine only had its text).
+    pub fn content(&self) -> &Map<String, Value> {
+        self.0
+            .content
+            .get_or_init(|| serde_json::from_str(self.content_json()).unwrap_or_default())
+    }
+
+    /// The content's JSON text.
+    pub fn content_json(&self) -> &str {
+        &self.0.text[self.0.content_start..self.0.text.len() - 1]
+    }
+
+    /// The whole message as stream-mode JSON text.
+    pub fn json(&self) -> &str {
+        &self.0.text
+    }
+
+    /// The whole message as compat-mode JSON text: the header has only `type` and `version`.
+    pub fn compat_json(&self) -> &str {
+        self.0.compat.get_or_init(|| {
+            let mut text = String::with_capacity(self.0.text.len());
+            text.push_str(r#"{"header":{"type":""#);
+            text.push_str(self.0.kind.as_str());
+            text.push_str(r#"","version":"0.1"},"content":"#);
+            text.push_str(&self.0.text[self.0.content_start..]);
+            text
+        })
+    }
+
+    /// The text of this message for a subscriber in `mode`.
+    pub fn json_for(&self, mode: Mode) -> &str {
+        match mode {
+            Mode::Stream => self.json(),
+            Mode::Compat => self.compat_json(),
+        }
+    }
+
+    /// The size this message counts for in a queue's byte bound.
+    pub fn queued_len(&self) -> usize {
+        self.0.text.len()
+    }
+}
+
+impl fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.json())
+    }
+}
+
+/// The compact JSON text of an object.
+pub(crate) fn object_json(map: &Map<String, Value>) -> String {
+    // A map of JSON values with string keys always serializes.
+    serde_json::to_string(map).unwrap_or_default()
+}
+
+/// Joins messages into one frame (a JSON array) for `mode`, without re-encoding any of them.
+pub fn encode_frame<'a>(messages: impl IntoIterator<Item = &'a Outbound>, mode: Mode) -> String {
+    let mut frame = String::from("[");
+    for (i, message) in messages.into_iter().enumerate() {
+        if i > 0 {
+            frame.push(',');
+        }
+        frame.push_str(message.json_for(mode));
+    }
+    frame.push(']');
+    frame
+}

@@ -1,0 +1,236 @@
+//! [`Replica`]: a client's copy of a model, "server state + my pending changes".
+
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::frame::{Message, MessageId};
+use crate::merge::merge_diff;
+use crate::outbound::{Outbound, OutboundKind};
+use crate::subscriber::Mode;
+
+/// A server message a replica cannot apply: it must be resynchronized (a new snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ReplicaError {
+    /// A diff skipped versions: something between was lost.
+    #[error("diff {got} does not follow version {expected}")]
+    Gap {
+        /// The version the replica expected next.
+        expected: u64,
+        /// The version it got.
+        got: u64,
+    },
+    /// A diff arrived before any snapshot.
+    #[error("a diff arrived before the snapshot")]
+    NoSnapshot,
+    /// A diff belongs to another epoch than the replica's snapshot.
+    #[error("a diff of epoch {got:?} does not belong to epoch {expected:?}")]
+    EpochChanged {
+        /// The replica's epoch.
+        expected: String,
+        /// The diff's epoch.
+        got: String,
+    },
+}
+
+#[derive(Clone)]
+struct Pending {
+    id: MessageId,
+    update: Map<String, Value>,
+}
+
+/// A client-side copy of one model.
+///
+/// It applies what the server sends (a snapshot replaces, a diff merges) and keeps the client's
+/// own unconfirmed updates on top, dropping each when its echo, `ack` or `error` arrives. So
+/// [`state`](Replica::state) is always "server state + my pending changes", and once nothing is
+/// pending it equals the server's state at [`version`](Replica::version).
+///
+/// In stream mode, [`update`](Replica::update) tags each update with an id unique to this
+/// replica (a random prefix and a counter) and the server confirms every id exactly once. In
+/// compat mode the server neither echoes nor acknowledges, so updates are applied to the
+/// confirmed state at once, as the original purly client did.
+#[derive(Clone)]
+pub struct Replica {
+    mode: Mode,
+    confirmed: Map<String, Value>,
+    view: Option<Map<String, Value>>,
+    version: Option<u64>,
+    epoch: Option<String>,
+    pending: VecDeque<Pending>,
+    tag: String,
+    next_id: u64,
+}
+
+impl Default for Replica {
+    fn default() -> Self {
+        Replica::new(Mode::Stream)
+    }
+}
+
+impl Replica {
+    /// An empty replica for a session in `mode`.
+    pub fn new(mode: Mode) -> Self {
+        let tag = format!("{:08x}", RandomState::new().build_hasher().finish() as u32);
+        Replica {
+            mode,
+            confirmed: Map::new(),
+            view: None,
+            version: None,
+            epoch: None,
+            pending: VecDeque::new(),
+            tag,
+            next_id: 0,
+        }
+    }
+
+    /// The state as this client sees it: the server's state with the pending updates merged on
+    /// top.
+    pub fn state(&self) -> &Map<String, Value> {
+        self.view.as_ref().unwrap_or(&self.confirmed)
+    }
+
+    /// The server's state as of [`version`](Replica::version), without pending updates.
+    pub fn confirmed(&self) -> &Map<String, Value> {
+        &self.confirmed
+    }
+
+    /// The model version the confirmed state is at (stream mode, after the snapshot).
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    /// The epoch of [`version`](Replica::version).
+    pub fn epoch(&self) -> Option<&str> {
+        self.epoch.as_deref()
+    }
+
+    /// How many updates await confirmation.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Records a local update and returns the message to send for it.
+    pub fn update(&mut self, content: Map<String, Value>) -> Message {
+        match self.mode {
+            Mode::Compat => {
+                merge_diff(&mut self.confirmed, content.clone());
+                Message::update(content)
+            }
+            Mode::Stream => {
+                self.next_id += 1;
+                let id = MessageId::string(&format!("{}-{}", self.tag, self.next_id));
+                let view = self.view.get_or_insert_with(|| self.confirmed.clone());
+                merge_diff(view, content.clone());
+                self.pending.push_back(Pending {
+                    id: id.clone(),
+                    update: content.clone(),
+                });
+                Message::update(content).with_id(id)
+            }
+        }
+    }
+
+    /// Applies every message of a received frame, in order.
+    pub fn receive<'a>(
+        &mut self,
+        messages: impl IntoIterator<Item = &'a Outbound>,
+    ) -> Result<(), ReplicaError> {
+        messages.into_iter().try_for_each(|m| self.apply(m))
+    }
+
+    /// Applies one message from the server.
+    pub fn apply(&mut self, message: &Outbound) -> Result<(), ReplicaError> {
+        match message.kind() {
+            OutboundKind::Update if message.is_snapshot() => {
+                self.confirmed = message.content().clone();
+                self.version = message.seq();
+                self.epoch = message.epoch().map(str::to_owned);
+                self.rebuild_view();
+            }
+            OutboundKind::Update => {
+                let fresh = match (message.seq(), self.version) {
+                    (None, _) => true,
+                    (Some(_), None) => return Err(ReplicaError::NoSnapshot),
+                    (Some(seq), Some(version)) if seq <= version => false,
+                    (Some(seq), Some(version)) if seq == version + 1 => true,
+                    (Some(seq), Some(version)) => {
+                        return Err(ReplicaError::Gap {
+                            expected: version + 1,
+                            got: seq,
+                        })
+                    }
+                };
+                if let (Some(expected), Some(got)) = (&self.epoch, message.epoch()) {
+                    if expected != got {
+                        return Err(ReplicaError::EpochChanged {
+                            expected: expected.clone(),
+                            got: got.to_owned(),
+                        });
+                    }
+                }
+                if fresh {
+                    merge_diff(&mut self.confirmed, message.content().clone());
+                    if message.seq().is_some() {
+                        self.version = message.seq();
+                    }
+                }
+                let confirmed_own = message.id().is_some_and(|id| self.confirm(id));
+                if fresh || confirmed_own {
+                    self.rebuild_view();
+                }
+            }
+            OutboundKind::Ack => {
+                if message.id().is_some_and(|id| self.confirm(id)) {
+                    self.rebuild_view();
+                }
+            }
+            OutboundKind::Error => {
+                let before = self.pending.len();
+                self.pending.retain(|p| !message.ids().contains(&p.id));
+                if self.pending.len() != before {
+                    self.rebuild_view();
+                }
+            }
+            OutboundKind::Signal => {}
+        }
+        Ok(())
+    }
+
+    /// Drops a pending update that will never be confirmed because it never reached the server
+    /// (sending it failed before it left the client). Returns whether it was pending.
+    pub fn forget(&mut self, id: &MessageId) -> bool {
+        let forgotten = self.confirm(id);
+        if forgotten {
+            self.rebuild_view();
+        }
+        forgotten
+    }
+
+    fn confirm(&mut self, id: &MessageId) -> bool {
+        match self.pending.iter().position(|p| &p.id == id) {
+            Some(at) => {
+                self.pending.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Recomputes "confirmed + pending"; costs the model's size, only while updates are pending.
+    fn rebuild_view(&mut self) {
+        if self.pending.is_empty() {
+            self.view = None;
+            return;
+        }
+        let mut view = self.confirmed.clone();
+        for pending in &self.pending {
+            merge_diff(&mut view, pending.update.clone());
+        }
+        self.view = Some(view);
+    }
+}

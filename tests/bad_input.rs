@@ -1,0 +1,209 @@
+//! Malformed frames: each gets its error code, the model is unchanged, and the client goes on.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{recv, settle, version};
+use purly::serde_json::json;
+use purly::{Config, Engine, ErrorCode, Limits, OutboundKind, SendError};
+use purly_channel::Client;
+
+fn engine() -> Engine {
+    let mut config = Config::default();
+    config.limits.max_depth = 8;
+    config.limits.max_messages = 3;
+    config.limits.max_frame_bytes = 4096;
+    Engine::new(config)
+}
+
+#[tokio::test]
+async fn every_malformed_frame_is_refused_with_its_code() {
+    let update = r#"{"header":{"type":"update"},"content":{"applied":true}}"#;
+    let cases: Vec<(&str, String, ErrorCode, Option<usize>)> = vec![
+        ("not JSON", "{not json".into(), ErrorCode::InvalidJson, None),
+        (
+            "truncated",
+            format!("[{update}"),
+            ErrorCode::InvalidJson,
+            None,
+        ),
+        (
+            "raw control character",
+            "[\"\u{0}\"]".into(),
+            ErrorCode::InvalidJson,
+            None,
+        ),
+        ("not an array", update.into(), ErrorCode::NotAnArray, None),
+        ("a number", "42".into(), ErrorCode::NotAnArray, None),
+        (
+            "missing header",
+            format!(r#"[{update},{{"content":{{}}}}]"#),
+            ErrorCode::InvalidMessage,
+            Some(1),
+        ),
+        (
+            "header not an object",
+            r#"[{"header":"update","content":{}}]"#.into(),
+            ErrorCode::InvalidMessage,
+            Some(0),
+        ),
+        (
+            "missing content",
+            r#"[{"header":{"type":"update"}}]"#.into(),
+            ErrorCode::InvalidMessage,
+            Some(0),
+        ),
+        (
+            "content not an object",
+            format!(r#"[{update},{{"header":{{"type":"update"}},"content":[1]}}]"#),
+            ErrorCode::InvalidMessage,
+            Some(1),
+        ),
+        (
+            "type missing",
+            r#"[{"header":{},"content":{}}]"#.into(),
+            ErrorCode::InvalidMessage,
+            Some(0),
+        ),
+        (
+            "message not an object",
+            r#"["update"]"#.into(),
+            ErrorCode::InvalidMessage,
+            Some(0),
+        ),
+        (
+            "unknown type",
+            format!(r#"[{update},{{"header":{{"type":"delete"}},"content":{{}}}}]"#),
+            ErrorCode::UnknownType,
+            Some(1),
+        ),
+        (
+            "server-only type",
+            r#"[{"header":{"type":"error"},"content":{}}]"#.into(),
+            ErrorCode::UnknownType,
+            Some(0),
+        ),
+        (
+            "bad version",
+            format!(r#"[{update},{{"header":{{"type":"update","version":"9"}},"content":{{}}}}]"#),
+            ErrorCode::UnsupportedVersion,
+            Some(1),
+        ),
+        (
+            "version not a string",
+            r#"[{"header":{"type":"update","version":0.1},"content":{}}]"#.into(),
+            ErrorCode::UnsupportedVersion,
+            Some(0),
+        ),
+        (
+            "too deep",
+            format!(
+                r#"[{update},{{"header":{{"type":"update"}},"content":{{"a":[[[[[[1]]]]]]}}}}]"#
+            ),
+            ErrorCode::TooDeep,
+            Some(1),
+        ),
+        ("deep bomb", "[".repeat(2000), ErrorCode::TooDeep, Some(0)),
+        (
+            "too many messages",
+            format!("[{update},{update},{update},{update}]"),
+            ErrorCode::TooManyMessages,
+            None,
+        ),
+        (
+            "too large",
+            format!(
+                r#"[{{"header":{{"type":"update"}},"content":{{"a":"{}"}}}}]"#,
+                "x".repeat(5000)
+            ),
+            ErrorCode::FrameTooLarge,
+            None,
+        ),
+        (
+            "number out of range",
+            r#"[{"header":{"type":"update"},"content":{"n":1e999}}]"#.into(),
+            ErrorCode::InvalidMessage,
+            Some(0),
+        ),
+    ];
+
+    let engine = engine();
+    let mut sender = Client::connect(&engine, "m").unwrap();
+    let mut other = Client::connect(&engine, "m").unwrap();
+    sender.update(json!({"before": 1})).unwrap();
+    settle(&mut sender).await;
+    common::recv_until_version(&mut other, 1).await;
+    let state = engine.state("m").unwrap();
+
+    for (name, frame, code, index) in cases {
+        let error = sender.send_text(&frame).unwrap_err();
+        assert_eq!(error.code(), Some(code), "{name}: returned error");
+        assert_eq!(engine.state("m").unwrap(), state, "{name}: model changed");
+        assert_eq!(version(&engine, "m"), 1, "{name}: version moved");
+        let batch = recv(&mut sender).await;
+        assert_eq!(batch.len(), 1, "{name}: one error per frame");
+        let message = &batch[0];
+        assert_eq!(message.kind(), OutboundKind::Error, "{name}");
+        assert_eq!(message.content()["code"], code.as_str(), "{name}");
+        assert!(
+            message.content()["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
+        assert_eq!(
+            message.content().get("index").and_then(|i| i.as_u64()),
+            index.map(|i| i as u64),
+            "{name}: index"
+        );
+        assert!(
+            other.try_recv().is_none(),
+            "{name}: another client heard of it"
+        );
+    }
+
+    let error = sender
+        .session()
+        .send_bytes(&[b'[', 0xff, b']'])
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::InvalidJson), "not UTF-8");
+    assert_eq!(recv(&mut sender).await[0].content()["code"], "invalid_json");
+
+    // The connection is alive: a valid update still applies and reaches the other client.
+    sender.update(json!({"after": 2})).unwrap();
+    settle(&mut sender).await;
+    common::recv_until_version(&mut other, 2).await;
+    assert_eq!(other.state()["after"], 2);
+    assert_eq!(other.state()["before"], 1);
+}
+
+#[tokio::test]
+async fn binary_frames_are_refused_by_the_transport_through_the_session() {
+    let engine = Engine::default();
+    let mut client = Client::connect(&engine, "m").unwrap();
+    recv(&mut client).await;
+    let error = client.session().refuse(purly::FrameError::new(
+        ErrorCode::BinaryNotSupported,
+        "purly frames are text",
+    ));
+    assert!(matches!(error, SendError::Frame(e) if e.code == ErrorCode::BinaryNotSupported));
+    let batch = recv(&mut client).await;
+    assert_eq!(batch[0].content()["code"], "binary_not_supported");
+}
+
+#[test]
+fn parse_frame_never_panics_on_arbitrary_bytes() {
+    let limits = Limits::default();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let alphabet = br#"[]{}",:\0123456789.eE-+ truefalsnul"headrcontyp"#;
+    for _ in 0..20_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = (seed % 64) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| alphabet[((seed >> (i % 50)) as usize + i * 7) % alphabet.len()])
+            .collect();
+        let _ = purly::parse_frame(&bytes, &limits);
+    }
+}

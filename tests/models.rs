@@ -1,0 +1,219 @@
+//! Embedder models: validation and rejection, atomic frames, the size and count limits,
+//! model removal and engine shutdown.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{obj, recv, settle, version};
+use purly::serde_json::{json, Map, Value};
+use purly::{
+    CloseReason, Config, Engine, ErrorCode, JoinError, JoinOptions, MemoryModel, Model, Rejection,
+    SendError,
+};
+use purly_channel::{Client, ClientError};
+
+/// Refuses any update that sets `locked`, and records every committed version.
+struct Guarded {
+    inner: MemoryModel,
+    log: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Model for Guarded {
+    fn state(&self) -> &Map<String, Value> {
+        self.inner.state()
+    }
+    fn state_mut(&mut self) -> &mut Map<String, Value> {
+        self.inner.state_mut()
+    }
+    fn check(&self, update: &Map<String, Value>) -> Result<(), Rejection> {
+        if update.contains_key("locked") {
+            return Err(Rejection::new("`locked` is read-only"));
+        }
+        Ok(())
+    }
+    fn committed(&mut self, version: u64, _diff: &Map<String, Value>) {
+        self.log.lock().unwrap().push(version);
+    }
+}
+
+fn guarded_engine(log: Arc<Mutex<Vec<u64>>>) -> Engine {
+    Engine::with_model_factory(Config::default(), move |name| {
+        if name.as_str().starts_with("private") {
+            return Err(Rejection::new("no such model"));
+        }
+        let state = obj(json!({"locked": "initial"}));
+        Ok(Box::new(Guarded {
+            inner: MemoryModel::new(state),
+            log: log.clone(),
+        }))
+    })
+}
+
+#[tokio::test]
+async fn a_rejected_update_rolls_back_its_whole_frame() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let engine = guarded_engine(log.clone());
+    let mut client = Client::connect(&engine, "m").unwrap();
+    let mut other = Client::connect(&engine, "m").unwrap();
+    recv(&mut client).await;
+    recv(&mut other).await;
+    let before = engine.state("m").unwrap();
+    let error = client
+        .send_text(
+            r#"[{"header":{"type":"update","id":"x"},"content":{"a":{"b":1},"locked":null,"c":null}},
+                {"header":{"type":"signal"},"content":{"s":1}}]"#,
+        )
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Rejected));
+    let error = client
+        .send_text(
+            r#"[{"header":{"type":"update","id":"y"},"content":{"a":{"b":1},"new":[1]}},
+                {"header":{"type":"update","id":"z"},"content":{"locked":"mine"}}]"#,
+        )
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Rejected));
+    assert_eq!(
+        engine.state("m").unwrap(),
+        before,
+        "nothing of either frame stays"
+    );
+    assert_eq!(version(&engine, "m"), 0);
+    let errors = recv(&mut client).await;
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[1].content()["index"], 1);
+    assert_eq!(errors[1].content()["message"], "`locked` is read-only");
+    let ids: Vec<&str> = errors[1].ids().iter().map(|id| id.as_json()).collect();
+    assert_eq!(ids, [r#""y""#, r#""z""#]);
+    assert!(
+        other.try_recv().is_none(),
+        "the signal of a refused frame is not relayed"
+    );
+
+    client.update(json!({"free": 1})).unwrap();
+    settle(&mut client).await;
+    assert_eq!(*log.lock().unwrap(), vec![1]);
+    assert_eq!(client.state()["locked"], "initial");
+}
+
+#[test]
+fn the_factory_decides_which_models_exist() {
+    let engine = guarded_engine(Arc::default());
+    let error = Client::connect(&engine, "private-notes").unwrap_err();
+    assert_eq!(error, JoinError::Refused("no such model".into()));
+    assert!(matches!(
+        Client::connect(&engine, "../etc"),
+        Err(JoinError::InvalidName(_))
+    ));
+    assert_eq!(engine.model_count(), 0);
+}
+
+#[test]
+fn the_number_of_models_is_bounded() {
+    let mut config = Config::default();
+    config.max_models = 3;
+    let engine = Engine::new(config);
+    let clients: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|m| Client::connect(&engine, m).unwrap())
+        .collect();
+    assert_eq!(
+        Client::connect(&engine, "d").unwrap_err(),
+        JoinError::TooManyModels { limit: 3 }
+    );
+    assert!(
+        Client::connect(&engine, "a").is_ok(),
+        "existing models still join"
+    );
+    drop(clients);
+}
+
+#[tokio::test]
+async fn an_update_that_would_make_the_model_too_large_is_not_applied() {
+    let mut config = Config::default();
+    config.max_model_bytes = 200;
+    let engine = Engine::new(config);
+    let mut client = Client::connect(&engine, "m").unwrap();
+    client.update(json!({"small": "x".repeat(100)})).unwrap();
+    settle(&mut client).await;
+    let before = engine.state("m").unwrap();
+    let error = client.update(json!({"big": "y".repeat(100)})).unwrap_err();
+    assert!(
+        matches!(error, ClientError::Send(SendError::Frame(e)) if e.code == ErrorCode::ModelTooLarge)
+    );
+    let batch = recv(&mut client).await;
+    assert_eq!(batch[0].content()["code"], "model_too_large");
+    assert_eq!(engine.state("m").unwrap(), before);
+    assert_eq!(
+        client.replica().pending(),
+        0,
+        "the refused update left the replica"
+    );
+    assert_eq!(client.state(), &before);
+    // Shrinking first makes room: replacing within one update is measured as a whole.
+    client
+        .update(json!({"small": null, "big": "y".repeat(100)}))
+        .unwrap();
+    settle(&mut client).await;
+    assert_eq!(client.state(), &engine.state("m").unwrap());
+}
+
+#[tokio::test]
+async fn removing_a_model_closes_its_clients_and_starts_a_new_epoch() {
+    let engine = Engine::default();
+    let mut client = Client::connect(&engine, "m").unwrap();
+    client.update(json!({"a": 1})).unwrap();
+    settle(&mut client).await;
+    let old_epoch = client.session().epoch().to_owned();
+    assert!(engine.remove_model("m"));
+    assert!(tokio::time::timeout(common::TIMEOUT, client.recv())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(client.close_reason(), Some(CloseReason::ModelRemoved));
+    assert_eq!(
+        client.update(json!({"b": 1})).unwrap_err(),
+        ClientError::Send(SendError::Closed)
+    );
+
+    let replica = client.into_replica();
+    let mut again = Client::resume(&engine, "m", replica).unwrap();
+    assert_ne!(again.session().epoch(), old_epoch);
+    let first = recv(&mut again).await;
+    assert!(first[0].is_snapshot(), "a new epoch means a snapshot");
+    assert!(again.state().is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_client_and_refuses_more() {
+    let engine = Engine::default();
+    let mut clients: Vec<Client> = (0..5)
+        .map(|i| Client::connect(&engine, &format!("m{}", i % 2)).unwrap())
+        .collect();
+    let session = engine
+        .join(
+            "m0",
+            Arc::new(purly::Outbox::new(1 << 20)),
+            JoinOptions::compat(),
+        )
+        .unwrap();
+    engine.shutdown();
+    for client in &mut clients {
+        while tokio::time::timeout(common::TIMEOUT, client.recv())
+            .await
+            .unwrap()
+            .is_some()
+        {}
+        assert_eq!(client.close_reason(), Some(CloseReason::Shutdown));
+    }
+    assert_eq!(session.send_text("[]"), Err(SendError::Closed));
+    assert_eq!(
+        Client::connect(&engine, "m0").unwrap_err(),
+        JoinError::ShutDown
+    );
+    assert_eq!(
+        Client::connect(&engine, "new").unwrap_err(),
+        JoinError::ShutDown
+    );
+}

@@ -1,0 +1,296 @@
+//! # purly-channel: connect to a purly [`Engine`] in the same process
+//!
+//! A [`Client`] is a session on one model of an engine, with no socket and no JSON text in
+//! between: it sends typed messages, receives the same shared [`Outbound`] messages a
+//! WebSocket client would get as text, and keeps a [`Replica`] of the model ("server state +
+//! my pending changes"). Use it to test sync logic, or to run a Rust client (a bot, a
+//! server-side `Layout`) next to the engine.
+//!
+//! ```
+//! use purly::Engine;
+//! use purly_channel::Client;
+//! use purly::serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::default();
+//! let mut alice = Client::connect(&engine, "model")?;
+//! let mut bob = Client::connect(&engine, "model")?;
+//!
+//! alice.update(json!({"div": {"style": {"background_color": "coral"}}}))?;
+//! alice.settle().await?; // until alice's update is confirmed
+//! bob.recv().await; // bob's snapshot and alice's diff, coalesced
+//! assert_eq!(bob.state(), alice.state());
+//! assert_eq!(bob.state()["div"]["style"]["background_color"], "coral");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Client`] is a [`Stream`] of received batches, and [`Client::recv`] awaits the next one;
+//! both apply the batch to the replica before handing it out. They work on any async runtime
+//! (the wake-up comes from the engine's fan-out, not from a timer).
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use purly::serde_json::{Map, Value};
+use purly::{
+    ClientId, CloseReason, Engine, Frame, JoinError, JoinOptions, Message, Outbound, Outbox,
+    Received, Replica, ReplicaError, SendError, Session,
+};
+use thiserror::Error;
+
+pub use purly;
+
+/// Why a [`Client`] call failed.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Updates and signals carry a JSON object; this was another kind of value.
+    #[error("the content of a message is a JSON object, not {0}")]
+    NotAnObject(&'static str),
+    /// The engine refused the frame, or the session is closed.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The server's messages could not be applied to the replica.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    /// The engine stopped delivering to this client.
+    #[error("the connection closed: {0}")]
+    Closed(CloseReason),
+}
+
+/// An in-process connection to one model of an [`Engine`].
+pub struct Client {
+    session: Session,
+    outbox: Arc<Outbox>,
+    replica: Replica,
+    closed: Option<CloseReason>,
+    replica_error: Option<ReplicaError>,
+}
+
+impl Client {
+    /// Joins `model` in stream mode, read-write.
+    pub fn connect(engine: &Engine, model: &str) -> Result<Self, JoinError> {
+        Client::connect_with(engine, model, JoinOptions::stream())
+    }
+
+    /// Joins `model` with the given options (compat mode, read-only, resume).
+    pub fn connect_with(
+        engine: &Engine,
+        model: &str,
+        options: JoinOptions,
+    ) -> Result<Self, JoinError> {
+        Client::connect_with_outbox(
+            engine,
+            model,
+            options,
+            Arc::new(Outbox::new(engine.config().max_queued_bytes)),
+        )
+    }
+
+    /// Joins `model` with an outbox of your own (e.g. a smaller byte bound).
+    pub fn connect_with_outbox(
+        engine: &Engine,
+        model: &str,
+        options: JoinOptions,
+        outbox: Arc<Outbox>,
+    ) -> Result<Self, JoinError> {
+        let mode = options.mode;
+        let session = engine.join(model, outbox.clone(), options)?;
+        Ok(Client {
+            session,
+            outbox,
+            replica: Replica::new(mode),
+            closed: None,
+            replica_error: None,
+        })
+    }
+
+    /// Reconnects with a replica kept from an earlier connection (see
+    /// [`into_replica`](Client::into_replica)), resuming after its version: the engine replays
+    /// the diffs the replica missed if it still keeps them and the epoch is the same, else sends
+    /// a snapshot. Either way the replica ends up with every change exactly once.
+    pub fn resume(engine: &Engine, model: &str, replica: Replica) -> Result<Self, JoinError> {
+        let options = match (replica.version(), replica.epoch()) {
+            (Some(version), Some(epoch)) => JoinOptions::stream().resume(version, epoch),
+            _ => JoinOptions::stream(),
+        };
+        let mut client = Client::connect_with(engine, model, options)?;
+        client.replica = replica;
+        Ok(client)
+    }
+
+    /// Disconnects, keeping the replica for a later [`resume`](Client::resume).
+    pub fn into_replica(self) -> Replica {
+        self.replica
+    }
+
+    /// The session's id: the `origin` of what this client causes.
+    pub fn id(&self) -> ClientId {
+        self.session.id()
+    }
+
+    /// The underlying session.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The replica: the state as this client sees it, its version and pending updates.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The model's state as this client sees it (the server's state plus pending updates).
+    pub fn state(&self) -> &Map<String, Value> {
+        self.replica.state()
+    }
+
+    /// Why the engine stopped delivering, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.closed
+    }
+
+    /// Merges `content` (a JSON object) into the model. The replica shows it at once; it is
+    /// confirmed when the engine's echo (or `ack`, if it changed nothing) is received.
+    pub fn update(&mut self, content: Value) -> Result<(), ClientError> {
+        let content = object(content)?;
+        let message = self.replica.update(content);
+        let id = message.id.clone();
+        match self.send(Frame::new(vec![message])) {
+            Err(SendError::Closed) => {
+                // It never reached the engine, so no error message will confirm it.
+                if let Some(id) = id {
+                    self.replica.forget(&id);
+                }
+                Err(SendError::Closed.into())
+            }
+            // A refusal is also queued to us as an error naming the id; the replica drops the
+            // update when it receives it, in order with everything else.
+            result => result.map_err(ClientError::from),
+        }
+    }
+
+    /// Relays `content` (a JSON object) to the model's other clients.
+    pub fn signal(&self, content: Value) -> Result<(), ClientError> {
+        let content = object(content)?;
+        self.send(Frame::new(vec![Message::signal(content)]))?;
+        Ok(())
+    }
+
+    /// Sends a frame built in code, as is: updates in it are not tracked by the replica
+    /// unless they came from [`Replica::update`].
+    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+        self.session.send(frame)
+    }
+
+    /// Sends a frame of JSON text, as a WebSocket client would (for testing bad input).
+    pub fn send_text(&self, text: &str) -> Result<(), SendError> {
+        self.session.send_text(text)
+    }
+
+    /// Waits for the next batch of messages (everything queued since the last one), applies it
+    /// to the replica and returns it. `None` once the engine stopped delivering
+    /// ([`close_reason`](Client::close_reason) says why) or the replica hit an error
+    /// ([`settle`](Client::settle) reports it).
+    pub async fn recv(&mut self) -> Option<Vec<Outbound>> {
+        poll_fn(|cx| self.poll_batch(cx)).await
+    }
+
+    /// The next batch if one is queued now, without waiting.
+    pub fn try_recv(&mut self) -> Option<Vec<Outbound>> {
+        loop {
+            match self.outbox.try_recv()? {
+                Received::Resync => self.resync(),
+                received => return self.take(received),
+            }
+        }
+    }
+
+    /// Receives until none of this client's updates awaits confirmation, so that
+    /// [`state`](Client::state) is the server's state at some version at or after them.
+    pub async fn settle(&mut self) -> Result<(), ClientError> {
+        while self.replica.pending() > 0 {
+            if self.recv().await.is_none() {
+                return Err(self.failure());
+            }
+        }
+        Ok(())
+    }
+
+    fn failure(&mut self) -> ClientError {
+        if let Some(error) = self.replica_error.take() {
+            return ClientError::Replica(error);
+        }
+        ClientError::Closed(self.closed.unwrap_or(CloseReason::Shutdown))
+    }
+
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<Outbound>>> {
+        if self.closed.is_some() || self.replica_error.is_some() {
+            return Poll::Ready(None);
+        }
+        loop {
+            match self.outbox.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Received::Resync) => self.resync(),
+                Poll::Ready(received) => return Poll::Ready(self.take(received)),
+            }
+        }
+    }
+
+    fn resync(&mut self) {
+        if let Err(SendError::Closed) = self.session.resync() {
+            self.closed.get_or_insert(CloseReason::Shutdown);
+        }
+    }
+
+    fn take(&mut self, received: Received) -> Option<Vec<Outbound>> {
+        match received {
+            Received::Messages(batch) => {
+                if let Err(error) = self.replica.receive(&batch) {
+                    self.replica_error = Some(error);
+                    return None;
+                }
+                Some(batch)
+            }
+            Received::Closed(reason) => {
+                self.closed = Some(reason);
+                None
+            }
+            Received::Resync => None,
+        }
+    }
+}
+
+impl Stream for Client {
+    type Item = Vec<Outbound>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_batch(cx)
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("session", &self.session)
+            .field("version", &self.replica.version())
+            .field("pending", &self.replica.pending())
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+fn object(content: Value) -> Result<Map<String, Value>, ClientError> {
+    match content {
+        Value::Object(map) => Ok(map),
+        Value::Null => Err(ClientError::NotAnObject("null")),
+        Value::Bool(_) => Err(ClientError::NotAnObject("a boolean")),
+        Value::Number(_) => Err(ClientError::NotAnObject("a number")),
+        Value::String(_) => Err(ClientError::NotAnObject("a string")),
+        Value::Array(_) => Err(ClientError::NotAnObject("an array")),
+    }
+}
