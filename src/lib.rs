@@ -55,7 +55,8 @@
 //!   bytes, with a lag policy (see its docs).
 //! - [`parse_frame`], [`merge_diff`], [`Outbound`], [`encode_frame`]: the protocol pieces, usable
 //!   on their own.
-//! - [`Replica`]: the client side, "server state + my pending changes".
+//! - [`Replica`]: the client side, "server state + my pending changes"; [`Connection`]: what
+//!   every client transport offers, so client code runs over any of them.
 //!
 //! ## Guarantees
 //! - A frame is validated whole and applied atomically: every update in it or none.
@@ -77,6 +78,7 @@
 //!   relayed byte for byte, updates are re-serialized.
 
 mod config;
+mod connection;
 mod engine;
 mod error;
 mod frame;
@@ -91,13 +93,14 @@ mod session;
 mod subscriber;
 
 pub use config::{Config, Limits};
+pub use connection::Connection;
 pub use engine::{Access, Engine, JoinOptions, Resume};
 pub use error::{ErrorCode, FrameError, InvalidModelName, JoinError, SendError};
 pub use frame::{parse_frame, Content, Frame, Message, MessageId, MessageKind, PROTOCOL_VERSION};
 pub use merge::{merge_diff, Change};
 pub use model::{MemoryModel, Model, ModelFactory, Rejection};
 pub use name::{ModelName, MAX_MODEL_NAME_LEN};
-pub use outbound::{encode_frame, Outbound, OutboundKind};
+pub use outbound::{encode_frame, parse_server_frame, Outbound, OutboundKind};
 pub use outbox::{Outbox, Received};
 pub use replica::{Replica, ReplicaError};
 pub use session::Session;

@@ -1,11 +1,14 @@
 //! Outbound messages: serialized once when they are created, shared by every subscriber.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::error::FrameError;
+use crate::error::{ErrorCode, FrameError};
 use crate::frame::{MessageId, PROTOCOL_VERSION};
 use crate::subscriber::{ClientId, Mode};
 
@@ -261,6 +264,85 @@ impl fmt::Debug for Outbound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.json())
     }
+}
+
+#[derive(Deserialize)]
+struct ServerMessage<'a> {
+    #[serde(borrow)]
+    header: ServerHeader<'a>,
+    #[serde(borrow)]
+    content: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct ServerHeader<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    seq: Option<u64>,
+    epoch: Option<String>,
+    origin: Option<u64>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    ids: Vec<&'a RawValue>,
+    #[serde(default)]
+    snapshot: bool,
+}
+
+/// Parses a frame a server sent (for clients): the same [`Outbound`] messages the engine
+/// produced, so a [`Replica`](crate::Replica) applies them alike over any transport.
+pub fn parse_server_frame(text: &str) -> Result<Vec<Outbound>, FrameError> {
+    let messages: Vec<ServerMessage<'_>> = serde_json::from_str(text)
+        .map_err(|e| FrameError::new(ErrorCode::InvalidJson, e.to_string()))?;
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(index, message)| {
+            let kind = match &*message.header.kind {
+                "update" => OutboundKind::Update,
+                "signal" => OutboundKind::Signal,
+                "ack" => OutboundKind::Ack,
+                "error" => OutboundKind::Error,
+                other => {
+                    return Err(FrameError::at(
+                        ErrorCode::UnknownType,
+                        index,
+                        format!("unknown message type {other:?}"),
+                    ))
+                }
+            };
+            let id = |raw: &RawValue| {
+                MessageId::from_json(raw.get()).ok_or_else(|| {
+                    FrameError::at(
+                        ErrorCode::InvalidMessage,
+                        index,
+                        "an id is a string or a number",
+                    )
+                })
+            };
+            let header = Header {
+                snapshot: message.header.snapshot,
+                seq: message.header.seq,
+                epoch: message.header.epoch.map(Arc::from),
+                origin: message.header.origin.map(ClientId),
+                id: message.header.id.map(id).transpose()?,
+                ids: message
+                    .header
+                    .ids
+                    .into_iter()
+                    .map(id)
+                    .collect::<Result<_, _>>()?,
+            };
+            if !message.content.get().starts_with('{') {
+                return Err(FrameError::at(
+                    ErrorCode::InvalidMessage,
+                    index,
+                    "content is an object",
+                ));
+            }
+            Ok(Outbound::new(kind, header, message.content.get(), None))
+        })
+        .collect()
 }
 
 /// The compact JSON text of an object.

@@ -72,6 +72,19 @@ impl Outbox {
         }
     }
 
+    /// Resolves once the engine stopped delivering, without taking anything queued (for a
+    /// transport that sends only at times of its own choosing, like compat mode's turns).
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let mut state = lock(&self.state);
+        match state.closed {
+            Some(reason) => Poll::Ready(reason),
+            None => {
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
     /// Takes everything queued, without waiting.
     pub fn try_recv(&self) -> Option<Received> {
         lock(&self.state).take()
@@ -159,7 +172,11 @@ impl Subscriber for Outbox {
                 Delivery::Queued
             }
         } else if state.bytes + message.queued_len() > self.limit && !state.queue.is_empty() {
-            state.queue.retain(|(_, own)| *own);
+            // Replies to the session survive; a snapshot still queued is superseded by the one
+            // the coming resync brings.
+            state
+                .queue
+                .retain(|(message, own)| *own && !message.is_snapshot());
             state.bytes = state.queue.iter().map(|(m, _)| m.queued_len()).sum();
             state.lagging = true;
             state.resync_requested = false;
@@ -187,5 +204,86 @@ impl Subscriber for Outbox {
         let waker = state.waker.take();
         drop(state);
         Outbox::wake(waker);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::Header;
+    use serde_json::Map;
+
+    fn diff(seq: u64) -> Outbound {
+        let mut content = Map::new();
+        content.insert("k".into(), "x".repeat(100).into());
+        Outbound::update(
+            Header {
+                seq: Some(seq),
+                ..Header::default()
+            },
+            content,
+        )
+    }
+
+    fn snapshot(seq: u64) -> Outbound {
+        Outbound::new(
+            crate::OutboundKind::Update,
+            Header {
+                seq: Some(seq),
+                snapshot: true,
+                ..Header::default()
+            },
+            "{}",
+            None,
+        )
+    }
+
+    #[test]
+    fn a_second_lag_replaces_the_first_snapshot() {
+        let outbox = Outbox::new(500);
+        let mut seq = 0;
+        while outbox.deliver(&diff(seq + 1), false) != Delivery::Lagged {
+            seq += 1;
+        }
+        assert!(matches!(outbox.try_recv(), Some(Received::Resync)));
+        // The engine answers the resync with a snapshot, delivered as a reply to this session.
+        assert_eq!(outbox.deliver(&snapshot(10), true), Delivery::Queued);
+        // It lags again before its reader drained that snapshot.
+        let mut seq = 10;
+        while outbox.deliver(&diff(seq + 1), false) != Delivery::Lagged {
+            seq += 1;
+        }
+        assert!(matches!(outbox.try_recv(), Some(Received::Resync)));
+        assert_eq!(outbox.deliver(&snapshot(20), true), Delivery::Queued);
+        let Some(Received::Messages(batch)) = outbox.try_recv() else {
+            panic!("expected messages")
+        };
+        let snapshots: Vec<_> = batch
+            .iter()
+            .filter(|m| m.is_snapshot())
+            .map(|m| m.seq())
+            .collect();
+        assert_eq!(snapshots, vec![Some(20)], "only the fresh snapshot");
+        assert_eq!(batch[0].seq(), Some(20));
+    }
+
+    #[test]
+    fn the_bound_holds_and_own_replies_survive_a_lag() {
+        let outbox = Outbox::new(1000);
+        for seq in 1..=100 {
+            outbox.deliver(&diff(seq), seq % 25 == 0);
+            assert!(outbox.queued_bytes() <= 1000);
+        }
+        assert!(matches!(outbox.try_recv(), Some(Received::Resync)));
+        outbox.deliver(&snapshot(100), true);
+        let Some(Received::Messages(batch)) = outbox.try_recv() else {
+            panic!("expected messages")
+        };
+        assert!(batch[0].is_snapshot());
+        let own: Vec<_> = batch[1..].iter().filter_map(|m| m.seq()).collect();
+        assert!(
+            own.iter().all(|seq| seq % 25 == 0),
+            "only own replies were kept: {own:?}"
+        );
     }
 }

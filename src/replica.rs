@@ -114,6 +114,16 @@ impl Replica {
         self.pending.len()
     }
 
+    /// The pending updates as messages with their ids, oldest first: what a client resends
+    /// after reconnecting, since it cannot know which of them reached the server. Resending
+    /// is safe for the replica: each id is confirmed at most once, and a later confirmation of
+    /// an id already confirmed is ignored.
+    pub fn pending_updates(&self) -> impl Iterator<Item = Message> + '_ {
+        self.pending
+            .iter()
+            .map(|p| Message::update(p.update.clone()).with_id(p.id.clone()))
+    }
+
     /// Records a local update and returns the message to send for it.
     pub fn update(&mut self, content: Map<String, Value>) -> Message {
         match self.mode {

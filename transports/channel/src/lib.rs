@@ -38,8 +38,8 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use purly::serde_json::{Map, Value};
 use purly::{
-    ClientId, CloseReason, Engine, Frame, JoinError, JoinOptions, Message, Outbound, Outbox,
-    Received, Replica, ReplicaError, SendError, Session,
+    ClientId, CloseReason, Connection, Engine, Frame, JoinError, JoinOptions, Message, Outbound,
+    Outbox, Received, Replica, ReplicaError, SendError, Session,
 };
 use thiserror::Error;
 
@@ -262,6 +262,26 @@ impl Client {
             }
             Received::Resync => None,
         }
+    }
+}
+
+impl Connection for Client {
+    type Error = ClientError;
+
+    async fn update(&mut self, content: Value) -> Result<(), ClientError> {
+        Client::update(self, content)
+    }
+
+    async fn signal(&mut self, content: Value) -> Result<(), ClientError> {
+        Client::signal(self, content)
+    }
+
+    async fn recv(&mut self) -> Option<Vec<Outbound>> {
+        Client::recv(self).await
+    }
+
+    fn replica(&self) -> &Replica {
+        &self.replica
     }
 }
 

@@ -1,0 +1,228 @@
+//! The per-connection loops, written once over any `Sink + Stream` of WebSocket messages so
+//! that tests drive them with channels as well as with sockets.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::CloseFrame;
+use hyper_tungstenite::tungstenite::{Error as WsError, Message};
+use purly::{encode_frame, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received, Session};
+use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
+
+use crate::config::ServerConfig;
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The peer closed it, or its stream ended.
+    PeerClosed,
+    /// The peer stopped answering pings, a write timed out, or the socket failed.
+    PeerLost(String),
+    /// The server closed it with this close code.
+    ClosedByServer(u16),
+}
+
+/// Serves one connection until it ends. `session`'s subscriber is `outbox`.
+pub(crate) async fn serve<S>(
+    ws: &mut S,
+    session: &Session,
+    outbox: &Arc<Outbox>,
+    config: &ServerConfig,
+) -> Ending
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    let mut connection = Connection {
+        ws,
+        session,
+        outbox,
+        config,
+        missed_pings: 0,
+    };
+    match session.mode() {
+        Mode::Stream => connection.stream().await,
+        Mode::Compat => connection.compat().await,
+    }
+}
+
+struct Connection<'a, S> {
+    ws: &'a mut S,
+    session: &'a Session,
+    outbox: &'a Arc<Outbox>,
+    config: &'a ServerConfig,
+    missed_pings: u32,
+}
+
+/// What one received WebSocket message asks of the loop.
+enum Incoming {
+    /// A frame was handed to the engine (applied or refused).
+    Frame,
+    /// Control traffic only.
+    Control,
+    /// The connection is over.
+    End(Ending),
+}
+
+impl<S> Connection<'_, S>
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    /// Stream mode: push whatever is queued as soon as it is, one coalesced frame per write.
+    async fn stream(&mut self) -> Ending {
+        let mut ping = self.ping_timer();
+        loop {
+            tokio::select! {
+                received = poll_fn(|cx| self.outbox.poll_recv(cx)) => match received {
+                    Received::Messages(batch) => {
+                        if let Err(ending) = self.write(encode_frame(&batch, Mode::Stream)).await {
+                            return ending;
+                        }
+                    }
+                    Received::Resync => {
+                        // Fails only once the model is closed; the outbox then reports it.
+                        let _ = self.session.resync();
+                    }
+                    Received::Closed(reason) => return self.close_for(reason).await,
+                },
+                incoming = self.ws.next() => {
+                    if let Incoming::End(ending) = self.receive(incoming).await {
+                        return ending;
+                    }
+                }
+                _ = ping.tick() => {
+                    if let Err(ending) = self.ping().await {
+                        return ending;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Compat mode (PROTOCOL.md section 3): the first frame is the state; then each client
+    /// frame is answered by one frame of everything queued, at most `refresh_per_second` turns
+    /// a second.
+    async fn compat(&mut self) -> Ending {
+        let period =
+            Duration::from_secs_f64(1.0 / f64::from(self.config.refresh_per_second.max(1)));
+        match poll_fn(|cx| self.outbox.poll_recv(cx)).await {
+            Received::Messages(batch) => {
+                if let Err(ending) = self.write(encode_frame(&batch, Mode::Compat)).await {
+                    return ending;
+                }
+            }
+            Received::Closed(reason) => return self.close_for(reason).await,
+            Received::Resync => {}
+        }
+        let mut ping = self.ping_timer();
+        let mut next_turn = Instant::now() + period;
+        loop {
+            tokio::select! {
+                incoming = self.ws.next() => match self.receive(incoming).await {
+                    Incoming::End(ending) => return ending,
+                    Incoming::Control => continue,
+                    Incoming::Frame => {}
+                },
+                reason = poll_fn(|cx| self.outbox.poll_closed(cx)) => {
+                    return self.close_for(reason).await;
+                }
+                _ = ping.tick() => {
+                    if let Err(ending) = self.ping().await {
+                        return ending;
+                    }
+                    continue;
+                }
+            }
+            sleep_until(next_turn).await;
+            next_turn = Instant::now() + period;
+            let batch = match self.outbox.try_recv() {
+                Some(Received::Messages(batch)) => batch,
+                Some(Received::Closed(reason)) => return self.close_for(reason).await,
+                // The engine disconnects a compat subscriber that lags, so no resync is asked.
+                Some(Received::Resync) | None => Vec::new(),
+            };
+            if let Err(ending) = self.write(encode_frame(&batch, Mode::Compat)).await {
+                return ending;
+            }
+        }
+    }
+
+    async fn receive(&mut self, incoming: Option<Result<Message, WsError>>) -> Incoming {
+        self.missed_pings = 0;
+        match incoming {
+            Some(Ok(Message::Text(text))) => {
+                // A refusal is queued to this session as an error message; nothing else to do.
+                let _ = self.session.send_text(&text);
+                Incoming::Frame
+            }
+            Some(Ok(Message::Binary(_))) => {
+                self.session.refuse(FrameError::new(
+                    ErrorCode::BinaryNotSupported,
+                    "purly frames are JSON text; binary frames are not supported",
+                ));
+                Incoming::Frame
+            }
+            Some(Ok(Message::Close(_))) | None => Incoming::End(Ending::PeerClosed),
+            Some(Ok(_)) => Incoming::Control,
+            Some(Err(WsError::Capacity(error))) => Incoming::End(
+                self.close(CloseCode::Size, &format!("frame too large: {error}"))
+                    .await,
+            ),
+            Some(Err(error)) => Incoming::End(Ending::PeerLost(error.to_string())),
+        }
+    }
+
+    fn ping_timer(&self) -> tokio::time::Interval {
+        let every = self.config.ping_interval;
+        let mut timer = interval_at(Instant::now() + every, every);
+        timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        timer
+    }
+
+    async fn ping(&mut self) -> Result<(), Ending> {
+        if self.missed_pings >= self.config.max_missed_pings {
+            return Err(Ending::PeerLost(format!(
+                "{} pings unanswered",
+                self.missed_pings
+            )));
+        }
+        self.missed_pings += 1;
+        self.send(Message::Ping(Default::default())).await
+    }
+
+    async fn write(&mut self, frame: String) -> Result<(), Ending> {
+        self.send(Message::text(frame)).await
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), Ending> {
+        match timeout(self.config.write_timeout, self.ws.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(Ending::PeerLost(error.to_string())),
+            Err(_) => Err(Ending::PeerLost("write timed out".to_owned())),
+        }
+    }
+
+    async fn close_for(&mut self, reason: CloseReason) -> Ending {
+        let code = match reason {
+            CloseReason::Overflow => CloseCode::Again,
+            _ => CloseCode::Away,
+        };
+        self.close(code, &reason.to_string()).await
+    }
+
+    /// Sends a close frame, then reads until the peer's reply (briefly) so that the peer sees
+    /// a clean close with our code rather than a dropped connection.
+    async fn close(&mut self, code: CloseCode, reason: &str) -> Ending {
+        let frame = CloseFrame {
+            code,
+            reason: reason.chars().take(100).collect::<String>().into(),
+        };
+        if self.send(Message::Close(Some(frame))).await.is_ok() {
+            let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
+            let _ = timeout(Duration::from_secs(2), drain).await;
+        }
+        Ending::ClosedByServer(code.into())
+    }
+}

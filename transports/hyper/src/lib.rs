@@ -1,0 +1,87 @@
+//! # purly-hyper: purly over WebSockets, inside any hyper 1.x or axum service
+//!
+//! [`Purly`] serves the routes of purly's protocol for an [`Engine`](purly::Engine), under a
+//! prefix of your choosing (default `/`):
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET {prefix}{model}/stream` + WebSocket upgrade | the model's message stream |
+//! | `GET {prefix}{model}/state` | the model's state as JSON (404 if it does not exist) |
+//! | `GET {prefix}{model}` | the browser page (not served by this version: 404) |
+//!
+//! A client that offers the subprotocol `purly.stream` gets **stream mode**: push delivery of
+//! coalesced frames, `seq`/`epoch`/`origin`/`id` on updates, acks, resume with
+//! `?since=N&epoch=E`. A client that offers none gets **compat mode**, the original purly
+//! server's behaviour, so that purly 0.1/0.2 clients work unchanged.
+//!
+//! ## A complete server
+//!
+//! ```no_run
+//! use hyper::server::conn::http1;
+//! use hyper_util::rt::TokioIo;
+//! use purly::Engine;
+//! use purly_hyper::Purly;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let purly = Purly::new(Engine::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! loop {
+//!     let (socket, _) = listener.accept().await?;
+//!     socket.set_nodelay(true)?; // Nagle would add ~40 ms to small messages
+//!     let purly = purly.clone();
+//!     tokio::spawn(async move {
+//!         let connection = http1::Builder::new()
+//!             .serve_connection(TokioIo::new(socket), purly)
+//!             .with_upgrades(); // WebSocket upgrades need this
+//!         let _ = connection.await;
+//!     });
+//! }
+//! # }
+//! ```
+//!
+//! In axum, mount it beside your own routes: `Router::new().route("/api/hello", get(hello))
+//! .nest_service("/sync", purly)` serves `/sync/{model}/stream` (axum strips `/sync`, so keep
+//! the prefix `/`). From a hand-written hyper service, [`Purly::try_handle`] hands back the
+//! requests that are not purly's.
+//!
+//! ## Limits and liveness
+//! - Frames above [`Limits::max_frame_bytes`](purly::Limits::max_frame_bytes) (1 MiB) close the
+//!   connection with 1009; binary frames are answered `binary_not_supported`.
+//! - Each connection's outbound queue is bounded (8 MiB): a stream-mode client that falls
+//!   behind gets a fresh snapshot instead of the diffs it missed; a compat-mode one is closed
+//!   with 1013.
+//! - Idle connections are pinged every 30 s and closed after 2 unanswered pings; a write that
+//!   takes over 60 s drops the peer.
+//! - A connection's read buffer is 4 KiB (tungstenite's default is 128 KiB), so idle
+//!   connections stay small.
+//!
+//! ## Authorization
+//! [`PurlyBuilder::authorize`] sees each request ([`RequestInfo`]: route, model, path,
+//! headers, peer) and answers [`Decision::Deny`] (403), [`Decision::ReadOnly`] (updates and
+//! signals answered `forbidden`) or [`Decision::ReadWrite`]. Cross-site WebSocket requests
+//! (an `Origin` naming another host) are refused with 403 unless
+//! [`PurlyBuilder::allow_origin`] allows that origin.
+//!
+//! ## What this crate does not do
+//! - No TLS: terminate it in front (a proxy) or in your own accept loop.
+//! - It does not run the HTTP server: you own the listener and the accept loop (see above).
+//! - It does not check `Sec-WebSocket-Extensions` (no compression is negotiated).
+
+mod access;
+#[cfg(feature = "client")]
+mod client;
+mod config;
+mod connection;
+mod route;
+mod service;
+
+pub use access::{Authorize, Decision, PeerAddr, RequestInfo};
+#[cfg(feature = "client")]
+pub use client::{Ended, WsClient, WsClientError};
+pub use config::ServerConfig;
+pub use route::RouteKind;
+pub use service::{Body, Handled, Purly, PurlyBuilder, STREAM_SUBPROTOCOL};
+
+pub use hyper;
+pub use hyper_tungstenite;
+pub use purly;

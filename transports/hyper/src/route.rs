@@ -1,0 +1,88 @@
+//! Which purly route a request path names (PROTOCOL.md section 1).
+
+use purly::{InvalidModelName, ModelName};
+
+/// The three routes below the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RouteKind {
+    /// `{prefix}{model}/stream`: the WebSocket message stream.
+    Stream,
+    /// `{prefix}{model}/state`: the model's state as JSON.
+    State,
+    /// `{prefix}{model}`: the browser page.
+    Page,
+}
+
+/// What a path means to purly.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Routed {
+    /// Not a purly path: the embedder's (or a 404).
+    Elsewhere,
+    /// A purly route with an invalid model name (HTTP 400).
+    BadName(RouteKind, InvalidModelName),
+    /// A purly route.
+    Model(RouteKind, ModelName),
+}
+
+pub(crate) fn route(path: &str, prefix: &str) -> Routed {
+    let Some(rest) = path.strip_prefix(prefix) else {
+        return Routed::Elsewhere;
+    };
+    let (name, kind) = match rest.split_once('/') {
+        None => (rest, RouteKind::Page),
+        Some((name, "stream")) => (name, RouteKind::Stream),
+        Some((name, "state")) => (name, RouteKind::State),
+        Some(_) => return Routed::Elsewhere,
+    };
+    if name.is_empty() {
+        return Routed::Elsewhere;
+    }
+    match ModelName::new(name) {
+        Ok(name) => Routed::Model(kind, name),
+        // A page path that is not a model name is most likely someone else's route.
+        Err(_) if kind == RouteKind::Page => Routed::Elsewhere,
+        Err(error) => Routed::BadName(kind, error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(kind: RouteKind, name: &str) -> Routed {
+        Routed::Model(kind, ModelName::new(name).unwrap())
+    }
+
+    #[test]
+    fn routes_under_the_root_prefix() {
+        assert_eq!(
+            route("/model/stream", "/"),
+            model(RouteKind::Stream, "model")
+        );
+        assert_eq!(route("/model/state", "/"), model(RouteKind::State, "model"));
+        assert_eq!(route("/model", "/"), model(RouteKind::Page, "model"));
+        assert_eq!(route("/", "/"), Routed::Elsewhere);
+        assert_eq!(route("/a/b/stream", "/"), Routed::Elsewhere);
+        assert_eq!(route("/model/other", "/"), Routed::Elsewhere);
+        assert!(matches!(
+            route("/a%20b/stream", "/"),
+            Routed::BadName(RouteKind::Stream, _)
+        ));
+        assert!(matches!(
+            route("/../state", "/"),
+            Routed::BadName(RouteKind::State, _)
+        ));
+        assert_eq!(route("/a%20b", "/"), Routed::Elsewhere);
+    }
+
+    #[test]
+    fn routes_under_a_prefix() {
+        assert_eq!(
+            route("/model/m/stream", "/model/"),
+            model(RouteKind::Stream, "m")
+        );
+        assert_eq!(route("/api/users", "/model/"), Routed::Elsewhere);
+        assert_eq!(route("/model/", "/model/"), Routed::Elsewhere);
+    }
+}

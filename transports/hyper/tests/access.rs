@@ -1,0 +1,123 @@
+//! Authorization and the routes' HTTP answers (PROTOCOL.md sections 1 and 7).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{get, next_frame, raw, raw_with, stream_client, Server};
+use purly::{Config, Engine};
+use purly_hyper::{Decision, Purly, RouteKind};
+
+const UPGRADE: &[(&str, &str)] = &[
+    ("upgrade", "websocket"),
+    ("connection", "Upgrade"),
+    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("sec-websocket-version", "13"),
+];
+
+fn upgrade_with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    UPGRADE.iter().chain(extra).copied().collect()
+}
+
+#[tokio::test]
+async fn cross_site_origins_are_refused_unless_allowed() {
+    let server = Server::start(
+        Purly::builder(Engine::default())
+            .allow_origin("https://app.example")
+            .build(),
+    )
+    .await;
+    let url = server.url("/m/stream");
+    let same_site = format!("http://{}", server.addr);
+    assert!(raw(&url, Some("purly.stream"), Some(&same_site))
+        .await
+        .is_ok());
+    assert!(raw(&url, Some("purly.stream"), Some("https://app.example"))
+        .await
+        .is_ok());
+    assert!(
+        raw(&url, Some("purly.stream"), None).await.is_ok(),
+        "non-browser clients send no Origin"
+    );
+    let (status, body) = get(
+        &server,
+        "/m/stream",
+        &upgrade_with(&[("origin", "https://evil.example")]),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(body.contains("cross-site"));
+    let (status, _) = get(&server, "/m/stream", &upgrade_with(&[("origin", "null")])).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn the_hook_sees_the_request_and_its_decisions_are_enforced() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let purly = Purly::builder(Engine::default())
+        .authorize(move |info| {
+            log.lock()
+                .unwrap()
+                .push((info.route, info.model.to_string(), info.peer.is_some()));
+            match info
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some("Bearer writer") => Decision::ReadWrite,
+                Some("Bearer reader") => Decision::ReadOnly,
+                _ => Decision::Deny,
+            }
+        })
+        .build();
+    let server = Server::start(purly).await;
+    let (status, _) = get(&server, "/m/stream", UPGRADE).await;
+    assert_eq!(status, 403, "denied: nothing opened");
+    let (status, _) = get(&server, "/m/state", &[]).await;
+    assert_eq!(status, 403, "the state route is behind the same hook");
+    assert_eq!(
+        server.purly.engine().model_count(),
+        0,
+        "a denied request creates no model"
+    );
+
+    let mut reader = raw_with(
+        &server.url("/m/stream"),
+        &[("authorization", "Bearer reader")],
+    )
+    .await
+    .unwrap();
+    next_frame(&mut reader).await;
+    let (status, body) = get(&server, "/m/state", &[("authorization", "Bearer reader")]).await;
+    assert_eq!((status, body.as_str()), (200, "{}"));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], (RouteKind::Stream, "m".to_owned(), true));
+    assert_eq!(seen[1], (RouteKind::State, "m".to_owned(), true));
+}
+
+#[tokio::test]
+async fn bad_requests_get_clean_http_answers() {
+    let mut config = Config::default();
+    config.max_models = 1;
+    let server = Server::start(Purly::new(Engine::new(config))).await;
+    let mut first = stream_client(&server, "one").await;
+    next_frame(&mut first).await;
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(&str, Headers<'_>, u16)] = &[
+        ("/two/stream", UPGRADE, 503),        // over the model limit
+        ("/bad%20name/stream", UPGRADE, 400), // not a model name
+        ("/../stream", UPGRADE, 400),
+        ("/one/stream", &[], 426),    // a stream needs an upgrade
+        ("/missing/state", &[], 404), // state of a model that does not exist
+        ("/", &[], 404),              // not a purly route
+        ("/a/b/c", &[], 404),
+    ];
+    for (path, headers, expected) in cases {
+        let (status, body) = get(&server, path, headers).await;
+        assert_eq!(status, *expected, "{path}");
+        assert!(body.starts_with(r#"{"error":"#), "{path}: {body}");
+    }
+    assert_eq!(server.purly.engine().model_count(), 1);
+}

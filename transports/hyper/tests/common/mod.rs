@@ -1,0 +1,206 @@
+//! Shared fixture: a real server on 127.0.0.1:0 and a raw WebSocket client (tokio-tungstenite,
+//! not purly's own), with a timeout on every receive.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use purly::serde_json::Value;
+use purly_hyper::{PeerAddr, Purly};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
+
+pub(crate) type Raw = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A purly server on an ephemeral loopback port, stopped when dropped.
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) purly: Purly,
+    accept: JoinHandle<()>,
+}
+
+impl Server {
+    pub(crate) async fn start(purly: Purly) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler = purly.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((socket, peer)) = listener.accept().await else {
+                    return;
+                };
+                socket.set_nodelay(true).unwrap();
+                let purly = handler.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |mut request| {
+                        request.extensions_mut().insert(PeerAddr(peer));
+                        let response = purly.handle(request);
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Server {
+            addr,
+            purly,
+            accept,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    pub(crate) fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Opens a raw WebSocket; `protocol` is the subprotocol offered (stream mode), `origin` an
+/// `Origin` header.
+pub(crate) async fn raw(
+    url: &str,
+    protocol: Option<&str>,
+    origin: Option<&str>,
+) -> Result<Raw, tokio_tungstenite::tungstenite::Error> {
+    let mut headers = Vec::new();
+    headers.extend(protocol.map(|p| ("sec-websocket-protocol", p)));
+    headers.extend(origin.map(|o| ("origin", o)));
+    raw_with(url, &headers).await
+}
+
+/// Opens a raw WebSocket with extra request headers.
+pub(crate) async fn raw_with(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Raw, tokio_tungstenite::tungstenite::Error> {
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        let name =
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        request
+            .headers_mut()
+            .insert(name, HeaderValue::from_str(value).unwrap());
+    }
+    tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("connect timed out")
+        .map(|(ws, _)| ws)
+}
+
+pub(crate) async fn stream_client(server: &Server, model: &str) -> Raw {
+    raw(
+        &server.url(&format!("/{model}/stream")),
+        Some("purly.stream"),
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+pub(crate) async fn compat_client(server: &Server, model: &str) -> Raw {
+    raw(&server.url(&format!("/{model}/stream")), None, None)
+        .await
+        .unwrap()
+}
+
+/// The next text frame, parsed; fails on timeout, close or a non-array.
+pub(crate) async fn next_frame(ws: &mut Raw) -> Vec<Value> {
+    loop {
+        let message = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("the stream ended")
+            .expect("the socket failed");
+        match message {
+            Message::Text(text) => {
+                return match purly::serde_json::from_str(&text).unwrap() {
+                    Value::Array(messages) => messages,
+                    other => panic!("a frame is an array, got {other}"),
+                }
+            }
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// Waits for the server's close frame; returns its code.
+pub(crate) async fn close_code(ws: &mut Raw) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("timed out waiting for close")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f: CloseFrame| f.code.into()),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+pub(crate) async fn send(ws: &mut Raw, frame: &str) {
+    ws.send(Message::text(frame.to_owned())).await.unwrap();
+}
+
+pub(crate) fn update(content: &str) -> String {
+    format!(r#"[{{"header":{{"type":"update","version":"0.1"}},"content":{content}}}]"#)
+}
+
+pub(crate) fn update_with_id(id: &str, content: &str) -> String {
+    format!(r#"[{{"header":{{"type":"update","id":"{id}"}},"content":{content}}}]"#)
+}
+
+/// A plain HTTP GET to the test server over a fresh connection: (status, body).
+pub(crate) async fn get(server: &Server, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    get_from(server.addr, path, headers).await
+}
+
+/// A plain HTTP GET to any address over a fresh connection: (status, body).
+pub(crate) async fn get_from(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(TIMEOUT, socket.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

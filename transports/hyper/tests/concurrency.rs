@@ -1,0 +1,131 @@
+//! Many clients at once over real sockets: convergence, and a stuck reader that slows no one.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{stream_client, Server};
+use futures_util::{SinkExt, StreamExt};
+use purly::serde_json::json;
+use purly::{parse_server_frame, Config, Engine, Mode, Replica};
+use purly_hyper::{Purly, WsClient};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_writing_overlapping_keys_converge() {
+    const CLIENTS: usize = 200;
+    const UPDATES: usize = 5;
+    let server = Server::start(Purly::new(Engine::default())).await;
+    let url = server.url("/shared/stream");
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(WsClient::connect(&url).await.unwrap());
+    }
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut client)| {
+            tokio::spawn(async move {
+                for n in 0..UPDATES {
+                    let key = format!("k{}", (i + n) % 10);
+                    client
+                        .update(json!({ key: {"by": i, "n": n}, "last": i }))
+                        .await
+                        .unwrap();
+                }
+                tokio::time::timeout(common::TIMEOUT, client.settle())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                client
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(task.await.unwrap());
+    }
+    let (_, state) = common::get(&server, "/shared/state", &[]).await;
+    let version = server.purly.engine().read("shared", |_, v| v).unwrap();
+    assert!(version > 0);
+    for client in &mut clients {
+        while client.replica().version() < Some(version) {
+            tokio::time::timeout(common::TIMEOUT, client.recv())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(purly::serde_json::to_string(client.state()).unwrap(), state);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_slow_the_others() {
+    const DIFFS: u64 = 2_000;
+    let mut config = Config::default();
+    config.max_queued_bytes = 256 << 10;
+    let server = Server::start(Purly::new(Engine::new(config))).await;
+    let mut stuck = stream_client(&server, "m").await; // never read until the end
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let mut reader = WsClient::connect(&server.url("/m/stream")).await.unwrap();
+        readers.push(tokio::spawn(async move {
+            while reader.replica().version() < Some(DIFFS) {
+                let batch = tokio::time::timeout(common::TIMEOUT, reader.recv())
+                    .await
+                    .unwrap();
+                assert!(batch.is_some(), "a reader stopped: {:?}", reader.ended());
+            }
+            reader
+        }));
+    }
+    // The writer reads its own echoes, as any client must: one that writes without ever reading
+    // has its unread confirmations overflow, and is disconnected.
+    let (mut writer, mut echoes) = stream_client(&server, "m").await.split();
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
+    // Every diff carries a new 10 KB value (20 MB in all): more than loopback socket buffers
+    // hold, so the stuck client's queue must overflow.
+    let padding = "p".repeat(10_000);
+    for i in 1..=DIFFS {
+        let frame = common::update(&format!(
+            r#"{{"row{}":{{"i":{i},"pad":"{i}{padding}"}}}}"#,
+            i % 50
+        ));
+        writer.send(Message::text(frame)).await.unwrap();
+    }
+    // Every reader got every diff while `stuck` read nothing.
+    let mut finished = Vec::new();
+    for reader in readers {
+        finished.push(reader.await.unwrap());
+    }
+    let (_, state) = common::get(&server, "/m/state", &[]).await;
+    for reader in &finished {
+        assert!(
+            purly::serde_json::to_string(reader.state()).unwrap() == state,
+            "a reader diverged"
+        );
+    }
+    // When it reads again, the stuck client converges (from a fresh snapshot).
+    let mut replica = Replica::new(Mode::Stream);
+    let mut snapshots = 0;
+    while replica.version() < Some(DIFFS) {
+        let message = tokio::time::timeout(common::TIMEOUT, stuck.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            let batch = parse_server_frame(&text).unwrap();
+            snapshots += batch.iter().filter(|m| m.is_snapshot()).count();
+            replica.receive(&batch).unwrap();
+        }
+    }
+    assert!(
+        snapshots >= 2,
+        "the stuck client should have been resynchronized"
+    );
+    drain.abort();
+    assert!(
+        purly::serde_json::to_string(replica.state()).unwrap() == state,
+        "the stuck client diverged"
+    );
+}
