@@ -10,17 +10,13 @@
 //! (set `RUST_LOG` to change what is logged), and stops cleanly on Ctrl-C or SIGTERM: every
 //! client gets a close frame with code 1001.
 
-use std::convert::Infallible;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use purly::Engine;
-use purly_hyper::{PeerAddr, Purly};
+use purly_hyper::Purly;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -90,19 +86,9 @@ async fn main() -> ExitCode {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    // Small messages must not wait for Nagle's algorithm (~40 ms).
-                    let _ = socket.set_nodelay(true);
                     let purly = purly.clone();
                     tokio::spawn(async move {
-                        let service = service_fn(move |mut request| {
-                            request.extensions_mut().insert(PeerAddr(peer));
-                            let response = purly.handle(request);
-                            async move { Ok::<_, Infallible>(response) }
-                        });
-                        let connection = http1::Builder::new()
-                            .serve_connection(TokioIo::new(socket), service)
-                            .with_upgrades();
-                        if let Err(error) = connection.await {
+                        if let Err(error) = purly.serve_connection(socket).await {
                             tracing::debug!(%peer, %error, "http connection ended");
                         }
                     });

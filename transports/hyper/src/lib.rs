@@ -17,8 +17,6 @@
 //! ## A complete server
 //!
 //! ```no_run
-//! use hyper::server::conn::http1;
-//! use hyper_util::rt::TokioIo;
 //! use purly::Engine;
 //! use purly_hyper::Purly;
 //!
@@ -27,17 +25,16 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
 //! loop {
 //!     let (socket, _) = listener.accept().await?;
-//!     socket.set_nodelay(true)?; // Nagle would add ~40 ms to small messages
 //!     let purly = purly.clone();
-//!     tokio::spawn(async move {
-//!         let connection = http1::Builder::new()
-//!             .serve_connection(TokioIo::new(socket), purly)
-//!             .with_upgrades(); // WebSocket upgrades need this
-//!         let _ = connection.await;
-//!     });
+//!     // HTTP/1.1 with upgrades, TCP_NODELAY, the peer address for the authorization hook.
+//!     tokio::spawn(async move { purly.serve_connection(socket).await });
 //! }
 //! # }
 //! ```
+//!
+//! To combine purly with your own hyper service instead, serve `Purly` itself (it is a
+//! `hyper::service::Service`) with `.with_upgrades()` on the connection, or call
+//! [`Purly::try_handle`] from your service.
 //!
 //! In axum, mount it beside your own routes: `Router::new().route("/api/hello", get(hello))
 //! .nest_service("/sync", purly)` serves `/sync/{model}/stream` (axum strips `/sync`, so keep

@@ -8,10 +8,15 @@ use std::task::{Context, Poll};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper_util::rt::TokioIo;
 use purly::{Engine, JoinError, JoinOptions, ModelName, Outbox};
+use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 
 use crate::access::{origin_allowed, Authorize, Decision, PeerAddr, RequestInfo};
@@ -184,6 +189,27 @@ impl Purly {
             Handled::Response(response) => response,
             Handled::NotPurly(_) => error_response(StatusCode::NOT_FOUND, "not found"),
         }
+    }
+
+    /// Serves HTTP/1.1 (with WebSocket upgrades) on one accepted TCP connection, answering
+    /// purly's routes and 404 for anything else: the body of a plain hyper accept loop. It sets
+    /// TCP_NODELAY (Nagle's algorithm would delay small messages by ~40 ms) and gives the
+    /// authorization hook the peer's address.
+    pub async fn serve_connection(&self, socket: TcpStream) -> Result<(), hyper::Error> {
+        let peer = socket.peer_addr().ok();
+        // Best effort: a socket that refuses it still works, only with more latency.
+        let _ = socket.set_nodelay(true);
+        let purly = self.clone();
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(PeerAddr(peer));
+            }
+            ready(Ok::<_, Infallible>(purly.handle(request)))
+        });
+        http1::Builder::new()
+            .serve_connection(TokioIo::new(socket), service)
+            .with_upgrades()
+            .await
     }
 
     /// Stops serving: every connection is closed with code 1001 after what was queued for it

@@ -2,16 +2,12 @@
 //! not purly's own), with a timeout on every receive.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use purly::serde_json::Value;
-use purly_hyper::{PeerAddr, Purly};
+use purly_hyper::Purly;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -37,23 +33,9 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let handler = purly.clone();
         let accept = tokio::spawn(async move {
-            loop {
-                let Ok((socket, peer)) = listener.accept().await else {
-                    return;
-                };
-                socket.set_nodelay(true).unwrap();
+            while let Ok((socket, _)) = listener.accept().await {
                 let purly = handler.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |mut request| {
-                        request.extensions_mut().insert(PeerAddr(peer));
-                        let response = purly.handle(request);
-                        async move { Ok::<_, Infallible>(response) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(socket), service)
-                        .with_upgrades()
-                        .await;
-                });
+                tokio::spawn(async move { purly.serve_connection(socket).await });
             }
         });
         Server {
