@@ -55,6 +55,8 @@
 //!   bytes, with a lag policy (see its docs).
 //! - [`parse_frame`], [`merge_diff`], [`Outbound`], [`encode_frame`]: the protocol pieces, usable
 //!   on their own.
+//! - [`Layout`]: build and drive a live page from Rust (elements, styles, event handlers),
+//!   over any [`Connection`].
 //! - [`Replica`]: the client side, "server state + my pending changes"; [`Connection`]: what
 //!   every client transport offers, so client code runs over any of them.
 //!
@@ -82,6 +84,7 @@ mod connection;
 mod engine;
 mod error;
 mod frame;
+mod layout;
 mod lock;
 mod merge;
 mod model;
@@ -97,6 +100,7 @@ pub use connection::Connection;
 pub use engine::{Access, Engine, JoinOptions, Resume};
 pub use error::{ErrorCode, FrameError, InvalidModelName, JoinError, SendError};
 pub use frame::{parse_frame, Content, Frame, Message, MessageId, MessageKind, PROTOCOL_VERSION};
+pub use layout::{Child, Element, Event, Layout, LayoutError};
 pub use merge::{merge_diff, Change};
 pub use model::{MemoryModel, Model, ModelFactory, Rejection};
 pub use name::{ModelName, MAX_MODEL_NAME_LEN};

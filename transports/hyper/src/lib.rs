@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | `GET {prefix}{model}/stream` + WebSocket upgrade | the model's message stream |
 //! | `GET {prefix}{model}/state` | the model's state as JSON (404 if it does not exist) |
-//! | `GET {prefix}{model}` | the browser page (not served by this version: 404) |
+//! | `GET {prefix}{model}` | the live page that renders the model (plain JavaScript, no build step) |
 //!
 //! A client that offers the subprotocol `purly.stream` gets **stream mode**: push delivery of
 //! coalesced frames, `seq`/`epoch`/`origin`/`id` on updates, acks, resume with
@@ -69,6 +69,7 @@ mod access;
 mod client;
 mod config;
 mod connection;
+mod page;
 mod route;
 mod service;
 

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::{origin_allowed, Authorize, Decision, PeerAddr, RequestInfo};
 use crate::config::{normalize_prefix, ServerConfig};
 use crate::connection::{serve, Ending};
+use crate::page;
 use crate::route::{route, RouteKind, Routed};
 
 /// The subprotocol a client offers to get stream mode (PROTOCOL.md section 4).
@@ -176,10 +177,7 @@ impl Purly {
         match kind {
             RouteKind::Stream => self.upgrade(request, model, decision),
             RouteKind::State => self.state(&model),
-            RouteKind::Page => error_response(
-                StatusCode::NOT_FOUND,
-                "the page is not served by this version",
-            ),
+            RouteKind::Page => page::response(),
         }
     }
 

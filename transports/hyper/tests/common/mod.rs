@@ -2,6 +2,8 @@
 //! not purly's own), with a timeout on every receive.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub(crate) mod browser;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -29,7 +31,11 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start(purly: Purly) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Server::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), purly).await
+    }
+
+    /// Serves on a listener of the caller's (e.g. the address of a server that stopped).
+    pub(crate) async fn start_on(listener: TcpListener, purly: Purly) -> Server {
         let addr = listener.local_addr().unwrap();
         let handler = purly.clone();
         let accept = tokio::spawn(async move {
