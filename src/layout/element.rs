@@ -108,13 +108,7 @@ impl Element {
     /// Sets an attribute (`value`, `href`, `class`, ...). `null` removes it.
     pub fn attr(&self, name: &str, value: impl Into<Value>) -> &Self {
         let value = value.into();
-        {
-            let mut state = lock(&self.inner.state);
-            match &value {
-                Value::Null => state.attributes.remove(name),
-                value => state.attributes.insert(name.to_owned(), value.clone()),
-            };
-        }
+        put(&mut lock(&self.inner.state).attributes, name, &value);
         self.record(json!({ "attributes": { name: value } }));
         self
     }
@@ -129,13 +123,7 @@ impl Element {
     /// work). `null` removes it.
     pub fn style(&self, name: &str, value: impl Into<Value>) -> &Self {
         let value = value.into();
-        {
-            let mut state = lock(&self.inner.state);
-            match &value {
-                Value::Null => state.style.remove(name),
-                value => state.style.insert(name.to_owned(), value.clone()),
-            };
-        }
+        put(&mut lock(&self.inner.state).style, name, &value);
         self.record(json!({ "attributes": { "style": { name: value } } }));
         self
     }
@@ -233,20 +221,12 @@ impl Element {
             match (name.as_str(), value) {
                 ("style", Value::Object(style)) => {
                     for (property, value) in style {
-                        match value {
-                            Value::Null => state.style.remove(property),
-                            value => state.style.insert(property.clone(), value.clone()),
-                        };
+                        put(&mut state.style, property, value);
                     }
                 }
                 ("key" | "parent_key" | "style", _) => {}
                 (name, _) if name.starts_with("on") => {}
-                (name, Value::Null) => {
-                    state.attributes.remove(name);
-                }
-                (name, value) => {
-                    state.attributes.insert(name.to_owned(), value.clone());
-                }
+                (name, value) => put(&mut state.attributes, name, value),
             }
         }
     }
@@ -303,6 +283,14 @@ impl fmt::Debug for Element {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<{} key={:?}>", self.inner.tag, self.inner.key)
     }
+}
+
+/// Sets `name` in a map the way a merge patch does: `null` removes it.
+fn put(map: &mut Map<String, Value>, name: &str, value: &Value) {
+    match value {
+        Value::Null => map.remove(name),
+        value => map.insert(name.to_owned(), value.clone()),
+    };
 }
 
 fn patch(key: &str, change: Value) -> Map<String, Value> {
