@@ -38,7 +38,8 @@
 //!     .send_text(r#"[{"header":{"type":"update"},"content":{"div":{"color":"coral"}}}]"#)
 //!     .unwrap();
 //!
-//! let Some(Received::Messages(messages)) = bob_box.try_recv() else { panic!() };
+//! let mut messages = Vec::new();
+//! assert_eq!(bob_box.try_recv(&mut messages), Some(Received::Messages));
 //! assert_eq!(messages.len(), 2); // the snapshot, then one diff
 //! assert!(messages[0].is_snapshot());
 //! assert_eq!(messages[1].seq(), Some(1));

@@ -8,11 +8,12 @@ use crate::lock::lock;
 use crate::outbound::Outbound;
 use crate::subscriber::{CloseReason, Delivery, Subscriber};
 
-/// What [`Outbox::poll_recv`] hands the transport.
-#[derive(Debug)]
+/// What [`Outbox::poll_recv`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
-    /// Everything queued since the last call, in order: write it as one frame.
-    Messages(Vec<Outbound>),
+    /// Everything queued since the last call was appended, in order, to the caller's batch:
+    /// write it as one frame.
+    Messages,
     /// The outbox lagged and dropped diffs: call [`Session::resync`](crate::Session::resync);
     /// the fresh snapshot arrives as the first of the next messages.
     Resync,
@@ -60,10 +61,11 @@ impl Outbox {
         }
     }
 
-    /// Takes everything queued, or registers the task to be woken when there is something.
-    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Received> {
+    /// Appends everything queued to `batch`, or registers the task to be woken when there is
+    /// something. Reusing one `batch` per connection keeps the hot path free of allocations.
+    pub fn poll_recv(&self, cx: &mut Context<'_>, batch: &mut Vec<Outbound>) -> Poll<Received> {
         let mut state = lock(&self.state);
-        match state.take() {
+        match state.take(batch) {
             Some(received) => Poll::Ready(received),
             None => {
                 state.waker = Some(cx.waker().clone());
@@ -85,9 +87,9 @@ impl Outbox {
         }
     }
 
-    /// Takes everything queued, without waiting.
-    pub fn try_recv(&self) -> Option<Received> {
-        lock(&self.state).take()
+    /// Appends everything queued to `batch`, without waiting.
+    pub fn try_recv(&self, batch: &mut Vec<Outbound>) -> Option<Received> {
+        lock(&self.state).take(batch)
     }
 
     /// How many bytes are queued.
@@ -108,7 +110,7 @@ impl Outbox {
 }
 
 impl OutboxState {
-    fn take(&mut self) -> Option<Received> {
+    fn take(&mut self, batch: &mut Vec<Outbound>) -> Option<Received> {
         if let Some(reason) = self.closed {
             if self.queue.is_empty() || self.lagging {
                 return Some(Received::Closed(reason));
@@ -125,9 +127,8 @@ impl OutboxState {
             return None;
         }
         self.bytes = 0;
-        Some(Received::Messages(
-            self.queue.drain(..).map(|(m, _)| m).collect(),
-        ))
+        batch.extend(self.queue.drain(..).map(|(message, _)| message));
+        Some(Received::Messages)
     }
 
     fn push(&mut self, message: &Outbound, own: bool) {
@@ -245,7 +246,8 @@ mod tests {
         while outbox.deliver(&diff(seq + 1), false) != Delivery::Lagged {
             seq += 1;
         }
-        assert!(matches!(outbox.try_recv(), Some(Received::Resync)));
+        let mut batch = Vec::new();
+        assert_eq!(outbox.try_recv(&mut batch), Some(Received::Resync));
         // The engine answers the resync with a snapshot, delivered as a reply to this session.
         assert_eq!(outbox.deliver(&snapshot(10), true), Delivery::Queued);
         // It lags again before its reader drained that snapshot.
@@ -253,11 +255,9 @@ mod tests {
         while outbox.deliver(&diff(seq + 1), false) != Delivery::Lagged {
             seq += 1;
         }
-        assert!(matches!(outbox.try_recv(), Some(Received::Resync)));
+        assert_eq!(outbox.try_recv(&mut batch), Some(Received::Resync));
         assert_eq!(outbox.deliver(&snapshot(20), true), Delivery::Queued);
-        let Some(Received::Messages(batch)) = outbox.try_recv() else {
-            panic!("expected messages")
-        };
+        assert_eq!(outbox.try_recv(&mut batch), Some(Received::Messages));
         let snapshots: Vec<_> = batch
             .iter()
             .filter(|m| m.is_snapshot())
@@ -274,11 +274,10 @@ mod tests {
             outbox.deliver(&diff(seq), seq % 25 == 0);
             assert!(outbox.queued_bytes() <= 1000);
         }
-        assert!(matches!(outbox.try_recv(), Some(Received::Resync)));
+        let mut batch = Vec::new();
+        assert_eq!(outbox.try_recv(&mut batch), Some(Received::Resync));
         outbox.deliver(&snapshot(100), true);
-        let Some(Received::Messages(batch)) = outbox.try_recv() else {
-            panic!("expected messages")
-        };
+        assert_eq!(outbox.try_recv(&mut batch), Some(Received::Messages));
         assert!(batch[0].is_snapshot());
         let own: Vec<_> = batch[1..].iter().filter_map(|m| m.seq()).collect();
         assert!(

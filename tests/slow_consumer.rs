@@ -85,7 +85,7 @@ async fn a_stuck_subscriber_does_not_hold_back_the_others() {
 
     // A compat subscriber that overflows is disconnected instead.
     assert!(matches!(
-        compat_box.try_recv(),
+        compat_box.try_recv(&mut Vec::new()),
         Some(purly::Received::Closed(CloseReason::Overflow))
     ));
     drop(compat);

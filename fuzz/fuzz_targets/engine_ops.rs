@@ -36,13 +36,15 @@ struct Client {
 impl Client {
     /// Takes what is queued; returns false once the engine closed the client.
     fn drain(&mut self) -> bool {
+        let mut batch = Vec::new();
         loop {
-            match self.outbox.try_recv() {
+            match self.outbox.try_recv(&mut batch) {
                 None => return true,
-                Some(Received::Messages(batch)) => {
+                Some(Received::Messages) => {
                     if self.session.mode() == Mode::Stream {
                         self.replica.receive(&batch).expect("a replica never sees a gap");
                     }
+                    batch.clear();
                 }
                 Some(Received::Resync) => self.session.resync().expect("the model is open"),
                 Some(Received::Closed(_)) => return false,

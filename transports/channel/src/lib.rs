@@ -202,10 +202,11 @@ impl Client {
 
     /// The next batch if one is queued now, without waiting.
     pub fn try_recv(&mut self) -> Option<Vec<Outbound>> {
+        let mut batch = Vec::new();
         loop {
-            match self.outbox.try_recv()? {
+            match self.outbox.try_recv(&mut batch)? {
                 Received::Resync => self.resync(),
-                received => return self.take(received),
+                received => return self.take(received, batch),
             }
         }
     }
@@ -232,11 +233,12 @@ impl Client {
         if self.closed.is_some() || self.replica_error.is_some() {
             return Poll::Ready(None);
         }
+        let mut batch = Vec::new();
         loop {
-            match self.outbox.poll_recv(cx) {
+            match self.outbox.poll_recv(cx, &mut batch) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Received::Resync) => self.resync(),
-                Poll::Ready(received) => return Poll::Ready(self.take(received)),
+                Poll::Ready(received) => return Poll::Ready(self.take(received, batch)),
             }
         }
     }
@@ -247,9 +249,9 @@ impl Client {
         }
     }
 
-    fn take(&mut self, received: Received) -> Option<Vec<Outbound>> {
+    fn take(&mut self, received: Received, batch: Vec<Outbound>) -> Option<Vec<Outbound>> {
         match received {
-            Received::Messages(batch) => {
+            Received::Messages => {
                 if let Err(error) = self.replica.receive(&batch) {
                     self.replica_error = Some(error);
                     return None;

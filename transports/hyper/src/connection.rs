@@ -9,7 +9,9 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
-use purly::{encode_frame, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received, Session};
+use purly::{
+    encode_frame, CloseReason, ErrorCode, FrameError, Mode, Outbound, Outbox, Received, Session,
+};
 use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
 
 use crate::config::ServerConfig;
@@ -41,6 +43,7 @@ where
         outbox,
         config,
         missed_pings: 0,
+        batch: Vec::new(),
     };
     match session.mode() {
         Mode::Stream => connection.stream().await,
@@ -54,6 +57,8 @@ struct Connection<'a, S> {
     outbox: &'a Arc<Outbox>,
     config: &'a ServerConfig,
     missed_pings: u32,
+    /// Reused for every write: the queued messages of one frame.
+    batch: Vec<Outbound>,
 }
 
 /// What one received WebSocket message asks of the loop.
@@ -75,9 +80,9 @@ where
         let mut ping = self.ping_timer();
         loop {
             tokio::select! {
-                received = poll_fn(|cx| self.outbox.poll_recv(cx)) => match received {
-                    Received::Messages(batch) => {
-                        if let Err(ending) = self.write(encode_frame(&batch, Mode::Stream)).await {
+                received = poll_fn(|cx| self.outbox.poll_recv(cx, &mut self.batch)) => match received {
+                    Received::Messages => {
+                        if let Err(ending) = self.write_batch(Mode::Stream).await {
                             return ending;
                         }
                     }
@@ -107,9 +112,9 @@ where
     async fn compat(&mut self) -> Ending {
         let period =
             Duration::from_secs_f64(1.0 / f64::from(self.config.refresh_per_second.max(1)));
-        match poll_fn(|cx| self.outbox.poll_recv(cx)).await {
-            Received::Messages(batch) => {
-                if let Err(ending) = self.write(encode_frame(&batch, Mode::Compat)).await {
+        match poll_fn(|cx| self.outbox.poll_recv(cx, &mut self.batch)).await {
+            Received::Messages => {
+                if let Err(ending) = self.write_batch(Mode::Compat).await {
                     return ending;
                 }
             }
@@ -137,13 +142,12 @@ where
             }
             sleep_until(next_turn).await;
             next_turn = Instant::now() + period;
-            let batch = match self.outbox.try_recv() {
-                Some(Received::Messages(batch)) => batch,
-                Some(Received::Closed(reason)) => return self.close_for(reason).await,
-                // The engine disconnects a compat subscriber that lags, so no resync is asked.
-                Some(Received::Resync) | None => Vec::new(),
-            };
-            if let Err(ending) = self.write(encode_frame(&batch, Mode::Compat)).await {
+            // Everything queued, possibly nothing (`[]`). The engine disconnects a compat
+            // subscriber that lags, so no resync is ever asked for here.
+            if let Some(Received::Closed(reason)) = self.outbox.try_recv(&mut self.batch) {
+                return self.close_for(reason).await;
+            }
+            if let Err(ending) = self.write_batch(Mode::Compat).await {
                 return ending;
             }
         }
@@ -192,7 +196,10 @@ where
         self.send(Message::Ping(Default::default())).await
     }
 
-    async fn write(&mut self, frame: String) -> Result<(), Ending> {
+    /// Writes the batch as one frame and empties it (keeping its capacity).
+    async fn write_batch(&mut self, mode: Mode) -> Result<(), Ending> {
+        let frame = encode_frame(&self.batch, mode);
+        self.batch.clear();
         self.send(Message::text(frame)).await
     }
 
