@@ -27,7 +27,7 @@ pub struct ServerConfig {
     /// any. Same-site requests and requests without an `Origin` header (non-browser clients)
     /// are always allowed. Default: none.
     pub allowed_origins: Vec<String>,
-    /// The read buffer of each connection, in bytes (default 4 KiB). tungstenite allocates it
+    /// The read buffer of each connection, in bytes (default 2 KiB). tungstenite allocates it
     /// up front, so it dominates the memory of an idle connection (its default is 128 KiB).
     pub read_buffer_bytes: usize,
 }
@@ -41,7 +41,7 @@ impl Default for ServerConfig {
             max_missed_pings: 2,
             write_timeout: Duration::from_secs(60),
             allowed_origins: Vec::new(),
-            read_buffer_bytes: 4 << 10,
+            read_buffer_bytes: 2 << 10,
         }
     }
 }

@@ -49,7 +49,7 @@
 //!   with 1013.
 //! - Idle connections are pinged every 30 s and closed after 2 unanswered pings; a write that
 //!   takes over 60 s drops the peer.
-//! - A connection's read buffer is 4 KiB (tungstenite's default is 128 KiB), so idle
+//! - A connection's read buffer is 2 KiB (tungstenite's default is 128 KiB), so idle
 //!   connections stay small.
 //!
 //! ## Authorization

@@ -1,0 +1,626 @@
+//! Load generator for any server that speaks purly's protocol (loopback only; every run is
+//! bounded in count and in time).
+//!
+//! ```text
+//! # N subscribers and P publishers on one model; M updates per publisher, as fast as accepted:
+//! loadgen --url ws://127.0.0.1:8000/load/stream --subscribers 1000 --publishers 1 --updates 5000
+//! # the same at a fixed rate (updates per second, all publishers together):
+//! loadgen --url ... --subscribers 1000 --updates 500 --rate 50
+//! # K idle subscribers: the server's memory per connection (needs its pid):
+//! loadgen --url ... --idle 10000 --pid 1234
+//! ```
+//!
+//! Each update sets `{"load": {"p<P>": {"n": <seq>, "t": <send time, ns>, "x": <padding>}}}`,
+//! so every subscriber checks that it sees each publisher's sequence with no gap and no
+//! reordering, and measures publish→receive latency. Reports deliveries per second, latency
+//! p50/p99/max, losses, reorders, resyncs (stream-mode snapshots that replaced dropped
+//! diffs), errors, and with `--pid` the server's peak RSS and CPU time. `--stuck K` adds K
+//! subscribers that never read, to see what a stuck client costs the others. `--subprotocol ""`
+//! talks to servers without purly's stream mode (the baseline). `--json` prints one JSON line.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use purly::serde_json::{self, json, Value};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<TcpStream>;
+
+struct Args {
+    url: String,
+    subscribers: usize,
+    publishers: usize,
+    updates: u64,
+    rate: f64,
+    size: usize,
+    limit: Duration,
+    pid: Option<u32>,
+    idle: usize,
+    stuck: usize,
+    subprotocol: String,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        url: "ws://127.0.0.1:8000/load/stream".into(),
+        subscribers: 100,
+        publishers: 1,
+        updates: 1000,
+        rate: 0.0,
+        size: 100,
+        limit: Duration::from_secs(60),
+        pid: None,
+        idle: 0,
+        stuck: 0,
+        subprotocol: "purly.stream".into(),
+        json: false,
+    };
+    let mut words = std::env::args().skip(1);
+    while let Some(word) = words.next() {
+        let mut value = || words.next().ok_or(format!("{word} needs a value"));
+        let number = |v: String| v.parse::<f64>().map_err(|e| format!("{v}: {e}"));
+        match word.as_str() {
+            "--url" => args.url = value()?,
+            "--subscribers" => args.subscribers = number(value()?)? as usize,
+            "--publishers" => args.publishers = (number(value()?)? as usize).max(1),
+            "--updates" => args.updates = number(value()?)? as u64,
+            "--rate" => args.rate = number(value()?)?,
+            "--size" => args.size = number(value()?)? as usize,
+            "--limit" => args.limit = Duration::from_secs_f64(number(value()?)?),
+            "--pid" => args.pid = Some(number(value()?)? as u32),
+            "--idle" => args.idle = number(value()?)? as usize,
+            "--stuck" => args.stuck = number(value()?)? as usize,
+            "--subprotocol" => args.subprotocol = value()?,
+            "--json" => args.json = true,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let host = args
+        .url
+        .split("//")
+        .nth(1)
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if !(host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]")) {
+        return Err("loadgen talks to loopback servers only".into());
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("loadgen: {message}");
+            std::process::exit(2);
+        }
+    };
+    let result = if args.idle > 0 {
+        idle(&args).await
+    } else {
+        load(&args).await
+    };
+    match result {
+        Ok(report) if args.json => println!("{report}"),
+        Ok(report) => print_report(&report),
+        Err(message) => {
+            eprintln!("loadgen: {message}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Connects from 127.0.0.(2 + i / 20000), so that more connections than one source address
+/// has ports for can be opened.
+async fn connect(args: &Args, i: usize) -> Result<Ws, String> {
+    let mut request = args
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    if !args.subprotocol.is_empty() {
+        let protocol = HeaderValue::from_str(&args.subprotocol).map_err(|e| e.to_string())?;
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocol);
+    }
+    let host = request
+        .uri()
+        .host()
+        .unwrap_or("127.0.0.1")
+        .trim_matches(['[', ']']);
+    let ip = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    let server = SocketAddr::new(
+        ip.parse().map_err(|_| format!("bad host {host}"))?,
+        request.uri().port_u16().unwrap_or(80),
+    );
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    // Ports of earlier runs may still be in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+    let source = Ipv4Addr::new(127, 0, 0, 2 + (i / 20_000) as u8);
+    socket
+        .bind(SocketAddr::new(source.into(), 0))
+        .map_err(|e| e.to_string())?;
+    let stream = socket
+        .connect(server)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    Ok(ws)
+}
+
+/// Latency histogram in microseconds: 16 sub-buckets per power of two (about 6% precision).
+#[derive(Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    max: u64,
+    total: u64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            counts: vec![0; 64 * 16],
+            max: 0,
+            total: 0,
+        }
+    }
+
+    fn index(value: u64) -> usize {
+        if value < 16 {
+            return value as usize;
+        }
+        let exponent = 63 - value.leading_zeros() as usize;
+        (exponent - 3) * 16 + ((value >> (exponent - 4)) & 15) as usize
+    }
+
+    fn lower_bound(index: usize) -> u64 {
+        if index < 16 {
+            return index as u64;
+        }
+        let (exponent, mantissa) = (index / 16 + 3, (index % 16) as u64);
+        (16 + mantissa) << (exponent - 4)
+    }
+
+    fn record(&mut self, value: u64) {
+        self.counts[Self::index(value)] += 1;
+        self.max = self.max.max(value);
+        self.total += 1;
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.max = self.max.max(other.max);
+        self.total += other.total;
+    }
+
+    fn percentile(&self, p: f64) -> u64 {
+        let wanted = ((self.total as f64) * p).ceil() as u64;
+        let mut seen = 0;
+        for (index, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= wanted.max(1) {
+                return Self::lower_bound(index);
+            }
+        }
+        self.max
+    }
+}
+
+#[derive(Clone)]
+struct SubscriberReport {
+    deliveries: u64,
+    lost: u64,
+    reordered: u64,
+    resyncs: u64,
+    errors: u64,
+    latency: Histogram,
+    finished: Option<Duration>,
+}
+
+/// Finds each `"p<P>":{"n":<N>,"t":<T>` in a frame: one delivered update.
+fn scan(text: &str, mut each: impl FnMut(usize, u64, u64)) {
+    const MARK: &str = "\":{\"n\":";
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = text[from..].find(MARK) {
+        let at = from + found;
+        from = at + MARK.len();
+        let mut start = at;
+        while start > 0 && bytes[start - 1].is_ascii_digit() {
+            start -= 1;
+        }
+        if start < 2 || &bytes[start - 2..start] != b"\"p" {
+            continue;
+        }
+        let Ok(publisher) = text[start..at].parse::<usize>() else {
+            continue;
+        };
+        let (n, after_n) = number(bytes, from);
+        if !text[after_n..].starts_with(",\"t\":") {
+            continue;
+        }
+        let (t, after_t) = number(bytes, after_n + 5);
+        from = after_t;
+        each(publisher, n, t);
+    }
+}
+
+fn number(bytes: &[u8], mut at: usize) -> (u64, usize) {
+    let mut value = 0u64;
+    while at < bytes.len() && bytes[at].is_ascii_digit() {
+        value = value * 10 + u64::from(bytes[at] - b'0');
+        at += 1;
+    }
+    (value, at)
+}
+
+async fn subscriber(
+    mut ws: Ws,
+    base: usize,
+    args_publishers: usize,
+    updates: u64,
+    start: Instant,
+    done_publishing: tokio::sync::watch::Receiver<bool>,
+    limit: Instant,
+) -> SubscriberReport {
+    let mut report = SubscriberReport::new();
+    let mut last = vec![0u64; args_publishers];
+    let mut snapshots = 0;
+    loop {
+        if last.iter().all(|&n| n >= updates) {
+            break;
+        }
+        // Once publishing is over, silence for 2 s means what is missing will not come.
+        let quiet = if *done_publishing.borrow() {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(3600)
+        };
+        let deadline = limit.min(Instant::now() + quiet);
+        let message = match tokio::time::timeout_at(deadline.into(), ws.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(_) => break,
+            Err(_) if Instant::now() >= limit || *done_publishing.borrow() => break,
+            Err(_) => continue,
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let now = start.elapsed().as_nanos() as u64;
+        if text.contains("\"type\":\"error\"") {
+            report.errors += text.matches("\"type\":\"error\"").count() as u64;
+        }
+        if text.contains("\"snapshot\":true") {
+            // A whole state: it replaces what was dropped. Parse it properly (rare).
+            let frame: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            for message in frame.as_array().into_iter().flatten() {
+                let entries = message["content"]["load"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                if message["header"]["snapshot"] == true {
+                    snapshots += 1;
+                    if snapshots > 1 {
+                        report.resyncs += 1;
+                    }
+                    for (key, entry) in entries {
+                        let publisher = key
+                            .trim_start_matches('p')
+                            .parse::<usize>()
+                            .map_or(usize::MAX, |p| p.wrapping_sub(base));
+                        if let (Some(slot), Some(n)) =
+                            (last.get_mut(publisher), entry["n"].as_u64())
+                        {
+                            report.lost += n.saturating_sub(*slot);
+                            *slot = (*slot).max(n);
+                        }
+                    }
+                } else {
+                    scan(&message.to_string(), |p, n, t| {
+                        deliver(&mut report, &mut last, p.wrapping_sub(base), n, t, now)
+                    });
+                }
+            }
+            continue;
+        }
+        scan(&text, |p, n, t| {
+            deliver(&mut report, &mut last, p.wrapping_sub(base), n, t, now)
+        });
+        if report.deliveries > 0 {
+            report.finished = Some(start.elapsed());
+        }
+    }
+    report
+}
+
+impl SubscriberReport {
+    fn new() -> Self {
+        SubscriberReport {
+            deliveries: 0,
+            lost: 0,
+            reordered: 0,
+            resyncs: 0,
+            errors: 0,
+            latency: Histogram::new(),
+            finished: None,
+        }
+    }
+
+    fn add(&mut self, other: &SubscriberReport) {
+        self.deliveries += other.deliveries;
+        self.lost += other.lost;
+        self.reordered += other.reordered;
+        self.resyncs += other.resyncs;
+        self.errors += other.errors;
+        self.latency.merge(&other.latency);
+        self.finished = self.finished.max(other.finished);
+    }
+}
+
+fn deliver(
+    report: &mut SubscriberReport,
+    last: &mut [u64],
+    publisher: usize,
+    n: u64,
+    t: u64,
+    now: u64,
+) {
+    let Some(slot) = last.get_mut(publisher) else {
+        return;
+    };
+    report.deliveries += 1;
+    report.latency.record(now.saturating_sub(t) / 1000);
+    if n <= *slot {
+        report.reordered += 1;
+    } else {
+        report.lost += n - *slot - 1;
+        *slot = n;
+    }
+}
+
+async fn load(args: &Args) -> Result<Value, String> {
+    let before = args.pid.map(ServerStats::read);
+    let mut subscribers = Vec::with_capacity(args.subscribers);
+    for i in 0..args.subscribers {
+        subscribers.push(connect(args, i).await?);
+    }
+    let mut stuck = Vec::new();
+    for i in 0..args.stuck {
+        stuck.push(connect(args, args.subscribers + i).await?);
+    }
+    let start = Instant::now();
+    let limit = start + args.limit;
+    // Publisher keys of this run only: the model may still hold earlier runs' keys.
+    let base = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+        % 1_000_000_000) as usize
+        * 1000;
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let mut readers = JoinSet::new();
+    for ws in subscribers {
+        readers.spawn(subscriber(
+            ws,
+            base,
+            args.publishers,
+            args.updates,
+            start,
+            done_rx.clone(),
+            limit,
+        ));
+    }
+    let mut publishers = JoinSet::new();
+    for p in 0..args.publishers {
+        let ws = connect(args, args.subscribers + args.stuck + p).await?;
+        let (updates, rate, size, publishers_count) =
+            (args.updates, args.rate, args.size, args.publishers);
+        let key = base + p;
+        publishers.spawn(async move {
+            let (mut sink, mut echoes) = ws.split();
+            // A publisher reads what the server sends it, as every client must.
+            let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
+            let padding = "x".repeat(size.saturating_sub(60));
+            let period = (rate > 0.0).then(|| Duration::from_secs_f64(publishers_count as f64 / rate));
+            for n in 1..=updates {
+                if let Some(period) = period {
+                    tokio::time::sleep_until((start + period * (n as u32)).into()).await;
+                }
+                if Instant::now() >= limit {
+                    break;
+                }
+                let t = start.elapsed().as_nanos();
+                let frame = format!(
+                    r#"[{{"header":{{"type":"update"}},"content":{{"load":{{"p{key}":{{"n":{n},"t":{t},"x":"{padding}{n}"}}}}}}}}]"#
+                );
+                if sink.send(Message::text(frame)).await.is_err() {
+                    break;
+                }
+            }
+            drain.abort_handle()
+        });
+    }
+    let mut drains = Vec::new();
+    while let Some(drain) = publishers.join_next().await {
+        drains.push(drain.map_err(|e| e.to_string())?);
+    }
+    let published_in = start.elapsed();
+    let _ = done_tx.send(true);
+    let mut total = SubscriberReport::new();
+    while let Some(report) = readers.join_next().await {
+        total.add(&report.map_err(|e| e.to_string())?);
+    }
+    for drain in drains {
+        drain.abort();
+    }
+    drop(stuck);
+    let elapsed = total
+        .finished
+        .unwrap_or(published_in)
+        .max(Duration::from_millis(1));
+    let expected = args.updates * args.publishers as u64 * args.subscribers as u64;
+    let mut report = json!({
+        "mode": "load",
+        "url": args.url,
+        "subscribers": args.subscribers,
+        "publishers": args.publishers,
+        "stuck": args.stuck,
+        "updates_per_publisher": args.updates,
+        "rate": args.rate,
+        "expected_deliveries": expected,
+        "deliveries": total.deliveries,
+        "seconds": elapsed.as_secs_f64(),
+        "deliveries_per_second": total.deliveries as f64 / elapsed.as_secs_f64(),
+        "latency_us": {
+            "p50": total.latency.percentile(0.50),
+            "p99": total.latency.percentile(0.99),
+            "max": total.latency.max,
+        },
+        "lost": total.lost,
+        "reordered": total.reordered,
+        "resyncs": total.resyncs,
+        "errors": total.errors,
+    });
+    if let (Some(pid), Some(before)) = (args.pid, before) {
+        let after = ServerStats::read(pid);
+        report["server"] = json!({
+            "peak_rss_kib": after.peak_rss_kib,
+            "cpu_seconds": (after.cpu_ticks - before.cpu_ticks) as f64 / 100.0,
+        });
+    }
+    Ok(report)
+}
+
+async fn idle(args: &Args) -> Result<Value, String> {
+    let pid = args
+        .pid
+        .ok_or("--idle needs --pid to read the server's memory")?;
+    let before = ServerStats::read(pid);
+    let mut held = Vec::with_capacity(args.idle);
+    let started = Instant::now();
+    for i in 0..args.idle {
+        let mut ws = connect(args, i).await?;
+        if !args.subprotocol.is_empty() {
+            // Stream mode: the snapshot arrives at once; reading it means the server is done
+            // setting the connection up.
+            let _ = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+        }
+        held.push(ws);
+        if started.elapsed() > args.limit {
+            return Err(format!("only {i} connections within the time limit"));
+        }
+    }
+    let after = ServerStats::read(pid);
+    let per_connection = (after.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / args.idle as f64;
+    Ok(json!({
+        "mode": "idle",
+        "url": args.url,
+        "connections": args.idle,
+        "server_rss_kib_before": before.rss_kib,
+        "server_rss_kib_after": after.rss_kib,
+        "bytes_per_connection": per_connection.round(),
+    }))
+}
+
+struct ServerStats {
+    rss_kib: u64,
+    peak_rss_kib: u64,
+    cpu_ticks: u64,
+}
+
+impl ServerStats {
+    /// Reads /proc (Linux): resident and peak memory, user + system CPU time (100 ticks/s).
+    fn read(pid: u32) -> ServerStats {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .map(|f| f.parse().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cpu_ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+        ServerStats {
+            rss_kib: field("VmRSS:"),
+            peak_rss_kib: field("VmHWM:"),
+            cpu_ticks,
+        }
+    }
+}
+
+fn print_report(report: &Value) {
+    if report["mode"] == "idle" {
+        println!(
+            "{} idle connections: server RSS {} KiB -> {} KiB, {} bytes per connection",
+            report["connections"],
+            report["server_rss_kib_before"],
+            report["server_rss_kib_after"],
+            report["bytes_per_connection"]
+        );
+        return;
+    }
+    println!(
+        "{} subscribers ({} stuck), {} publisher(s), {} updates each{}",
+        report["subscribers"],
+        report["stuck"],
+        report["publishers"],
+        report["updates_per_publisher"],
+        if report["rate"].as_f64().unwrap_or(0.0) > 0.0 {
+            format!(" at {}/s", report["rate"])
+        } else {
+            " as fast as accepted".into()
+        }
+    );
+    println!(
+        "deliveries: {} of {} in {:.2} s = {:.0}/s",
+        report["deliveries"],
+        report["expected_deliveries"],
+        report["seconds"].as_f64().unwrap_or(0.0),
+        report["deliveries_per_second"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "latency: p50 {} us, p99 {} us, max {} us",
+        report["latency_us"]["p50"], report["latency_us"]["p99"], report["latency_us"]["max"]
+    );
+    println!(
+        "lost {}, reordered {}, resyncs {}, errors {}",
+        report["lost"], report["reordered"], report["resyncs"], report["errors"]
+    );
+    if let Some(server) = report.get("server") {
+        println!(
+            "server: peak RSS {} KiB, CPU {} s",
+            server["peak_rss_kib"], server["cpu_seconds"]
+        );
+    }
+}
