@@ -1,6 +1,6 @@
 //! [`Outbox`]: a bounded queue that implements [`Subscriber`], drained by a transport.
 
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
@@ -44,7 +44,9 @@ pub struct Outbox {
 
 #[derive(Debug, Default)]
 struct OutboxState {
-    queue: VecDeque<(Outbound, bool)>,
+    /// Inline for the common case of one or two queued messages, so that a delivery touches
+    /// no memory beyond the outbox itself.
+    queue: SmallVec<[(Outbound, bool); 2]>,
     bytes: usize,
     waker: Option<Waker>,
     lagging: bool,
@@ -133,7 +135,7 @@ impl OutboxState {
 
     fn push(&mut self, message: &Outbound, own: bool) {
         self.bytes += message.queued_len();
-        self.queue.push_back((message.clone(), own));
+        self.queue.push((message.clone(), own));
     }
 
     fn overflow(&mut self) -> Delivery {
@@ -158,7 +160,7 @@ impl Subscriber for Outbox {
                 state.lagging = false;
                 state.resync_requested = false;
                 state.bytes += len;
-                state.queue.push_front((message.clone(), own));
+                state.queue.insert(0, (message.clone(), own));
             } else {
                 state.push(message, own);
             }
