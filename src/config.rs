@@ -46,6 +46,11 @@ pub struct Config {
     /// How many bytes of recent diffs each model keeps for resume (default 4 MiB); the oldest
     /// are dropped first. A resume from before the kept history gets a snapshot.
     pub history_bytes: usize,
+    /// How many bytes of messages a model may have waiting for fan-out (default 16 MiB).
+    /// Publishers normally return at once and let one thread deliver; past this bound a
+    /// publisher waits and helps deliver, so that a fan-out slower than its publishers slows
+    /// them down instead of queueing without bound.
+    pub max_fanout_backlog_bytes: usize,
 }
 
 impl Default for Config {
@@ -57,6 +62,7 @@ impl Default for Config {
             max_queued_bytes: 8 << 20,
             history_len: 1024,
             history_bytes: 4 << 20,
+            max_fanout_backlog_bytes: 16 << 20,
         }
     }
 }

@@ -191,6 +191,13 @@ impl Engine {
         Some(slot.read(read))
     }
 
+    /// How many bytes of a model's messages are waiting for fan-out (bounded by
+    /// [`Config::max_fanout_backlog_bytes`]), or `None` if the model does not exist: a gauge of
+    /// how far delivery lags behind publishing.
+    pub fn fanout_backlog(&self, model: &str) -> Option<usize> {
+        Some(self.existing(model)?.backlog())
+    }
+
     /// A copy of a model's state, or `None` if it does not exist.
     pub fn state(&self, model: &str) -> Option<Map<String, Value>> {
         self.read(model, |state, _| state.clone())

@@ -66,10 +66,11 @@
 //! - Every subscriber of a model sees its diffs in the order they were applied, with no gap and
 //!   no repeat; joining takes the snapshot and registers in one step.
 //! - A diff costs in proportion to the update, not the model, and is serialized once whatever
-//!   the number of subscribers. Publishers never wait for the fan-out, and subscribers are never
+//!   the number of subscribers. Publishers do not wait for the fan-out, and subscribers are never
 //!   called under a model's lock; different models share no lock on the hot path.
 //! - Everything that grows is bounded ([`Config`]): frame size, depth and message count, model
-//!   size, model count, queued bytes per subscriber, resume history.
+//!   size, model count, queued bytes per subscriber, resume history, and the messages waiting
+//!   for fan-out (past that bound publishers help deliver, which slows them to its pace).
 //!
 //! ## What this crate does not do
 //! - No networking, no async runtime, no timers: pings, the compat mode's refresh throttle and

@@ -7,9 +7,11 @@
 //! - `fanout` guards the subscriber list. Whoever finishes an operation tries to take it and,
 //!   if it gets it, runs the queued commands in order, outside the state lock ("flat
 //!   combining"). A thread that finds it taken returns at once: the holder runs its commands
-//!   too. So publishers never wait for a fan-out, subscribers are never called under the
+//!   too. So publishers do not wait for a fan-out, subscribers are never called under the
 //!   model's lock, and every subscriber sees commands in queue order, which is the order in
 //!   which the state changed.
+//! - The queue is bounded in bytes: a publisher whose message takes it over the bound waits for
+//!   the fan-out lock and delivers too, which paces publishers to the fan-out.
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -44,6 +46,9 @@ struct ModelState {
     size: i64,
     history: History,
     commands: VecDeque<Command>,
+    /// Bytes of the messages in `commands`: past `max_backlog`, publishers help deliver.
+    backlog: usize,
+    max_backlog: usize,
     closed: Option<CloseReason>,
 }
 
@@ -106,6 +111,8 @@ impl ModelSlot {
                 size,
                 history: History::new(config.history_len, config.history_bytes),
                 commands: VecDeque::new(),
+                backlog: 0,
+                max_backlog: config.max_fanout_backlog_bytes,
                 closed: None,
             }),
             fanout: Mutex::new(Fanout::default()),
@@ -136,7 +143,7 @@ impl ModelSlot {
                 Some(diffs) => diffs,
                 None => vec![self.snapshot(&state)],
             };
-            state.commands.push_back(Command::Join {
+            state.enqueue(Command::Join {
                 id,
                 subscriber: Registered { mode, subscriber },
                 first,
@@ -147,7 +154,7 @@ impl ModelSlot {
     }
 
     pub(crate) fn leave(&self, id: ClientId) {
-        lock(&self.state).commands.push_back(Command::Leave(id));
+        lock(&self.state).enqueue(Command::Leave(id));
         self.run_commands();
     }
 
@@ -159,7 +166,7 @@ impl ModelSlot {
                 return Err(SendError::Closed);
             }
             let snapshot = self.snapshot(&state);
-            state.commands.push_back(Command::Resync { id, snapshot });
+            state.enqueue(Command::Resync { id, snapshot });
         }
         self.run_commands();
         Ok(())
@@ -168,10 +175,12 @@ impl ModelSlot {
     /// Sends an error to one session, in order with everything else it receives.
     pub(crate) fn refuse(&self, to: ClientId, error: FrameError, ids: Vec<MessageId>) -> SendError {
         let message = Outbound::error(&error, ids);
-        lock(&self.state)
-            .commands
-            .push_back(Command::Reply { to, message });
-        self.run_commands();
+        let help = {
+            let mut state = lock(&self.state);
+            state.enqueue(Command::Reply { to, message });
+            state.over_backlog()
+        };
+        self.run_commands_or_help(help);
         SendError::Frame(error)
     }
 
@@ -184,26 +193,25 @@ impl ModelSlot {
         max_model_bytes: usize,
     ) -> Result<(), SendError> {
         let ids = frame.ids();
-        let outcome = {
+        let (outcome, help) = {
             let mut state = lock(&self.state);
             if state.closed.is_some() {
                 return Err(SendError::Closed);
             }
-            match state.merge_frame(frame, max_model_bytes) {
+            let outcome = match state.merge_frame(frame, max_model_bytes) {
                 Ok(steps) => {
                     state.commit(from, mode, &self.epoch, steps);
                     Ok(())
                 }
                 Err(error) => {
                     let message = Outbound::error(&error, ids);
-                    state
-                        .commands
-                        .push_back(Command::Reply { to: from, message });
+                    state.enqueue(Command::Reply { to: from, message });
                     Err(SendError::Frame(error))
                 }
-            }
+            };
+            (outcome, state.over_backlog())
         };
-        self.run_commands();
+        self.run_commands_or_help(help);
         outcome
     }
 
@@ -224,7 +232,7 @@ impl ModelSlot {
                 return;
             }
             state.closed = Some(reason);
-            state.commands.push_back(Command::CloseAll(reason));
+            state.enqueue(Command::CloseAll(reason));
         }
         self.run_commands();
     }
@@ -243,16 +251,38 @@ impl ModelSlot {
         )
     }
 
+    /// Bytes of messages waiting for fan-out.
+    pub(crate) fn backlog(&self) -> usize {
+        lock(&self.state).backlog
+    }
+
     /// Runs queued commands if no other thread is running them (see the module docs).
     fn run_commands(&self) {
+        self.run_commands_or_help(false);
+    }
+
+    /// Like `run_commands`; with `help`, a publisher whose message took the backlog over its
+    /// bound waits for the thread delivering and then delivers too, instead of returning at
+    /// once: publishers are slowed to the pace of the fan-out, and the backlog stays bounded.
+    /// A thread that is itself delivering (a subscriber that sends from `deliver`) never waits.
+    fn run_commands_or_help(&self, help: bool) {
         loop {
-            let mut fanout = match self.fanout.try_lock() {
-                Ok(guard) => guard,
-                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => return,
+            let mut fanout = if help && !DELIVERING.get() {
+                lock(&self.fanout)
+            } else {
+                match self.fanout.try_lock() {
+                    Ok(guard) => guard,
+                    Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                    Err(TryLockError::WouldBlock) => return,
+                }
             };
+            let delivering = Delivering::enter();
             loop {
-                let commands = std::mem::take(&mut lock(&self.state).commands);
+                let commands = {
+                    let mut state = lock(&self.state);
+                    state.backlog = 0;
+                    std::mem::take(&mut state.commands)
+                };
                 if commands.is_empty() {
                     break;
                 }
@@ -260,6 +290,7 @@ impl ModelSlot {
                     fanout.run(command);
                 }
             }
+            drop(delivering);
             drop(fanout);
             // A command queued after our last look and before we let go found the lock taken
             // and left its work to us: look once more.
@@ -270,7 +301,45 @@ impl ModelSlot {
     }
 }
 
+thread_local! {
+    /// Whether this thread is running fan-out commands (and so holds a fan-out lock).
+    static DELIVERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as delivering until dropped, then restores what it was: delivering for one
+/// model may publish to, and deliver for, another.
+struct Delivering(bool);
+
+impl Delivering {
+    fn enter() -> Self {
+        Delivering(DELIVERING.replace(true))
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        DELIVERING.set(self.0);
+    }
+}
+
 impl ModelState {
+    fn enqueue(&mut self, command: Command) {
+        self.backlog += match &command {
+            Command::Join { first, .. } => first.iter().map(Outbound::queued_len).sum(),
+            Command::Resync {
+                snapshot: message, ..
+            }
+            | Command::Broadcast(message)
+            | Command::Reply { message, .. } => message.queued_len(),
+            Command::Leave(_) | Command::CloseAll(_) => 0,
+        };
+        self.commands.push_back(command);
+    }
+
+    fn over_backlog(&self) -> bool {
+        self.backlog > self.max_backlog
+    }
+
     fn merge_frame(
         &mut self,
         frame: Frame,
@@ -360,7 +429,7 @@ impl ModelState {
                         diff,
                     );
                     self.history.push(message.clone());
-                    self.commands.push_back(Command::Broadcast(message));
+                    self.enqueue(Command::Broadcast(message));
                 }
                 Step::Signal { id, content } => {
                     let header = Header {
@@ -379,7 +448,7 @@ impl ModelState {
                             Some(map),
                         ),
                     };
-                    self.commands.push_back(Command::Broadcast(message));
+                    self.enqueue(Command::Broadcast(message));
                 }
             }
         }
