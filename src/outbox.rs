@@ -138,6 +138,25 @@ impl OutboxState {
         self.queue.push((message.clone(), own));
     }
 
+    /// While lagging, only replies to the session are kept; if they alone exceed `limit`, the
+    /// outbox closes. Otherwise answers `status`.
+    fn keep_if_own(
+        &mut self,
+        message: &Outbound,
+        own: bool,
+        limit: usize,
+        status: Delivery,
+    ) -> Delivery {
+        if own {
+            self.push(message, own);
+        }
+        if self.bytes > limit {
+            self.overflow()
+        } else {
+            status
+        }
+    }
+
     fn overflow(&mut self) -> Delivery {
         self.queue.clear();
         self.bytes = 0;
@@ -166,14 +185,7 @@ impl Subscriber for Outbox {
             }
             Delivery::Queued
         } else if state.lagging {
-            if own {
-                state.push(message, own);
-            }
-            if state.bytes > self.limit {
-                state.overflow()
-            } else {
-                Delivery::Queued
-            }
+            state.keep_if_own(message, own, self.limit, Delivery::Queued)
         } else if state.bytes + message.queued_len() > self.limit && !state.queue.is_empty() {
             // Replies to the session survive; a snapshot still queued is superseded by the one
             // the coming resync brings.
@@ -183,14 +195,7 @@ impl Subscriber for Outbox {
             state.bytes = state.queue.iter().map(|(m, _)| m.queued_len()).sum();
             state.lagging = true;
             state.resync_requested = false;
-            if own {
-                state.push(message, own);
-            }
-            if state.bytes > self.limit {
-                state.overflow()
-            } else {
-                Delivery::Lagged
-            }
+            state.keep_if_own(message, own, self.limit, Delivery::Lagged)
         } else {
             state.push(message, own);
             Delivery::Queued
