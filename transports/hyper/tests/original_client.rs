@@ -1,5 +1,6 @@
-//! The original purly 0.2 Python client (`purly==0.2.0` from PyPI) against this server, in
-//! compat mode, unchanged: its getting-started, and a callback fired by a signal.
+//! The original purly 0.2 clients (`purly==0.2.0` from PyPI) against this server, in compat
+//! mode, unchanged: the Python `Layout`'s getting-started and a callback fired by a signal, and
+//! the compiled browser page rendering a model drawn by the Rust `Layout`.
 //!
 //! Needs `python3` with `websocket-client` and `spectate==0.2.3`, and the wheel unpacked at
 //! `target/purly-py/src` (or `PURLY_PY_SRC`); `.ci/run` installs them. Without them the tests
@@ -152,4 +153,82 @@ async fn a_signal_fires_the_original_layouts_callback() {
             break;
         }
     }
+}
+
+/// Serves the original page's files at `/{model}/assets/...` from the unpacked wheel, and
+/// everything else through purly: the page derives `/{model}/stream` from its own path.
+async fn serve_original_page(board: PathBuf, purly: Purly) -> std::net::SocketAddr {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use purly_hyper::{Body, Handled};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (purly, board) = (purly.clone(), board.clone());
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let response = match purly.try_handle(request) {
+                    Handled::Response(response) => response,
+                    Handled::NotPurly(request) => {
+                        let path = request.uri().path();
+                        let file = path
+                            .split_once("/assets/")
+                            .map(|(_, file)| board.join(file));
+                        match file.filter(|_| !path.contains("..")).map(std::fs::read) {
+                            Some(Ok(bytes)) => hyper::Response::new(Body::from(bytes)),
+                            _ => hyper::Response::builder()
+                                .status(404)
+                                .body(Body::default())
+                                .unwrap(),
+                        }
+                    }
+                };
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            tokio::spawn(
+                http1::Builder::new()
+                    .serve_connection(TokioIo::new(socket), service)
+                    .with_upgrades(),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_original_compiled_page_renders_the_rust_layout_in_compat_mode() {
+    let Some(src) = original_purly() else { return };
+    let Some(browser) = common::browser::chromium().await else {
+        return;
+    };
+    let purly = Purly::new(Engine::default());
+    let addr = serve_original_page(src.join("purly/static/board"), purly.clone()).await;
+    let mut page = browser
+        .open(&format!("http://{addr}/model/assets/index.html"))
+        .await;
+
+    let client = purly_hyper::WsClient::connect(&format!("ws://{addr}/model/stream"))
+        .await
+        .unwrap();
+    let mut layout = purly::Layout::new(client);
+    let div = layout.html("div");
+    // The compiled page hands `style` to React as is, so it needs React's camelCase names.
+    div.styles([
+        ("height", "20px"),
+        ("width", "20px"),
+        ("backgroundColor", "coral"),
+    ]);
+    layout.root().append(&div);
+    layout.sync().await.unwrap();
+
+    let square = "[...document.querySelectorAll('#react-mount div')].some((d) => {
+        const s = getComputedStyle(d);
+        return s.width === '20px' && s.backgroundColor === 'rgb(255, 127, 80)';
+    })";
+    assert!(
+        page.wait_for(square).await,
+        "the original page did not render the square"
+    );
 }
