@@ -74,6 +74,9 @@ pub(crate) struct Shared {
     changes: Changes,
     elements: HashMap<String, Weak<element::Inner>>,
     next_key: u64,
+    /// Whether changes bump `signature`s (see [`Layout::with_signatures`]).
+    signatures: bool,
+    next_signature: u64,
 }
 
 /// A page built from Rust over a [`Connection`] (PROTOCOL.md section 6).
@@ -119,6 +122,16 @@ impl<C: Connection> Layout<C> {
             root,
             prefix,
         }
+    }
+
+    /// Like [`new`](Layout::new), and every change also gives the changed element and each of
+    /// its ancestors a new `signature`, as the original purly `Layout` did. The original purly
+    /// page (its compiled React page) re-renders an element only when its signature changes;
+    /// purly's own page does not need signatures, which only make diffs larger.
+    pub fn with_signatures(connection: C) -> Self {
+        let layout = Layout::new(connection);
+        lock(&layout.shared).signatures = true;
+        layout
     }
 
     /// Creates an element (`"div"`, `"button"`, `"input"`...). It is in the model once synced,

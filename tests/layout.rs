@@ -146,3 +146,37 @@ async fn removed_and_dropped_elements_leave_the_model() {
     assert!(!state.contains_key(&keys[1]) && !state.contains_key(&keys[2]));
     assert_eq!(state[&keys[0]]["children"], json!([]));
 }
+
+#[tokio::test]
+async fn with_signatures_every_change_re_signs_the_element_and_its_ancestors() {
+    let engine = Engine::default();
+    let mut layout = Layout::with_signatures(Client::connect(&engine, "model").unwrap());
+    let outer = layout.html("div");
+    let inner = layout.html("span");
+    outer.append(&inner);
+    layout.root().append(&outer);
+    layout.sync().await.unwrap();
+    let signature = |key: &str| engine.state("model").unwrap()[key]["signature"].clone();
+    let before = (signature(outer.key()), signature(inner.key()));
+
+    inner.style("color", "coral");
+    layout.sync().await.unwrap();
+    assert_ne!(
+        signature(inner.key()),
+        before.1,
+        "the changed element is re-signed"
+    );
+    assert_ne!(signature(outer.key()), before.0, "so is its parent");
+    assert_eq!(signature("root"), Value::Null, "the root never is");
+
+    // Without the option no signature is written at all.
+    let mut plain = Layout::new(Client::connect(&engine, "plain").unwrap());
+    let div = plain.html("div");
+    plain.root().append(&div);
+    div.style("color", "coral");
+    plain.sync().await.unwrap();
+    assert_eq!(
+        engine.state("plain").unwrap()[div.key()].get("signature"),
+        None
+    );
+}

@@ -56,6 +56,8 @@ struct State {
     style: Map<String, Value>,
     children: Vec<Child>,
     handlers: HashMap<String, Handler>,
+    /// The element this one was last appended to (weak: parents own their children).
+    parent: Option<Weak<Inner>>,
 }
 
 impl Element {
@@ -156,6 +158,7 @@ impl Element {
 
     /// Appends an element as the last child.
     pub fn append(&self, child: &Element) -> &Self {
+        lock(&child.inner.state).parent = Some(Arc::downgrade(&self.inner));
         child.record(json!({ "attributes": { "parent_key": self.key() } }));
         self.edit_children(|children| children.push(Child::Element(child.clone())));
         self
@@ -169,6 +172,9 @@ impl Element {
             children.retain(|c| !matches!(c, Child::Element(e) if e.key() == child.key()));
             removed = children.len() != before;
         });
+        if removed {
+            lock(&child.inner.state).parent = None;
+        }
         removed
     }
 
@@ -261,9 +267,41 @@ impl Element {
     }
 
     fn record(&self, change: Value) {
-        if let Some(shared) = self.inner.shared.upgrade() {
-            lock(&shared).changes.record(patch(self.key(), change));
+        let Some(shared) = self.inner.shared.upgrade() else {
+            return;
+        };
+        let signatures = lock(&shared).signatures;
+        // Walked without the shared lock: reading a parent may drop the last handle to it.
+        let signed = if signatures {
+            self.lineage()
+        } else {
+            Vec::new()
+        };
+        let mut shared = lock(&shared);
+        shared.changes.record(patch(self.key(), change));
+        for key in signed {
+            shared.next_signature += 1;
+            let signature = format!("{:x}", shared.next_signature);
+            shared
+                .changes
+                .record(patch(&key, json!({ "signature": signature })));
         }
+    }
+
+    /// This element's key and its ancestors' up to (not including) the root, whose signature
+    /// the original page never reads. Bounded, in case elements were appended in a cycle.
+    fn lineage(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut current = Some(self.clone());
+        while let Some(element) = current.take() {
+            if element.key() == "root" || keys.len() >= 1024 {
+                break;
+            }
+            keys.push(element.key().to_owned());
+            let parent = lock(&element.inner.state).parent.clone();
+            current = parent.as_ref().and_then(Element::upgrade);
+        }
+        keys
     }
 }
 

@@ -212,7 +212,8 @@ async fn the_original_compiled_page_renders_the_rust_layout_in_compat_mode() {
     let client = purly_hyper::WsClient::connect(&format!("ws://{addr}/model/stream"))
         .await
         .unwrap();
-    let mut layout = purly::Layout::new(client);
+    // The compiled page re-renders an element only when its signature changes.
+    let mut layout = purly::Layout::with_signatures(client);
     let div = layout.html("div");
     // The compiled page hands `style` to React as is, so it needs React's camelCase names.
     div.styles([
@@ -230,5 +231,15 @@ async fn the_original_compiled_page_renders_the_rust_layout_in_compat_mode() {
     assert!(
         page.wait_for(square).await,
         "the original page did not render the square"
+    );
+
+    // A change after the first render shows too.
+    div.style("backgroundColor", "turquoise");
+    layout.sync().await.unwrap();
+    let turquoise = "[...document.querySelectorAll('#react-mount div')]
+        .some((d) => getComputedStyle(d).backgroundColor === 'rgb(64, 224, 208)')";
+    assert!(
+        page.wait_for(turquoise).await,
+        "the original page missed a later change"
     );
 }
