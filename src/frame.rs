@@ -88,7 +88,8 @@ impl Content {
         }
     }
 
-    fn into_object(self) -> Result<Map<String, Value>, serde_json::Error> {
+    /// The content as an object, parsing it if it arrived as text.
+    pub(crate) fn into_object(self) -> Result<Map<String, Value>, serde_json::Error> {
         match self {
             Content::Object(map) => Ok(map),
             Content::Raw(raw) => serde_json::from_str(raw.get()),
@@ -145,11 +146,6 @@ impl Message {
     pub fn with_id(mut self, id: MessageId) -> Self {
         self.id = Some(id);
         self
-    }
-
-    /// Turns an update's content into an object (parsing it if it arrived as text).
-    pub(crate) fn into_update_content(self) -> Result<Map<String, Value>, serde_json::Error> {
-        self.content.into_object()
     }
 }
 

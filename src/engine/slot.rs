@@ -25,7 +25,7 @@ use indexmap::IndexMap;
 use crate::config::Config;
 use crate::engine::history::History;
 use crate::error::{ErrorCode, FrameError, SendError};
-use crate::frame::{Content, Frame, MessageId, MessageKind};
+use crate::frame::{Content, Frame, Message, MessageId, MessageKind};
 use crate::lock::lock;
 use crate::merge::{json_len, merge_diff, Change};
 use crate::model::Model;
@@ -97,6 +97,14 @@ enum Step {
         id: Option<MessageId>,
         content: Content,
     },
+}
+
+impl Step {
+    fn id(&self) -> Option<&MessageId> {
+        match self {
+            Step::Update { id, .. } | Step::Signal { id, .. } => id.as_ref(),
+        }
+    }
 }
 
 impl ModelSlot {
@@ -192,7 +200,6 @@ impl ModelSlot {
         frame: Frame,
         max_model_bytes: usize,
     ) -> Result<(), SendError> {
-        let ids = frame.ids();
         let (outcome, help) = {
             let mut state = lock(&self.state);
             if state.closed.is_some() {
@@ -203,7 +210,7 @@ impl ModelSlot {
                     state.commit(from, mode, &self.epoch, steps);
                     Ok(())
                 }
-                Err(error) => {
+                Err((error, ids)) => {
                     let message = Outbound::error(&error, ids);
                     state.enqueue(Command::Reply { to: from, message });
                     Err(SendError::Frame(error))
@@ -340,36 +347,47 @@ impl ModelState {
         self.backlog > self.max_backlog
     }
 
+    /// Merges every update of a frame, or none: on a refusal, the updates already merged are
+    /// reverted and the error comes with the ids of all the frame's messages (gathered only
+    /// then, off the path of frames that apply).
     fn merge_frame(
         &mut self,
         frame: Frame,
         max_model_bytes: usize,
-    ) -> Result<Vec<Step>, FrameError> {
+    ) -> Result<Vec<Step>, (FrameError, Vec<MessageId>)> {
         let size_before = self.size;
         let mut steps: Vec<Step> = Vec::with_capacity(frame.messages.len());
-        for (index, message) in frame.messages.into_iter().enumerate() {
-            let id = message.id.clone();
-            let result = match message.kind {
-                MessageKind::Signal => Ok(Step::Signal {
-                    id,
-                    content: message.content,
-                }),
-                MessageKind::Update => self
-                    .merge_update(index, message.into_update_content(), max_model_bytes)
-                    .map(|change| Step::Update { id, change }),
-            };
-            match result {
-                Ok(step) => steps.push(step),
-                Err(error) => {
-                    for step in steps.into_iter().rev() {
-                        if let Step::Update { change, .. } = step {
-                            change.revert(self.model.state_mut());
+        let mut messages = frame.messages.into_iter().enumerate();
+        while let Some((index, Message { kind, id, content })) = messages.next() {
+            let error = match kind {
+                MessageKind::Signal => {
+                    steps.push(Step::Signal { id, content });
+                    continue;
+                }
+                MessageKind::Update => {
+                    match self.merge_update(index, content.into_object(), max_model_bytes) {
+                        Ok(change) => {
+                            steps.push(Step::Update { id, change });
+                            continue;
                         }
+                        Err(error) => error,
                     }
-                    self.size = size_before;
-                    return Err(error);
+                }
+            };
+            let ids = steps
+                .iter()
+                .filter_map(Step::id)
+                .cloned()
+                .chain(id)
+                .chain(messages.filter_map(|(_, message)| message.id))
+                .collect();
+            for step in steps.into_iter().rev() {
+                if let Step::Update { change, .. } = step {
+                    change.revert(self.model.state_mut());
                 }
             }
+            self.size = size_before;
+            return Err((error, ids));
         }
         Ok(steps)
     }
