@@ -193,7 +193,9 @@ impl Frame {
             }
             out.push_str(r#"{"header":{"type":""#);
             out.push_str(message.kind.as_str());
-            out.push_str(r#"","version":"0.1""#);
+            out.push_str(r#"","version":""#);
+            out.push_str(PROTOCOL_VERSION);
+            out.push('"');
             if let Some(id) = &message.id {
                 out.push_str(r#","id":"#);
                 out.push_str(id.as_json());
@@ -311,7 +313,7 @@ fn parse_message(raw: &RawValue, index: usize) -> Result<Message, FrameError> {
                 ErrorCode::UnsupportedVersion,
                 index,
                 format!(
-                    "unsupported version {}: this server speaks \"0.1\"",
+                    "unsupported version {}: this server speaks {PROTOCOL_VERSION:?}",
                     version.get()
                 ),
             ));

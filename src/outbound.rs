@@ -240,7 +240,9 @@ impl Outbound {
             let mut text = String::with_capacity(self.0.text.len());
             text.push_str(r#"{"header":{"type":""#);
             text.push_str(self.0.kind.as_str());
-            text.push_str(r#"","version":"0.1"},"content":"#);
+            text.push_str(r#"","version":""#);
+            text.push_str(PROTOCOL_VERSION);
+            text.push_str(r#""},"content":"#);
             text.push_str(&self.0.text[self.0.content_start..]);
             text
         })
