@@ -5,7 +5,7 @@
 #![allow(clippy::print_stdout)]
 
 use purly::serde_json::json;
-use purly::{Engine, OutboundKind};
+use purly::{Engine, ServerMessageKind};
 use purly_channel::{Client, ClientError};
 
 #[tokio::main(flavor = "current_thread")]
@@ -42,7 +42,7 @@ async fn main() -> Result<(), ClientError> {
     page.signal(json!({"square": {"callback": "grow", "event": {"clientX": 7}}}))?;
     let clicked = loop {
         let batch = bot.recv().await.expect("the bot is connected");
-        if let Some(signal) = batch.iter().find(|m| m.kind() == OutboundKind::Signal) {
+        if let Some(signal) = batch.iter().find(|m| m.kind() == ServerMessageKind::Signal) {
             break signal.clone();
         }
     };

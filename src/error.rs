@@ -34,6 +34,9 @@ pub enum ErrorCode {
     BinaryNotSupported,
     /// The embedder's [`Model`](crate::Model) refused the update.
     Rejected,
+    /// The store could not make the frame durable, or failed after it was applied in memory
+    /// (PROTOCOL.md section 8): nothing of it was kept; reconnect and retry.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::Rejected => "rejected",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -137,6 +141,9 @@ pub enum JoinError {
     /// The embedder's model factory refused to create the model.
     #[error("model refused: {0}")]
     Refused(String),
+    /// The store could not load the model (HTTP 503).
+    #[error("the store could not load the model: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// The engine was shut down.
     #[error("the engine is shut down")]
     ShutDown,

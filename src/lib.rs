@@ -50,15 +50,15 @@
 //! ## Pieces
 //! - [`Engine`]: the cheap, cloneable handle a service keeps. [`Engine::join`] attaches a
 //!   [`Subscriber`] to a model (created on first join) and returns a [`Session`] to send with.
-//! - [`Model`]: the state of one model; [`MemoryModel`] by default, or the embedder's own, to
+//! - [`Model`]: the state of one model; [`DefaultModel`] by default, or the embedder's own, to
 //!   validate or refuse updates ([`Engine::with_model_factory`]).
 //! - [`Subscriber`]: what receives a model's messages; [`Outbox`] is the standard one, bounded in
 //!   bytes, with a lag policy (see its docs).
-//! - [`parse_frame`], [`merge_diff`], [`Outbound`], [`encode_frame`]: the protocol pieces, usable
+//! - [`parse_frame`], [`merge_diff`], [`ServerMessage`], [`encode_frame`]: the protocol pieces, usable
 //!   on their own.
 //! - [`Layout`]: build and drive a live page from Rust (elements, styles, event handlers),
-//!   over any [`Connection`].
-//! - [`Replica`]: the client side, "server state + my pending changes"; [`Connection`]: what
+//!   over any [`ClientConnection`].
+//! - [`Replica`]: the client side, "server state + my pending changes"; [`ClientConnection`]: what
 //!   every client transport offers, so client code runs over any of them.
 //!
 //! ## Guarantees
@@ -81,36 +81,42 @@
 //! - Numbers are JSON numbers as `serde_json` reads them (64-bit integers or `f64`); signals are
 //!   relayed byte for byte, updates are re-serialized.
 
+mod client;
 mod config;
-mod connection;
 mod engine;
 mod error;
-mod frame;
-mod layout;
 mod lock;
 mod merge;
 mod model;
-mod name;
-mod outbound;
 mod outbox;
-mod replica;
-mod session;
+mod protocol;
+mod store;
 mod subscriber;
+mod token;
 
+pub use client::{
+    Child, ClientConnection, Element, Event, Layout, LayoutError, Replica, ReplicaError,
+};
 pub use config::{Config, Limits};
-pub use connection::Connection;
-pub use engine::{Access, Engine, JoinOptions, Resume};
+pub use engine::{
+    Access, Engine, EngineBuilder, EpochSource, JoinOptions, Resume, Session, Snapshot, WriteError,
+    SERVER_ORIGIN,
+};
 pub use error::{ErrorCode, FrameError, InvalidModelName, JoinError, SendError};
-pub use frame::{parse_frame, Content, Frame, Message, MessageId, MessageKind, PROTOCOL_VERSION};
-pub use layout::{Child, Element, Event, Layout, LayoutError};
 pub use merge::{merge_diff, Change};
-pub use model::{MemoryModel, Model, ModelFactory, Rejection};
-pub use name::{ModelName, MAX_MODEL_NAME_LEN};
-pub use outbound::{encode_frame, parse_server_frame, Outbound, OutboundKind};
+pub use model::{DefaultModel, Model, ModelFactory, Rejection};
 pub use outbox::{Outbox, Received};
-pub use replica::{Replica, ReplicaError};
-pub use session::Session;
-pub use subscriber::{ClientId, CloseReason, Delivery, Mode, Subscriber};
+pub use protocol::{
+    encode_frame, parse_frame, parse_server_frame, ClientId, Content, Frame, Message, MessageId,
+    MessageKind, Mode, ModelName, ServerMessage, ServerMessageKind, MAX_MODEL_NAME_LEN,
+    PROTOCOL_VERSION,
+};
+pub use store::{
+    AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, MemoryStore, Store, StoreError,
+    StoredDiff, StoredModel,
+};
+pub use subscriber::{CloseReason, Delivery, Subscriber};
+pub use token::random_hex;
 
 /// Re-exported because its types ([`serde_json::Map`], [`serde_json::Value`]) are in the API.
 pub use serde_json;

@@ -1,9 +1,10 @@
-//! The [`Model`] trait: the state of one named model, and the embedder's say over its updates.
+//! The [`Model`] trait: the embedder's say over one named model (its first state, which
+//! updates it accepts, what it does with each diff).
 
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::name::ModelName;
+use crate::protocol::ModelName;
 
 /// An embedder's refusal of an update or of a model; its text becomes the `message` of the
 /// `rejected` error the client receives.
@@ -18,56 +19,54 @@ impl Rejection {
     }
 }
 
-/// The state of one named model, as the engine reads and changes it.
+/// The embedder's policy for one named model.
 ///
-/// The engine owns the merge: it calls [`check`](Model::check) before each update of a frame,
-/// merges the update into [`state_mut`](Model::state_mut), rolls the whole frame back if any of
-/// its messages is refused, and calls [`committed`](Model::committed) for every diff that
-/// stays. All calls for one model happen under that model's lock, one at a time, so they must
-/// be quick: no network or disk round trips on this path (queue them instead).
-///
-/// The state must only change through the engine; anything else would be invisible to the
-/// clients until they next take a snapshot.
+/// The engine owns the state and the merge: it calls [`check`](Model::check) before each update
+/// of a frame, merges the update, rolls the whole frame back if any of its messages is refused,
+/// and calls [`committed`](Model::committed) for every diff that stays. All calls for one model
+/// happen under that model's lock, one at a time, so they must be quick: no network or disk
+/// round trips on this path (queue them instead).
 pub trait Model: Send + 'static {
-    /// The current state.
-    fn state(&self) -> &Map<String, Value>;
+    /// The state a new model starts from, asked once when the model is created (not when a
+    /// stored model is loaded). The default is an empty object.
+    fn initial_state(&mut self) -> Map<String, Value> {
+        Map::new()
+    }
 
-    /// The state, for the engine to merge updates into.
-    fn state_mut(&mut self) -> &mut Map<String, Value>;
-
-    /// Accepts or refuses an update before it is merged. [`state`](Model::state) holds the
-    /// state with the frame's earlier updates applied. The default accepts everything.
-    fn check(&self, update: &Map<String, Value>) -> Result<(), Rejection> {
-        let _ = update;
+    /// Accepts or refuses an update before it is merged. `state` holds the model with the
+    /// frame's earlier updates applied. The default accepts everything.
+    fn check(
+        &self,
+        state: &Map<String, Value>,
+        update: &Map<String, Value>,
+    ) -> Result<(), Rejection> {
+        let _ = (state, update);
         Ok(())
     }
 
-    /// A diff was applied and the model's version is now `version` (e.g. to persist it).
+    /// A diff was applied and the model's version is now `version`. With a durable store it is
+    /// not yet durable here: clients are shown it only once it is.
     fn committed(&mut self, version: u64, diff: &Map<String, Value>) {
         let _ = (version, diff);
     }
 }
 
-/// The default model: a JSON object in memory, accepting every update.
+/// The default model: accepts every update, and starts from a given state (empty by default).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct MemoryModel {
-    state: Map<String, Value>,
+pub struct DefaultModel {
+    initial: Map<String, Value>,
 }
 
-impl MemoryModel {
-    /// A model that starts from `state`.
+impl DefaultModel {
+    /// A model that starts from `state` when it is created.
     pub fn new(state: Map<String, Value>) -> Self {
-        MemoryModel { state }
+        DefaultModel { initial: state }
     }
 }
 
-impl Model for MemoryModel {
-    fn state(&self) -> &Map<String, Value> {
-        &self.state
-    }
-
-    fn state_mut(&mut self) -> &mut Map<String, Value> {
-        &mut self.state
+impl Model for DefaultModel {
+    fn initial_state(&mut self) -> Map<String, Value> {
+        std::mem::take(&mut self.initial)
     }
 }
 

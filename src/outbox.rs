@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use crate::lock::lock;
-use crate::outbound::Outbound;
+use crate::protocol::ServerMessage;
 use crate::subscriber::{CloseReason, Delivery, Subscriber};
 
 /// What [`Outbox::poll_recv`] found.
@@ -46,7 +46,7 @@ pub struct Outbox {
 struct OutboxState {
     /// Inline for the common case of one or two queued messages, so that a delivery touches
     /// no memory beyond the outbox itself.
-    queue: SmallVec<[(Outbound, bool); 2]>,
+    queue: SmallVec<[(ServerMessage, bool); 2]>,
     bytes: usize,
     waker: Option<Waker>,
     lagging: bool,
@@ -65,7 +65,11 @@ impl Outbox {
 
     /// Appends everything queued to `batch`, or registers the task to be woken when there is
     /// something. Reusing one `batch` per connection keeps the hot path free of allocations.
-    pub fn poll_recv(&self, cx: &mut Context<'_>, batch: &mut Vec<Outbound>) -> Poll<Received> {
+    pub fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut Vec<ServerMessage>,
+    ) -> Poll<Received> {
         let mut state = lock(&self.state);
         match state.take(batch) {
             Some(received) => Poll::Ready(received),
@@ -90,7 +94,7 @@ impl Outbox {
     }
 
     /// Appends everything queued to `batch`, without waiting.
-    pub fn try_recv(&self, batch: &mut Vec<Outbound>) -> Option<Received> {
+    pub fn try_recv(&self, batch: &mut Vec<ServerMessage>) -> Option<Received> {
         lock(&self.state).take(batch)
     }
 
@@ -112,7 +116,7 @@ impl Outbox {
 }
 
 impl OutboxState {
-    fn take(&mut self, batch: &mut Vec<Outbound>) -> Option<Received> {
+    fn take(&mut self, batch: &mut Vec<ServerMessage>) -> Option<Received> {
         if let Some(reason) = self.closed {
             if self.queue.is_empty() || self.lagging {
                 return Some(Received::Closed(reason));
@@ -133,7 +137,7 @@ impl OutboxState {
         Some(Received::Messages)
     }
 
-    fn push(&mut self, message: &Outbound, own: bool) {
+    fn push(&mut self, message: &ServerMessage, own: bool) {
         self.bytes += message.queued_len();
         self.queue.push((message.clone(), own));
     }
@@ -142,7 +146,7 @@ impl OutboxState {
     /// outbox closes. Otherwise answers `status`.
     fn keep_if_own(
         &mut self,
-        message: &Outbound,
+        message: &ServerMessage,
         own: bool,
         limit: usize,
         status: Delivery,
@@ -166,7 +170,7 @@ impl OutboxState {
 }
 
 impl Subscriber for Outbox {
-    fn deliver(&self, message: &Outbound, own: bool) -> Delivery {
+    fn deliver(&self, message: &ServerMessage, own: bool) -> Delivery {
         let mut state = lock(&self.state);
         if state.closed.is_some() {
             return Delivery::Closed;
@@ -218,13 +222,13 @@ impl Subscriber for Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::Header;
+    use crate::protocol::Header;
     use serde_json::Map;
 
-    fn diff(seq: u64) -> Outbound {
+    fn diff(seq: u64) -> ServerMessage {
         let mut content = Map::new();
         content.insert("k".into(), "x".repeat(100).into());
-        Outbound::update(
+        ServerMessage::update(
             Header {
                 seq: Some(seq),
                 ..Header::default()
@@ -233,9 +237,9 @@ mod tests {
         )
     }
 
-    fn snapshot(seq: u64) -> Outbound {
-        Outbound::new(
-            crate::OutboundKind::Update,
+    fn snapshot(seq: u64) -> ServerMessage {
+        ServerMessage::new(
+            crate::ServerMessageKind::Update,
             Header {
                 seq: Some(seq),
                 snapshot: true,

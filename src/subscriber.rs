@@ -2,45 +2,7 @@
 
 use std::fmt;
 
-use crate::outbound::Outbound;
-
-/// The server's id of one session (a connection), unique within an [`Engine`](crate::Engine).
-///
-/// It is the `header.origin` of the diffs and signals the session causes (stream mode).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(pub(crate) u64);
-
-impl ClientId {
-    /// The id as the number that goes on the wire.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Debug for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClientId({})", self.0)
-    }
-}
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// How a subscriber receives a model's messages (PROTOCOL.md sections 3 and 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Mode {
-    /// Push delivery: every update carries `seq` and `epoch`; diffs are echoed to their sender
-    /// with `origin` and `id`; a no-op update with an `id` is answered with an `ack`; resume is
-    /// possible; an overflowing queue is replaced by a fresh snapshot.
-    #[default]
-    Stream,
-    /// The original purly behaviour: no `seq`, no echo of the subscriber's own updates, no
-    /// `ack`; an overflowing queue disconnects the subscriber.
-    Compat,
-}
+use crate::protocol::ServerMessage;
 
 /// What a [`Subscriber`] did with a message it was offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +29,10 @@ pub enum CloseReason {
     ModelRemoved,
     /// The engine was shut down. A WebSocket transport closes with 1001.
     Shutdown,
+    /// The store failed after a change was applied in memory: the model's state can no longer
+    /// be trusted and is reloaded from the store on the next join. A WebSocket transport
+    /// closes with 1011 (PROTOCOL.md section 8).
+    StoreFailed,
 }
 
 impl fmt::Display for CloseReason {
@@ -75,6 +41,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Overflow => "the outbound queue overflowed",
             CloseReason::ModelRemoved => "the model was removed",
             CloseReason::Shutdown => "the server is shutting down",
+            CloseReason::StoreFailed => "the store failed; reconnect to reload the model",
         })
     }
 }
@@ -93,7 +60,7 @@ impl fmt::Display for CloseReason {
 /// - The engine applies one policy to [`Delivery::Lagged`]: a stream-mode subscriber stays
 ///   registered and is brought back by a snapshot when its owner calls
 ///   [`Session::resync`](crate::Session::resync) (the snapshot is delivered through `deliver`
-///   with [`Outbound::is_snapshot`] set); a compat-mode subscriber is removed and told
+///   with [`ServerMessage::is_snapshot`] set); a compat-mode subscriber is removed and told
 ///   [`CloseReason::Overflow`].
 /// - [`Delivery::Closed`] removes the subscriber; the engine never calls it again.
 ///
@@ -101,7 +68,7 @@ impl fmt::Display for CloseReason {
 /// receiving side; most transports use it rather than implementing this trait.
 pub trait Subscriber: Send + Sync + 'static {
     /// Offers one message. Never blocks.
-    fn deliver(&self, message: &Outbound, own: bool) -> Delivery;
+    fn deliver(&self, message: &ServerMessage, own: bool) -> Delivery;
 
     /// The engine will not deliver anything more, for `reason`. Not called after the subscriber
     /// itself reported [`Delivery::Closed`] or its session was dropped.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use purly::serde_json::json;
 use purly::{
-    CloseReason, Config, Delivery, Engine, JoinOptions, Outbound, OutboundKind, Outbox, Received,
-    Session, Subscriber,
+    CloseReason, Config, Delivery, Engine, JoinOptions, Outbox, Received, ServerMessage,
+    ServerMessageKind, Session, Subscriber,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -24,7 +24,7 @@ struct Gate {
 }
 
 impl Subscriber for Gate {
-    fn deliver(&self, _: &Outbound, _: bool) -> Delivery {
+    fn deliver(&self, _: &ServerMessage, _: bool) -> Delivery {
         if self.armed.load(Ordering::SeqCst) {
             if let Some(entered) = self.entered.lock().unwrap().take() {
                 entered.send(()).unwrap();
@@ -129,8 +129,8 @@ fn the_fan_out_backlog_stays_bounded() {
     while watcher.try_recv(&mut batch) == Some(Received::Messages) {}
     let seqs: Vec<u64> = batch
         .iter()
-        .filter(|m| m.kind() == OutboundKind::Update && !m.is_snapshot())
-        .filter_map(Outbound::seq)
+        .filter(|m| m.kind() == ServerMessageKind::Update && !m.is_snapshot())
+        .filter_map(ServerMessage::seq)
         .collect();
     assert_eq!(seqs, (1..=(UPDATES as u64 + 1)).collect::<Vec<_>>());
 }
@@ -142,8 +142,8 @@ struct Responder {
 }
 
 impl Subscriber for Responder {
-    fn deliver(&self, message: &Outbound, own: bool) -> Delivery {
-        if message.kind() == OutboundKind::Update && !message.is_snapshot() && !own {
+    fn deliver(&self, message: &ServerMessage, own: bool) -> Delivery {
+        if message.kind() == ServerMessageKind::Update && !message.is_snapshot() && !own {
             if let Some(session) = self.session.get() {
                 let n = self.answered.fetch_add(1, Ordering::SeqCst);
                 session

@@ -5,7 +5,7 @@ mod common;
 
 use common::{recv, settle, version};
 use purly::serde_json::json;
-use purly::{Config, Engine, ErrorCode, Limits, OutboundKind, SendError};
+use purly::{Config, Engine, ErrorCode, Limits, SendError, ServerMessageKind};
 use purly_channel::Client;
 
 fn engine() -> Engine {
@@ -143,16 +143,20 @@ async fn every_malformed_frame_is_refused_with_its_code() {
         let batch = recv(&mut sender).await;
         assert_eq!(batch.len(), 1, "{name}: one error per frame");
         let message = &batch[0];
-        assert_eq!(message.kind(), OutboundKind::Error, "{name}");
-        assert_eq!(message.content()["code"], code.as_str(), "{name}");
+        assert_eq!(message.kind(), ServerMessageKind::Error, "{name}");
+        assert_eq!(message.content().unwrap()["code"], code.as_str(), "{name}");
         assert!(
-            message.content()["message"]
+            message.content().unwrap()["message"]
                 .as_str()
                 .is_some_and(|m| !m.is_empty()),
             "{name}"
         );
         assert_eq!(
-            message.content().get("index").and_then(|i| i.as_u64()),
+            message
+                .content()
+                .unwrap()
+                .get("index")
+                .and_then(|i| i.as_u64()),
             index.map(|i| i as u64),
             "{name}: index"
         );
@@ -167,7 +171,10 @@ async fn every_malformed_frame_is_refused_with_its_code() {
         .send_bytes(&[b'[', 0xff, b']'])
         .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::InvalidJson), "not UTF-8");
-    assert_eq!(recv(&mut sender).await[0].content()["code"], "invalid_json");
+    assert_eq!(
+        recv(&mut sender).await[0].content().unwrap()["code"],
+        "invalid_json"
+    );
 
     // The connection is alive: a valid update still applies and reaches the other client.
     sender.update(json!({"after": 2})).unwrap();
@@ -188,7 +195,7 @@ async fn binary_frames_are_refused_by_the_transport_through_the_session() {
     ));
     assert!(matches!(error, SendError::Frame(e) if e.code == ErrorCode::BinaryNotSupported));
     let batch = recv(&mut client).await;
-    assert_eq!(batch[0].content()["code"], "binary_not_supported");
+    assert_eq!(batch[0].content().unwrap()["code"], "binary_not_supported");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::{recv, recv_until_version, settle, version};
 use purly::serde_json::{json, Value};
-use purly::{Engine, JoinOptions, OutboundKind, Outbox, Received};
+use purly::{Engine, JoinOptions, Outbox, Received, ServerMessageKind};
 use purly_channel::Client;
 
 /// A small deterministic generator (xorshift), so a failure can be replayed.
@@ -80,10 +80,10 @@ async fn eight_concurrent_writers_converge() {
     }
 }
 
-fn diff_seqs(batch: &[purly::Outbound]) -> Vec<u64> {
+fn diff_seqs(batch: &[purly::ServerMessage]) -> Vec<u64> {
     batch
         .iter()
-        .filter(|m| m.kind() == OutboundKind::Update && !m.is_snapshot())
+        .filter(|m| m.kind() == ServerMessageKind::Update && !m.is_snapshot())
         .filter_map(|m| m.seq())
         .collect()
 }

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use common::{obj, recv, recv_until_version, settle, version};
 use purly::serde_json::json;
 use purly::{
-    Access, Config, Engine, ErrorCode, JoinOptions, Mode, Outbound, OutboundKind, Outbox, Received,
+    Access, Config, Engine, ErrorCode, JoinOptions, Mode, Outbox, Received, ServerMessage,
+    ServerMessageKind,
 };
 use purly_channel::Client;
 
-fn only(batch: Vec<Outbound>) -> Outbound {
+fn only(batch: Vec<ServerMessage>) -> ServerMessage {
     assert_eq!(batch.len(), 1, "expected one message, got {batch:?}");
     batch.into_iter().next().unwrap()
 }
@@ -29,7 +30,10 @@ async fn join_starts_with_a_snapshot_at_the_current_version() {
     assert!(snapshot.is_snapshot());
     assert_eq!(snapshot.seq(), Some(2));
     assert_eq!(snapshot.epoch(), Some(late.session().epoch()));
-    assert_eq!(snapshot.content(), &obj(json!({"a": {"b": 1}, "c": 2})));
+    assert_eq!(
+        snapshot.content().unwrap(),
+        &obj(json!({"a": {"b": 1}, "c": 2}))
+    );
     assert!(snapshot.json().contains(r#""snapshot":true"#));
 }
 
@@ -52,7 +56,7 @@ async fn diffs_are_echoed_with_origin_and_id_and_carry_only_the_difference() {
         assert_eq!(batch.len(), 2);
         let second = &batch[1];
         assert_eq!(
-            second.content(),
+            second.content().unwrap(),
             &obj(json!({"x": {"z": 3}})),
             "only the difference"
         );
@@ -78,7 +82,7 @@ async fn a_no_op_update_is_acked_only_to_its_sender_and_only_with_an_id() {
         .send_text(r#"[{"header":{"type":"update"},"content":{"k":1}},{"header":{"type":"update","id":7},"content":{"k":1}}]"#)
         .unwrap();
     let ack = only(recv(&mut alice).await);
-    assert_eq!(ack.kind(), OutboundKind::Ack);
+    assert_eq!(ack.kind(), ServerMessageKind::Ack);
     assert_eq!(ack.id().unwrap().as_json(), "7");
     assert_eq!(ack.seq(), Some(1));
     assert_eq!(ack.content_json(), "{}");
@@ -101,7 +105,7 @@ async fn signals_are_relayed_unmodified_to_the_others_only() {
         ))
         .unwrap();
     let at_bob = only(recv(&mut bob).await);
-    assert_eq!(at_bob.kind(), OutboundKind::Signal);
+    assert_eq!(at_bob.kind(), ServerMessageKind::Signal);
     assert_eq!(at_bob.content_json(), content, "byte for byte");
     assert_eq!(at_bob.origin(), Some(alice.id()));
     let at_carol = only(recv(&mut carol).await);
@@ -169,7 +173,7 @@ async fn read_only_sessions_are_forbidden_to_write() {
         let error = reader.send_text(frame).unwrap_err();
         assert_eq!(error.code(), Some(ErrorCode::Forbidden));
         let message = only(recv(&mut reader).await);
-        assert_eq!(message.content()["code"], "forbidden");
+        assert_eq!(message.content().unwrap()["code"], "forbidden");
     }
     // The replica's own update is refused and dropped from its pending list by the error's ids.
     reader.update(json!({"a": 1})).unwrap_err();

@@ -9,25 +9,22 @@ use std::sync::{Arc, Mutex};
 use common::{obj, recv, settle, version};
 use purly::serde_json::{json, Map, Value};
 use purly::{
-    CloseReason, Config, Engine, ErrorCode, JoinError, JoinOptions, MemoryModel, Model, Rejection,
+    CloseReason, Config, DefaultModel, Engine, ErrorCode, JoinError, JoinOptions, Model, Rejection,
     SendError,
 };
 use purly_channel::{Client, ClientError};
 
 /// Refuses any update that sets `locked`, and records every committed version.
 struct Guarded {
-    inner: MemoryModel,
+    inner: DefaultModel,
     log: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Model for Guarded {
-    fn state(&self) -> &Map<String, Value> {
-        self.inner.state()
+    fn initial_state(&mut self) -> Map<String, Value> {
+        self.inner.initial_state()
     }
-    fn state_mut(&mut self) -> &mut Map<String, Value> {
-        self.inner.state_mut()
-    }
-    fn check(&self, update: &Map<String, Value>) -> Result<(), Rejection> {
+    fn check(&self, _: &Map<String, Value>, update: &Map<String, Value>) -> Result<(), Rejection> {
         if update.contains_key("locked") {
             return Err(Rejection::new("`locked` is read-only"));
         }
@@ -45,7 +42,7 @@ fn guarded_engine(log: Arc<Mutex<Vec<u64>>>) -> Engine {
         }
         let state = obj(json!({"locked": "initial"}));
         Ok(Box::new(Guarded {
-            inner: MemoryModel::new(state),
+            inner: DefaultModel::new(state),
             log: log.clone(),
         }))
     })
@@ -82,8 +79,11 @@ async fn a_rejected_update_rolls_back_its_whole_frame() {
     assert_eq!(version(&engine, "m"), 0);
     let errors = recv(&mut client).await;
     assert_eq!(errors.len(), 2);
-    assert_eq!(errors[1].content()["index"], 1);
-    assert_eq!(errors[1].content()["message"], "`locked` is read-only");
+    assert_eq!(errors[1].content().unwrap()["index"], 1);
+    assert_eq!(
+        errors[1].content().unwrap()["message"],
+        "`locked` is read-only"
+    );
     let ids: Vec<&str> = errors[1].ids().iter().map(|id| id.as_json()).collect();
     assert_eq!(ids, [r#""y""#, r#""z""#]);
     assert!(
@@ -143,7 +143,7 @@ async fn an_update_that_would_make_the_model_too_large_is_not_applied() {
         matches!(error, ClientError::Send(SendError::Frame(e)) if e.code == ErrorCode::ModelTooLarge)
     );
     let batch = recv(&mut client).await;
-    assert_eq!(batch[0].content()["code"], "model_too_large");
+    assert_eq!(batch[0].content().unwrap()["code"], "model_too_large");
     assert_eq!(engine.state("m").unwrap(), before);
     assert_eq!(
         client.replica().pending(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::{recv, version};
 use purly::serde_json::json;
-use purly::{CloseReason, Engine, JoinOptions, OutboundKind, Outbox};
+use purly::{CloseReason, Engine, JoinOptions, Outbox, ServerMessageKind};
 use purly_channel::Client;
 
 const DIFFS: u64 = 10_000;
@@ -39,7 +39,7 @@ async fn a_stuck_subscriber_does_not_hold_back_the_others() {
             let mut seqs = Vec::new();
             while reader.replica().version() < Some(DIFFS) {
                 for message in recv(&mut reader).await {
-                    if message.kind() == OutboundKind::Update && !message.is_snapshot() {
+                    if message.kind() == ServerMessageKind::Update && !message.is_snapshot() {
                         seqs.push(message.seq().unwrap());
                     }
                 }

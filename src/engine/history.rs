@@ -2,11 +2,11 @@
 
 use std::collections::VecDeque;
 
-use crate::outbound::Outbound;
+use crate::protocol::ServerMessage;
 
 /// Recent diffs in version order, bounded by count and by bytes.
 pub(crate) struct History {
-    diffs: VecDeque<Outbound>,
+    diffs: VecDeque<ServerMessage>,
     bytes: usize,
     max_len: usize,
     max_bytes: usize,
@@ -22,7 +22,7 @@ impl History {
         }
     }
 
-    pub(crate) fn push(&mut self, diff: Outbound) {
+    pub(crate) fn push(&mut self, diff: ServerMessage) {
         self.bytes += diff.queued_len();
         self.diffs.push_back(diff);
         while self.diffs.len() > self.max_len || self.bytes > self.max_bytes {
@@ -35,7 +35,7 @@ impl History {
 
     /// The diffs after version `since`, if the history still holds all of them; `current` is
     /// the model's version now.
-    pub(crate) fn since(&self, since: u64, current: u64) -> Option<Vec<Outbound>> {
+    pub(crate) fn since(&self, since: u64, current: u64) -> Option<Vec<ServerMessage>> {
         if since == current {
             return Some(Vec::new());
         }
@@ -59,11 +59,11 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::Header;
+    use crate::protocol::Header;
     use serde_json::Map;
 
-    fn diff(seq: u64) -> Outbound {
-        Outbound::update(
+    fn diff(seq: u64) -> ServerMessage {
+        ServerMessage::update(
             Header {
                 seq: Some(seq),
                 ..Header::default()
@@ -78,7 +78,7 @@ mod tests {
         for seq in 1..=5 {
             history.push(diff(seq));
         }
-        let seqs = |v: Option<Vec<Outbound>>| {
+        let seqs = |v: Option<Vec<ServerMessage>>| {
             v.map(|v| v.iter().filter_map(|d| d.seq()).collect::<Vec<_>>())
         };
         assert_eq!(seqs(history.since(2, 5)), Some(vec![3, 4, 5]));

@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use purly::serde_json::{Map, Value};
-use purly::Outbound;
+use purly::ServerMessage;
 use purly_channel::Client;
 
 /// Generous: only a broken engine waits this long.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The next batch, failing the test if none comes in time or the client closed.
-pub(crate) async fn recv(client: &mut Client) -> Vec<Outbound> {
+pub(crate) async fn recv(client: &mut Client) -> Vec<ServerMessage> {
     tokio::time::timeout(TIMEOUT, client.recv())
         .await
         .expect("timed out waiting for a batch")

@@ -1,7 +1,7 @@
 //! # purly-channel: connect to a purly [`Engine`] in the same process
 //!
 //! A [`Client`] is a session on one model of an engine, with no socket and no JSON text in
-//! between: it sends typed messages, receives the same shared [`Outbound`] messages a
+//! between: it sends typed messages, receives the same shared [`ServerMessage`] messages a
 //! WebSocket client would get as text, and keeps a [`Replica`] of the model ("server state +
 //! my pending changes"). Use it to test sync logic, or to run a Rust client (a bot, a
 //! server-side `Layout`) next to the engine.
@@ -38,8 +38,8 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use purly::serde_json::{Map, Value};
 use purly::{
-    ClientId, CloseReason, Connection, Engine, Frame, JoinError, JoinOptions, Message, Outbound,
-    Outbox, Received, Replica, ReplicaError, SendError, Session,
+    ClientConnection, ClientId, CloseReason, Engine, Frame, JoinError, JoinOptions, Message,
+    Outbox, Received, Replica, ReplicaError, SendError, ServerMessage, Session,
 };
 use thiserror::Error;
 
@@ -196,12 +196,12 @@ impl Client {
     /// to the replica and returns it. `None` once the engine stopped delivering
     /// ([`close_reason`](Client::close_reason) says why) or the replica hit an error
     /// ([`settle`](Client::settle) reports it).
-    pub async fn recv(&mut self) -> Option<Vec<Outbound>> {
+    pub async fn recv(&mut self) -> Option<Vec<ServerMessage>> {
         poll_fn(|cx| self.poll_batch(cx)).await
     }
 
     /// The next batch if one is queued now, without waiting.
-    pub fn try_recv(&mut self) -> Option<Vec<Outbound>> {
+    pub fn try_recv(&mut self) -> Option<Vec<ServerMessage>> {
         let mut batch = Vec::new();
         loop {
             match self.outbox.try_recv(&mut batch)? {
@@ -229,7 +229,7 @@ impl Client {
         ClientError::Closed(self.closed.unwrap_or(CloseReason::Shutdown))
     }
 
-    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<Outbound>>> {
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<ServerMessage>>> {
         if self.closed.is_some() || self.replica_error.is_some() {
             return Poll::Ready(None);
         }
@@ -249,7 +249,11 @@ impl Client {
         }
     }
 
-    fn take(&mut self, received: Received, batch: Vec<Outbound>) -> Option<Vec<Outbound>> {
+    fn take(
+        &mut self,
+        received: Received,
+        batch: Vec<ServerMessage>,
+    ) -> Option<Vec<ServerMessage>> {
         match received {
             Received::Messages => {
                 if let Err(error) = self.replica.receive(&batch) {
@@ -267,7 +271,7 @@ impl Client {
     }
 }
 
-impl Connection for Client {
+impl ClientConnection for Client {
     type Error = ClientError;
 
     async fn update(&mut self, content: Value) -> Result<(), ClientError> {
@@ -278,7 +282,7 @@ impl Connection for Client {
         Client::signal(self, content)
     }
 
-    async fn recv(&mut self) -> Option<Vec<Outbound>> {
+    async fn recv(&mut self) -> Option<Vec<ServerMessage>> {
         Client::recv(self).await
     }
 
@@ -288,7 +292,7 @@ impl Connection for Client {
 }
 
 impl Stream for Client {
-    type Item = Vec<Outbound>;
+    type Item = Vec<ServerMessage>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.get_mut().poll_batch(cx)

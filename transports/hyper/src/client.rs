@@ -4,8 +4,8 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use purly::serde_json::{Map, Value};
 use purly::{
-    parse_server_frame, Connection, Frame, FrameError, Message, Mode, Outbound, Replica,
-    ReplicaError,
+    parse_server_frame, ClientConnection, Frame, FrameError, Message, Mode, Replica, ReplicaError,
+    ServerMessage,
 };
 use thiserror::Error;
 use tokio::net::TcpStream;
@@ -66,7 +66,7 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A WebSocket connection to one model of a purly server, in stream mode.
 ///
 /// It has the interface of the in-process `purly_channel::Client` (both implement
-/// [`Connection`]): updates go through a [`Replica`], [`recv`](WsClient::recv) applies each
+/// [`ClientConnection`]): updates go through a [`Replica`], [`recv`](WsClient::recv) applies each
 /// received frame to it. [`reconnect`](WsClient::reconnect) resumes after the last version
 /// it saw and resends the updates still unconfirmed.
 pub struct WsClient {
@@ -165,7 +165,7 @@ impl WsClient {
 
     /// The next frame from the server, applied to the replica. `None` once the connection is
     /// over ([`ended`](WsClient::ended) says why).
-    pub async fn recv(&mut self) -> Option<Vec<Outbound>> {
+    pub async fn recv(&mut self) -> Option<Vec<ServerMessage>> {
         if self.ended.is_some() {
             return None;
         }
@@ -204,7 +204,7 @@ impl WsClient {
     }
 }
 
-impl Connection for WsClient {
+impl ClientConnection for WsClient {
     type Error = WsClientError;
 
     async fn update(&mut self, content: Value) -> Result<(), WsClientError> {
@@ -215,7 +215,7 @@ impl Connection for WsClient {
         WsClient::signal(self, content).await
     }
 
-    async fn recv(&mut self) -> Option<Vec<Outbound>> {
+    async fn recv(&mut self) -> Option<Vec<ServerMessage>> {
         WsClient::recv(self).await
     }
 

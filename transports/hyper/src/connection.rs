@@ -10,7 +10,8 @@ use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use purly::{
-    encode_frame, CloseReason, ErrorCode, FrameError, Mode, Outbound, Outbox, Received, Session,
+    encode_frame, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received, ServerMessage,
+    Session,
 };
 use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
 
@@ -58,7 +59,7 @@ struct Connection<'a, S> {
     config: &'a ServerConfig,
     missed_pings: u32,
     /// Reused for every write: the queued messages of one frame.
-    batch: Vec<Outbound>,
+    batch: Vec<ServerMessage>,
 }
 
 /// What one received WebSocket message asks of the loop.
@@ -214,6 +215,7 @@ where
     async fn close_for(&mut self, reason: CloseReason) -> Ending {
         let code = match reason {
             CloseReason::Overflow => CloseCode::Again,
+            CloseReason::StoreFailed => CloseCode::Error,
             _ => CloseCode::Away,
         };
         self.close(code, &reason.to_string()).await

@@ -4,8 +4,6 @@
 //! a fresh nonce, and its Content-Security-Policy lets only that script run, so a hostile model
 //! cannot run code even if a bug in the page let markup through.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -23,14 +21,8 @@ fn page() -> &'static str {
     PAGE.get_or_init(|| TEMPLATE.replace("{{SCRIPT}}", SCRIPT))
 }
 
-/// 128 random bits, hex: the standard library seeds each `RandomState` from the OS.
-fn nonce() -> String {
-    let half = || RandomState::new().build_hasher().finish();
-    format!("{:016x}{:016x}", half(), half())
-}
-
 pub(crate) fn response() -> Response<Body> {
-    let nonce = nonce();
+    let nonce = purly::random_hex(32);
     let html = page().replace(NONCE, &nonce);
     let policy = format!(
         "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; \

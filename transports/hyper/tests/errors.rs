@@ -7,21 +7,15 @@ mod common;
 use common::{close_code, next_frame, send, stream_client, Server};
 use futures_util::SinkExt;
 use purly::serde_json::{json, Map, Value};
-use purly::{Config, Engine, MemoryModel, Model, Rejection};
+use purly::{Config, Engine, Model, Rejection};
 use purly_hyper::{Decision, Purly};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Refuses updates that touch `locked`.
-struct Guarded(MemoryModel);
+struct Guarded;
 
 impl Model for Guarded {
-    fn state(&self) -> &Map<String, Value> {
-        self.0.state()
-    }
-    fn state_mut(&mut self) -> &mut Map<String, Value> {
-        self.0.state_mut()
-    }
-    fn check(&self, update: &Map<String, Value>) -> Result<(), Rejection> {
+    fn check(&self, _: &Map<String, Value>, update: &Map<String, Value>) -> Result<(), Rejection> {
         match update.contains_key("locked") {
             true => Err(Rejection::new("locked is read-only")),
             false => Ok(()),
@@ -35,8 +29,7 @@ async fn server() -> Server {
     config.limits.max_messages = 5;
     config.limits.max_frame_bytes = 64 << 10;
     config.max_model_bytes = 4 << 10;
-    let engine =
-        Engine::with_model_factory(config, |_| Ok(Box::new(Guarded(MemoryModel::default()))));
+    let engine = Engine::with_model_factory(config, |_| Ok(Box::new(Guarded)));
     let purly = Purly::builder(engine)
         .authorize(|info| match info.model.as_str() {
             "readonly" => Decision::ReadOnly,

@@ -3,12 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::engine::slot::ModelSlot;
-use crate::engine::{Access, EngineInner};
+use super::live::{LiveModel, Write};
+use super::transaction::Sender;
+use super::Access;
+use crate::config::Limits;
 use crate::error::{ErrorCode, FrameError, SendError};
-use crate::frame::{parse_frame, Frame};
-use crate::name::ModelName;
-use crate::subscriber::{ClientId, Mode};
+use crate::protocol::{parse_frame, ClientId, Frame, Mode, ModelName};
 
 /// One subscriber attached to one model, returned by [`Engine::join`](crate::Engine::join).
 ///
@@ -16,48 +16,46 @@ use crate::subscriber::{ClientId, Mode};
 /// is also queued to the session's own subscriber as an `error` message, in order with its
 /// other messages. Dropping the session detaches the subscriber.
 pub struct Session {
-    engine: Arc<EngineInner>,
-    slot: Arc<ModelSlot>,
-    id: ClientId,
-    mode: Mode,
+    live: Arc<LiveModel>,
+    sender: Sender,
     access: Access,
+    limits: Limits,
 }
 
 impl Session {
     pub(crate) fn new(
-        engine: Arc<EngineInner>,
-        slot: Arc<ModelSlot>,
+        live: Arc<LiveModel>,
         id: ClientId,
         mode: Mode,
         access: Access,
+        limits: Limits,
     ) -> Self {
         Session {
-            engine,
-            slot,
-            id,
-            mode,
+            live,
+            sender: Sender { id, mode },
             access,
+            limits,
         }
     }
 
     /// The session's id, the `origin` of what it causes.
     pub fn id(&self) -> ClientId {
-        self.id
+        self.sender.id
     }
 
     /// The model the session is attached to.
     pub fn model(&self) -> &ModelName {
-        &self.slot.name
+        &self.live.name
     }
 
     /// The epoch of the model's version counter.
     pub fn epoch(&self) -> &str {
-        &self.slot.epoch
+        &self.live.epoch
     }
 
     /// Stream or compat.
     pub fn mode(&self) -> Mode {
-        self.mode
+        self.sender.mode
     }
 
     /// Read-write or read-only.
@@ -70,18 +68,19 @@ impl Session {
         self.send_bytes(text.as_bytes())
     }
 
-    /// Parses, validates and applies one frame given as bytes (UTF-8 JSON text).
+    /// Parses, validates and applies one frame given as bytes (UTF-8 JSON text). Everything is
+    /// read and checked here, before the model's lock is taken.
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
-        match parse_frame(bytes, &self.engine.config.limits) {
+        match parse_frame(bytes, &self.limits) {
             Ok(frame) => self.apply(frame),
-            Err(error) => Err(self.slot.refuse(self.id, error, Vec::new())),
+            Err(error) => Err(self.live.refuse(self.sender.id, error, Vec::new())),
         }
     }
 
     /// Validates and applies a frame built in code (no JSON text involved).
-    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
-        if let Err(error) = frame.validate(&self.engine.config.limits) {
-            return Err(self.slot.refuse(self.id, error, frame.ids()));
+    pub fn send(&self, mut frame: Frame) -> Result<(), SendError> {
+        if let Err(error) = frame.validate(&self.limits) {
+            return Err(self.live.refuse(self.sender.id, error, frame.ids()));
         }
         self.apply(frame)
     }
@@ -89,41 +88,38 @@ impl Session {
     /// Refuses something the transport received, as if it were a frame: e.g.
     /// `binary_not_supported` for a binary WebSocket frame.
     pub fn refuse(&self, error: FrameError) -> SendError {
-        self.slot.refuse(self.id, error, Vec::new())
+        self.live.refuse(self.sender.id, error, Vec::new())
     }
 
     /// Asks for a fresh snapshot after the subscriber reported [`Delivery::Lagged`](crate::Delivery::Lagged).
     /// It is delivered to the subscriber in order: diffs after it follow it, none before it do.
     pub fn resync(&self) -> Result<(), SendError> {
-        self.slot.resync(self.id)
+        self.live.resync(self.sender.id)
     }
 
     fn apply(&self, frame: Frame) -> Result<(), SendError> {
         if self.access == Access::ReadOnly && !frame.messages.is_empty() {
             let error = FrameError::new(ErrorCode::Forbidden, "this session is read-only");
-            return Err(self.slot.refuse(self.id, error, frame.ids()));
+            return Err(self.live.refuse(self.sender.id, error, frame.ids()));
         }
-        self.slot.apply(
-            self.id,
-            self.mode,
-            frame,
-            self.engine.config.max_model_bytes,
-        )
+        self.live
+            .write(self.sender, Write::Messages(frame.messages))
+            .map(drop)
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.slot.leave(self.id);
+        self.live.leave(self.sender.id);
     }
 }
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("id", &self.id)
-            .field("model", &self.slot.name)
-            .field("mode", &self.mode)
+            .field("id", &self.sender.id)
+            .field("model", &self.live.name)
+            .field("mode", &self.sender.mode)
             .field("access", &self.access)
             .finish()
     }

@@ -1,16 +1,14 @@
 //! [`Replica`]: a client's copy of a model, "server state + my pending changes".
 
-use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::frame::{Message, MessageId};
+use crate::error::FrameError;
 use crate::merge::merge_diff;
-use crate::outbound::{Outbound, OutboundKind};
-use crate::subscriber::Mode;
+use crate::protocol::{Message, MessageId, Mode, ServerMessage, ServerMessageKind};
+use crate::token::random_hex;
 
 /// A server message a replica cannot apply: it must be resynchronized (a new snapshot).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -27,6 +25,9 @@ pub enum ReplicaError {
     /// A diff arrived before any snapshot.
     #[error("a diff arrived before the snapshot")]
     NoSnapshot,
+    /// A message's content could not be read as a JSON object.
+    #[error(transparent)]
+    Unreadable(#[from] FrameError),
     /// A diff belongs to another epoch than the replica's snapshot.
     #[error("a diff of epoch {got:?} does not belong to epoch {expected:?}")]
     EpochChanged {
@@ -75,7 +76,7 @@ impl Default for Replica {
 impl Replica {
     /// An empty replica for a session in `mode`.
     pub fn new(mode: Mode) -> Self {
-        let tag = format!("{:08x}", RandomState::new().build_hasher().finish() as u32);
+        let tag = random_hex(8);
         Replica {
             mode,
             confirmed: Map::new(),
@@ -148,21 +149,21 @@ impl Replica {
     /// Applies every message of a received frame, in order.
     pub fn receive<'a>(
         &mut self,
-        messages: impl IntoIterator<Item = &'a Outbound>,
+        messages: impl IntoIterator<Item = &'a ServerMessage>,
     ) -> Result<(), ReplicaError> {
         messages.into_iter().try_for_each(|m| self.apply(m))
     }
 
     /// Applies one message from the server.
-    pub fn apply(&mut self, message: &Outbound) -> Result<(), ReplicaError> {
+    pub fn apply(&mut self, message: &ServerMessage) -> Result<(), ReplicaError> {
         match message.kind() {
-            OutboundKind::Update if message.is_snapshot() => {
-                self.confirmed = message.content().clone();
+            ServerMessageKind::Update if message.is_snapshot() => {
+                self.confirmed = message.content()?.clone();
                 self.version = message.seq();
                 self.epoch = message.epoch().map(str::to_owned);
                 self.rebuild_view();
             }
-            OutboundKind::Update => {
+            ServerMessageKind::Update => {
                 let fresh = match (message.seq(), self.version) {
                     (None, _) => true,
                     (Some(_), None) => return Err(ReplicaError::NoSnapshot),
@@ -184,7 +185,7 @@ impl Replica {
                     }
                 }
                 if fresh {
-                    merge_diff(&mut self.confirmed, message.content().clone());
+                    merge_diff(&mut self.confirmed, message.content()?.clone());
                     if message.seq().is_some() {
                         self.version = message.seq();
                     }
@@ -194,19 +195,19 @@ impl Replica {
                     self.rebuild_view();
                 }
             }
-            OutboundKind::Ack => {
+            ServerMessageKind::Ack => {
                 if message.id().is_some_and(|id| self.confirm(id)) {
                     self.rebuild_view();
                 }
             }
-            OutboundKind::Error => {
+            ServerMessageKind::Error => {
                 let before = self.pending.len();
                 self.pending.retain(|p| !message.ids().contains(&p.id));
                 if self.pending.len() != before {
                     self.rebuild_view();
                 }
             }
-            OutboundKind::Signal => {}
+            ServerMessageKind::Signal => {}
         }
         Ok(())
     }

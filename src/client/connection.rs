@@ -1,18 +1,18 @@
-//! [`Connection`]: what every client transport offers, so that client code (tests, the
+//! [`ClientConnection`]: what every client transport offers, so that client code (tests, the
 //! `Layout`) runs over the in-process channel and a WebSocket alike.
 
 use std::future::Future;
 
 use serde_json::{Map, Value};
 
-use crate::outbound::Outbound;
-use crate::replica::Replica;
+use super::replica::Replica;
+use crate::protocol::ServerMessage;
 
 /// A client's connection to one model, whatever carries it.
 ///
 /// Implemented by `purly_channel::Client` (in process) and `purly_hyper::WsClient` (over a
 /// WebSocket, stream mode). Both keep a [`Replica`] up to date with every batch they receive.
-pub trait Connection: Send {
+pub trait ClientConnection: Send {
     /// Why a send failed.
     type Error: std::error::Error + Send + Sync + 'static;
 
@@ -25,7 +25,7 @@ pub trait Connection: Send {
 
     /// The next batch from the server, already applied to the replica; `None` once the
     /// connection is over.
-    fn recv(&mut self) -> impl Future<Output = Option<Vec<Outbound>>> + Send;
+    fn recv(&mut self) -> impl Future<Output = Option<Vec<ServerMessage>>> + Send;
 
     /// The client's replica of the model.
     fn replica(&self) -> &Replica;

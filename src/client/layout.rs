@@ -1,6 +1,6 @@
 //! [`Layout`]: build a live web page from Rust, as the original purly `Layout` did.
 //!
-//! A layout owns a [`Connection`] to a model rendered by purly's page. Elements made with
+//! A layout owns a [`ClientConnection`] to a model rendered by purly's page. Elements made with
 //! [`Layout::html`] record every change; [`Layout::sync`] sends them as merge patches and waits
 //! until the server confirmed them; [`Layout::serve`] runs event handlers when the page reports
 //! events. The layout works over any transport (in process or WebSocket) and has no global
@@ -9,19 +9,18 @@
 mod changes;
 mod element;
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::connection::Connection;
+use super::connection::ClientConnection;
 use crate::lock::lock;
-use crate::outbound::{Outbound, OutboundKind};
+use crate::protocol::{ServerMessage, ServerMessageKind};
+use crate::token::random_hex;
 
 use changes::Changes;
 pub use element::{Child, Element};
@@ -79,7 +78,7 @@ pub(crate) struct Shared {
     next_signature: u64,
 }
 
-/// A page built from Rust over a [`Connection`] (PROTOCOL.md section 6).
+/// A page built from Rust over a [`ClientConnection`] (PROTOCOL.md section 6).
 ///
 /// ```
 /// use purly::{Engine, Layout};
@@ -101,21 +100,21 @@ pub(crate) struct Shared {
 /// # Ok(())
 /// # }
 /// ```
-pub struct Layout<C: Connection> {
+pub struct Layout<C: ClientConnection> {
     connection: C,
     shared: Arc<Mutex<Shared>>,
     root: Element,
     prefix: String,
 }
 
-impl<C: Connection> Layout<C> {
+impl<C: ClientConnection> Layout<C> {
     /// A layout that draws on the model behind `connection`. Its root is the page itself:
     /// append to [`root`](Layout::root) to put elements on the page.
     pub fn new(connection: C) -> Self {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let root = Element::new("root".to_owned(), "div", &shared, false);
         // Keys unique to this layout, so that several layouts can share one model.
-        let prefix = format!("{:012x}", RandomState::new().build_hasher().finish() >> 16);
+        let prefix = random_hex(12);
         Layout {
             connection,
             shared,
@@ -215,18 +214,21 @@ impl<C: Connection> Layout<C> {
     }
 
     /// Applies one received batch: others' changes to our elements' attributes, then events.
-    fn handle(&mut self, batch: &[Outbound]) {
+    fn handle(&mut self, batch: &[ServerMessage]) {
         for message in batch {
-            let content = message.content();
+            // A message this layout cannot read carries nothing for its elements.
+            let Ok(content) = message.content() else {
+                continue;
+            };
             match message.kind() {
-                OutboundKind::Update => {
+                ServerMessageKind::Update => {
                     for (key, diff) in content {
                         if let (Some(element), Value::Object(diff)) = (self.element(key), diff) {
                             element.absorb(diff);
                         }
                     }
                 }
-                OutboundKind::Signal => {
+                ServerMessageKind::Signal => {
                     for (key, signal) in content {
                         let Some(callback) = signal.get("callback").and_then(Value::as_str) else {
                             continue;
@@ -256,7 +258,7 @@ impl<C: Connection> Layout<C> {
     }
 }
 
-impl<C: Connection> fmt::Debug for Layout<C> {
+impl<C: ClientConnection> fmt::Debug for Layout<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Layout")
             .field("root", &self.root)

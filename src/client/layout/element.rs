@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::{json, Map, Value};
 
-use crate::layout::{Event, Shared};
+use super::{Event, Shared};
 use crate::lock::lock;
 
 /// What an event handler is: called with the element it is registered on and the event.

@@ -1,4 +1,4 @@
-//! Outbound messages: serialized once when they are created, shared by every subscriber.
+//! ServerMessage messages: serialized once when they are created, shared by every subscriber.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -8,15 +8,16 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::frame::MessageId;
+use super::header::Header;
+use super::identity::{ClientId, Mode};
 use crate::error::{ErrorCode, FrameError};
-use crate::frame::{MessageId, PROTOCOL_VERSION};
-use crate::subscriber::{ClientId, Mode};
 
 /// The `header.type` of a message the server sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum OutboundKind {
-    /// A diff, or (with [`Outbound::is_snapshot`]) the whole state.
+pub enum ServerMessageKind {
+    /// A diff, or (with [`ServerMessage::is_snapshot`]) the whole state.
     Update,
     /// A signal relayed from another client.
     Signal,
@@ -26,14 +27,14 @@ pub enum OutboundKind {
     Error,
 }
 
-impl OutboundKind {
+impl ServerMessageKind {
     /// The `header.type` string.
     pub fn as_str(self) -> &'static str {
         match self {
-            OutboundKind::Update => "update",
-            OutboundKind::Signal => "signal",
-            OutboundKind::Ack => "ack",
-            OutboundKind::Error => "error",
+            ServerMessageKind::Update => "update",
+            ServerMessageKind::Signal => "signal",
+            ServerMessageKind::Ack => "ack",
+            ServerMessageKind::Error => "error",
         }
     }
 }
@@ -41,15 +42,15 @@ impl OutboundKind {
 /// One message from the server to its clients.
 ///
 /// It is serialized once, when the engine creates it, and cloning it only bumps a reference
-/// count: a diff fanned out to 10,000 subscribers is one allocation. [`Outbound::json`] is the
-/// stream-mode text; [`Outbound::compat_json`] the compat-mode text (built once, on first use).
-/// [`Outbound::content`] gives the content as an object without parsing whenever the engine
+/// count: a diff fanned out to 10,000 subscribers is one allocation. [`ServerMessage::json`] is the
+/// stream-mode text; [`ServerMessage::compat_json`] the compat-mode text (built once, on first use).
+/// [`ServerMessage::content`] gives the content as an object without parsing whenever the engine
 /// had it as one (diffs, acks, errors, signals sent in-process).
 #[derive(Clone)]
-pub struct Outbound(Arc<Inner>);
+pub struct ServerMessage(Arc<Inner>);
 
 struct Inner {
-    kind: OutboundKind,
+    kind: ServerMessageKind,
     snapshot: bool,
     seq: Option<u64>,
     epoch: Option<Arc<str>>,
@@ -62,62 +63,17 @@ struct Inner {
     compat: OnceLock<String>,
 }
 
-/// Header fields of an outbound message (a builder for the one constructor).
-#[derive(Default)]
-pub(crate) struct Header {
-    pub(crate) snapshot: bool,
-    pub(crate) seq: Option<u64>,
-    pub(crate) epoch: Option<Arc<str>>,
-    pub(crate) origin: Option<ClientId>,
-    pub(crate) id: Option<MessageId>,
-    pub(crate) ids: Vec<MessageId>,
-}
-
-impl Outbound {
+impl ServerMessage {
     /// Builds a message from its header and its content's JSON text; `content` is the same
     /// content as an object when the caller has it.
     pub(crate) fn new(
-        kind: OutboundKind,
+        kind: ServerMessageKind,
         header: Header,
         content_json: &str,
         content: Option<Map<String, Value>>,
     ) -> Self {
         let mut text = String::with_capacity(content_json.len() + 96);
-        text.push_str(r#"{"header":{"type":""#);
-        text.push_str(kind.as_str());
-        text.push_str(r#"","version":""#);
-        text.push_str(PROTOCOL_VERSION);
-        text.push('"');
-        if let Some(seq) = header.seq {
-            text.push_str(r#","seq":"#);
-            text.push_str(&seq.to_string());
-        }
-        if let Some(epoch) = &header.epoch {
-            text.push_str(r#","epoch":"#);
-            text.push_str(&Value::from(&**epoch).to_string());
-        }
-        if let Some(origin) = header.origin {
-            text.push_str(r#","origin":"#);
-            text.push_str(&origin.0.to_string());
-        }
-        if let Some(id) = &header.id {
-            text.push_str(r#","id":"#);
-            text.push_str(id.as_json());
-        }
-        if !header.ids.is_empty() {
-            text.push_str(r#","ids":["#);
-            for (i, id) in header.ids.iter().enumerate() {
-                if i > 0 {
-                    text.push(',');
-                }
-                text.push_str(id.as_json());
-            }
-            text.push(']');
-        }
-        if header.snapshot {
-            text.push_str(r#","snapshot":true"#);
-        }
-        text.push_str(r#"},"content":"#);
+        header.write_prefix(kind.as_str(), &mut text);
         let content_start = text.len();
         text.push_str(content_json);
         text.push('}');
@@ -125,7 +81,7 @@ impl Outbound {
         if let Some(map) = content {
             let _ = cell.set(map);
         }
-        Outbound(Arc::new(Inner {
+        ServerMessage(Arc::new(Inner {
             kind,
             snapshot: header.snapshot,
             seq: header.seq,
@@ -143,8 +99,17 @@ impl Outbound {
     /// An update whose content is `content` (a diff, or with `snapshot` the whole state); the
     /// map is kept so that in-process receivers read it without parsing.
     pub(crate) fn update(header: Header, content: Map<String, Value>) -> Self {
+        Self::object(ServerMessageKind::Update, header, content)
+    }
+
+    /// A message whose content is `content`, serialized here and kept as the object too.
+    pub(crate) fn object(
+        kind: ServerMessageKind,
+        header: Header,
+        content: Map<String, Value>,
+    ) -> Self {
         let json = object_json(&content);
-        Self::new(OutboundKind::Update, header, &json, Some(content))
+        Self::new(kind, header, &json, Some(content))
     }
 
     /// An `error` answering a refused frame; `ids` are the ids of the frame's messages.
@@ -155,22 +120,17 @@ impl Outbound {
         if let Some(index) = error.index {
             content.insert("index".into(), index.into());
         }
-        let json = object_json(&content);
-        Self::new(
-            OutboundKind::Error,
-            Header {
-                ids,
-                ..Header::default()
-            },
-            &json,
-            Some(content),
-        )
+        let header = Header {
+            ids,
+            ..Header::default()
+        };
+        Self::object(ServerMessageKind::Error, header, content)
     }
 
     /// An `ack` for the no-op update `id`, at the model's current version.
     pub(crate) fn ack(id: MessageId, seq: u64, epoch: Arc<str>) -> Self {
         Self::new(
-            OutboundKind::Ack,
+            ServerMessageKind::Ack,
             Header {
                 id: Some(id),
                 seq: Some(seq),
@@ -183,7 +143,7 @@ impl Outbound {
     }
 
     /// The message type.
-    pub fn kind(&self) -> OutboundKind {
+    pub fn kind(&self) -> ServerMessageKind {
         self.0.kind
     }
 
@@ -217,11 +177,20 @@ impl Outbound {
         &self.0.ids
     }
 
-    /// The content as an object (parsed on first use if the engine only had its text).
-    pub fn content(&self) -> &Map<String, Value> {
-        self.0
-            .content
-            .get_or_init(|| serde_json::from_str(self.content_json()).unwrap_or_default())
+    /// The content as an object (parsed on first use if the engine only had its text, as for
+    /// a relayed signal). Content that `serde_json` cannot read as an object (a number beyond
+    /// its range, say) is an `invalid_message` error, never an empty object.
+    pub fn content(&self) -> Result<&Map<String, Value>, FrameError> {
+        if let Some(map) = self.0.content.get() {
+            return Ok(map);
+        }
+        let map = serde_json::from_str(self.content_json()).map_err(|e| {
+            FrameError::new(
+                ErrorCode::InvalidMessage,
+                format!("unreadable content: {e}"),
+            )
+        })?;
+        Ok(self.0.content.get_or_init(|| map))
     }
 
     /// The content's JSON text.
@@ -238,11 +207,7 @@ impl Outbound {
     pub fn compat_json(&self) -> &str {
         self.0.compat.get_or_init(|| {
             let mut text = String::with_capacity(self.0.text.len());
-            text.push_str(r#"{"header":{"type":""#);
-            text.push_str(self.0.kind.as_str());
-            text.push_str(r#"","version":""#);
-            text.push_str(PROTOCOL_VERSION);
-            text.push_str(r#""},"content":"#);
+            Header::default().write_prefix(self.0.kind.as_str(), &mut text);
             text.push_str(&self.0.text[self.0.content_start..]);
             text
         })
@@ -262,22 +227,22 @@ impl Outbound {
     }
 }
 
-impl fmt::Debug for Outbound {
+impl fmt::Debug for ServerMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.json())
     }
 }
 
 #[derive(Deserialize)]
-struct ServerMessage<'a> {
+struct WireMessage<'a> {
     #[serde(borrow)]
-    header: ServerHeader<'a>,
+    header: WireHeader<'a>,
     #[serde(borrow)]
     content: &'a RawValue,
 }
 
 #[derive(Deserialize)]
-struct ServerHeader<'a> {
+struct WireHeader<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     seq: Option<u64>,
@@ -291,20 +256,21 @@ struct ServerHeader<'a> {
     snapshot: bool,
 }
 
-/// Parses a frame a server sent (for clients): the same [`Outbound`] messages the engine
+/// Parses a frame a server sent (for clients); every message's content is read into its
+/// object here, so a message whose content cannot be read refuses the whole frame: the same [`ServerMessage`] messages the engine
 /// produced, so a [`Replica`](crate::Replica) applies them alike over any transport.
-pub fn parse_server_frame(text: &str) -> Result<Vec<Outbound>, FrameError> {
-    let messages: Vec<ServerMessage<'_>> = serde_json::from_str(text)
+pub fn parse_server_frame(text: &str) -> Result<Vec<ServerMessage>, FrameError> {
+    let messages: Vec<WireMessage<'_>> = serde_json::from_str(text)
         .map_err(|e| FrameError::new(ErrorCode::InvalidJson, e.to_string()))?;
     messages
         .into_iter()
         .enumerate()
         .map(|(index, message)| {
             let kind = match &*message.header.kind {
-                "update" => OutboundKind::Update,
-                "signal" => OutboundKind::Signal,
-                "ack" => OutboundKind::Ack,
-                "error" => OutboundKind::Error,
+                "update" => ServerMessageKind::Update,
+                "signal" => ServerMessageKind::Signal,
+                "ack" => ServerMessageKind::Ack,
+                "error" => ServerMessageKind::Error,
                 other => {
                     return Err(FrameError::at(
                         ErrorCode::UnknownType,
@@ -342,7 +308,19 @@ pub fn parse_server_frame(text: &str) -> Result<Vec<Outbound>, FrameError> {
                     "content is an object",
                 ));
             }
-            Ok(Outbound::new(kind, header, message.content.get(), None))
+            let content = serde_json::from_str(message.content.get()).map_err(|e| {
+                FrameError::at(
+                    ErrorCode::InvalidMessage,
+                    index,
+                    format!("unreadable content: {e}"),
+                )
+            })?;
+            Ok(ServerMessage::new(
+                kind,
+                header,
+                message.content.get(),
+                Some(content),
+            ))
         })
         .collect()
 }
@@ -354,7 +332,10 @@ pub(crate) fn object_json(map: &Map<String, Value>) -> String {
 }
 
 /// Joins messages into one frame (a JSON array) for `mode`, without re-encoding any of them.
-pub fn encode_frame<'a>(messages: impl IntoIterator<Item = &'a Outbound>, mode: Mode) -> String {
+pub fn encode_frame<'a>(
+    messages: impl IntoIterator<Item = &'a ServerMessage>,
+    mode: Mode,
+) -> String {
     let mut frame = String::from("[");
     for (i, message) in messages.into_iter().enumerate() {
         if i > 0 {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::header::Header;
 use crate::config::Limits;
 use crate::error::{ErrorCode, FrameError};
 
@@ -87,14 +88,6 @@ impl Content {
             Content::Raw(raw) => raw.get().to_owned(),
         }
     }
-
-    /// The content as an object, parsing it if it arrived as text.
-    pub(crate) fn into_object(self) -> Result<Map<String, Value>, serde_json::Error> {
-        match self {
-            Content::Object(map) => Ok(map),
-            Content::Raw(raw) => serde_json::from_str(raw.get()),
-        }
-    }
 }
 
 impl PartialEq for Content {
@@ -163,8 +156,15 @@ impl Frame {
     }
 
     /// Checks a frame built in code against `limits` (message count and nesting depth), as
-    /// [`parse_frame`] does for text.
-    pub fn validate(&self, limits: &Limits) -> Result<(), FrameError> {
+    /// [`parse_frame`] does for text, and reads every update whose content is still JSON text
+    /// into its object (`invalid_message` if it cannot be read), so that the engine merges
+    /// objects only.
+    pub fn validate(&mut self, limits: &Limits) -> Result<(), FrameError> {
+        for (index, message) in self.messages.iter_mut().enumerate() {
+            if let (MessageKind::Update, Content::Raw(raw)) = (message.kind, &message.content) {
+                message.content = Content::Object(read_object(raw.get(), index)?);
+            }
+        }
         check_count(self.messages.len(), limits)?;
         for (index, message) in self.messages.iter().enumerate() {
             // Frame array (1) and message object (2) enclose the content.
@@ -191,16 +191,11 @@ impl Frame {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(r#"{"header":{"type":""#);
-            out.push_str(message.kind.as_str());
-            out.push_str(r#"","version":""#);
-            out.push_str(PROTOCOL_VERSION);
-            out.push('"');
-            if let Some(id) = &message.id {
-                out.push_str(r#","id":"#);
-                out.push_str(id.as_json());
-            }
-            out.push_str(r#"},"content":"#);
+            let header = Header {
+                id: message.id.clone(),
+                ..Header::default()
+            };
+            header.write_prefix(message.kind.as_str(), &mut out);
             out.push_str(&message.content.to_json());
             out.push('}');
         }
@@ -326,10 +321,21 @@ fn parse_message(raw: &RawValue, index: usize) -> Result<Message, FrameError> {
                 .ok_or_else(|| invalid("`id` is a string or a number"))?,
         ),
     };
-    Ok(Message {
-        kind,
-        id,
-        content: Content::Raw(content.to_owned()),
+    let content = match kind {
+        MessageKind::Update => Content::Object(read_object(content.get(), index)?),
+        MessageKind::Signal => Content::Raw(content.to_owned()),
+    };
+    Ok(Message { kind, id, content })
+}
+
+/// An update's content as the object the engine merges: read here, once, outside any lock.
+fn read_object(json: &str, index: usize) -> Result<Map<String, Value>, FrameError> {
+    serde_json::from_str(json).map_err(|e| {
+        FrameError::at(
+            ErrorCode::InvalidMessage,
+            index,
+            format!("unreadable content: {e}"),
+        )
     })
 }
 
@@ -377,6 +383,10 @@ mod tests {
         assert_eq!(frame.messages.len(), 2);
         assert_eq!(frame.messages[0].kind, MessageKind::Update);
         assert_eq!(frame.messages[1].kind, MessageKind::Signal);
+        assert!(
+            matches!(&frame.messages[0].content, Content::Object(map) if map["a"] == 1),
+            "update content is read into its object once, here"
+        );
         match &frame.messages[1].content {
             Content::Raw(raw) => assert_eq!(raw.get(), r#"{"b": [1, 2]}"#),
             other => panic!("signal content should stay raw, got {other:?}"),
@@ -480,7 +490,7 @@ mod tests {
         let Value::Object(map) = content else {
             unreachable!()
         };
-        let frame = Frame::new(vec![Message::update(map)]);
+        let mut frame = Frame::new(vec![Message::update(map)]);
         assert_eq!(frame.validate(&limits), Ok(()));
         let limits = Limits {
             max_depth: 3,

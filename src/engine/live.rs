@@ -1,0 +1,666 @@
+//! One model in memory: its state, its version counter, its commit pipeline to the store and
+//! its ordered fan-out.
+//!
+//! Two locks, never held together by the fan-out:
+//! - `state` guards the model, its versions, its history and a queue of fan-out commands. Every
+//!   operation (apply a frame, join, leave, resync, read) takes it briefly, does its part, and
+//!   appends commands in the model's total order. Each command is tagged with the version it
+//!   follows and is released only once the store holds that version (the *durable* version):
+//!   nobody is shown a change, or anything queued after it, before it is durable.
+//! - `fanout` guards the subscriber list. Whoever finishes an operation tries to take it and,
+//!   if it gets it, runs the released commands in order, outside the state lock ("flat
+//!   combining"). A thread that finds it taken returns at once: the holder runs its commands
+//!   too. So publishers do not wait for a fan-out, subscribers are never called under the
+//!   model's lock, and every subscriber sees commands in queue order.
+//! - The queue is bounded in bytes: a publisher whose message takes it over the bound helps
+//!   deliver (or, when what blocks the queue is the store, waits for the store), which paces
+//!   publishers to the slower of the two.
+//!
+//! The commit pipeline: diffs that the store has not seen yet wait in `unsent`; at most one
+//! batch is in flight; when it completes, everything unsent meanwhile goes out as the next
+//! batch (group commit). A store that confirms at once ([`MemoryStore`](crate::MemoryStore))
+//! skips all of it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+
+use serde_json::{Map, Value};
+
+use super::fanout::{Command, Fanout, First, Registered};
+use super::history::History;
+use super::snapshot::Snapshot;
+use super::transaction::{self, Outcome, Sender, Working};
+use crate::config::Config;
+use crate::error::{ErrorCode, FrameError, SendError};
+use crate::lock::lock;
+use crate::model::Model;
+use crate::protocol::{ClientId, Message, MessageId, Mode, ModelName, ServerMessage};
+use crate::store::{AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, Store, StoreError};
+use crate::subscriber::{CloseReason, Subscriber};
+
+/// Why a live model stopped taking operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// The engine shut down.
+    Shutdown,
+    /// Removed, evicted or failed: a later lookup loads the model again.
+    Reload,
+}
+
+/// What a live model starts from.
+pub(crate) struct Start {
+    pub(crate) epoch: Arc<str>,
+    pub(crate) version: u64,
+    pub(crate) state: Map<String, Value>,
+    pub(crate) history: Vec<ServerMessage>,
+}
+
+pub(crate) struct LiveModel {
+    pub(crate) name: ModelName,
+    pub(crate) epoch: Arc<str>,
+    store: Arc<dyn Store>,
+    at_once: bool,
+    checkpoints: CheckpointPolicy,
+    max_model_bytes: usize,
+    state: Mutex<ModelState>,
+    durable_moved: Condvar,
+    fanout: Mutex<Fanout>,
+}
+
+struct ModelState {
+    model: Box<dyn Model>,
+    state: Arc<Map<String, Value>>,
+    version: u64,
+    /// The last version the store holds; commands after it wait.
+    durable: u64,
+    size: i64,
+    history: History,
+    snapshot: Option<Arc<Snapshot>>,
+    commands: VecDeque<Queued>,
+    /// Bytes of the messages in `commands`.
+    backlog: usize,
+    max_backlog: usize,
+    closed: Option<Closed>,
+    sessions: usize,
+    idle_seen: bool,
+    unsent: Vec<ServerMessage>,
+    in_flight: bool,
+    since_checkpoint: (u64, u64),
+}
+
+struct Queued {
+    after: u64,
+    len: usize,
+    command: Command,
+}
+
+/// How a session resumes (stream mode): the version and epoch it last saw.
+pub(crate) struct ResumePoint<'a> {
+    pub(crate) since: u64,
+    pub(crate) epoch: &'a str,
+}
+
+/// A server-side change: the patch to merge, computed from the current state.
+pub(crate) type Change<'a> = dyn FnMut(&Map<String, Value>) -> Option<Map<String, Value>> + 'a;
+
+/// What a writer wants applied: a frame's messages, or a change computed from the state.
+pub(crate) enum Write<'a> {
+    Messages(Vec<Message>),
+    Modify(&'a mut Change<'a>),
+}
+
+impl LiveModel {
+    pub(crate) fn new(
+        name: ModelName,
+        model: Box<dyn Model>,
+        start: Start,
+        store: Arc<dyn Store>,
+        config: &Config,
+    ) -> Arc<Self> {
+        let state = Arc::new(start.state);
+        let size = crate::merge::json_len(&*state);
+        let mut history = History::new(config.history_len, config.history_bytes);
+        for diff in start.history {
+            history.push(diff);
+        }
+        Arc::new(LiveModel {
+            name,
+            epoch: start.epoch,
+            at_once: store.confirms_at_once(),
+            checkpoints: store.checkpoint_policy(),
+            store,
+            max_model_bytes: config.max_model_bytes,
+            state: Mutex::new(ModelState {
+                model,
+                state,
+                version: start.version,
+                durable: start.version,
+                size,
+                history,
+                snapshot: None,
+                commands: VecDeque::new(),
+                backlog: 0,
+                max_backlog: config.max_fanout_backlog_bytes,
+                closed: None,
+                sessions: 0,
+                idle_seen: false,
+                unsent: Vec::new(),
+                in_flight: false,
+                since_checkpoint: (0, 0),
+            }),
+            durable_moved: Condvar::new(),
+            fanout: Mutex::new(Fanout::default()),
+        })
+    }
+
+    /// Registers a subscriber: its first messages (a snapshot, or the diffs it missed) are
+    /// taken under the same lock that orders every change, so it misses none and sees none twice.
+    pub(crate) fn join(
+        &self,
+        id: ClientId,
+        mode: Mode,
+        subscriber: Arc<dyn Subscriber>,
+        resume: Option<ResumePoint<'_>>,
+    ) -> Result<(), Closed> {
+        let snapshot = {
+            let mut state = lock(&self.state);
+            if let Some(closed) = state.closed {
+                return Err(closed);
+            }
+            let replay = match (mode, resume) {
+                (Mode::Stream, Some(point)) if point.epoch == &*self.epoch => {
+                    state.history.since(point.since, state.version)
+                }
+                _ => None,
+            };
+            let (first, snapshot) = match replay {
+                Some(diffs) => (diffs.into_iter().map(First::Diff).collect(), None),
+                None => {
+                    let snapshot = self.current_snapshot(&mut state);
+                    (vec![First::Snapshot(snapshot.clone())], Some(snapshot))
+                }
+            };
+            state.sessions += 1;
+            state.idle_seen = false;
+            state.enqueue(Command::Join {
+                id,
+                subscriber: Registered { mode, subscriber },
+                first,
+            });
+            snapshot
+        };
+        serialize_outside_lock(snapshot.as_deref());
+        self.run_commands();
+        Ok(())
+    }
+
+    pub(crate) fn leave(&self, id: ClientId) {
+        {
+            let mut state = lock(&self.state);
+            state.sessions = state.sessions.saturating_sub(1);
+            state.enqueue(Command::Leave(id));
+        }
+        self.run_commands();
+    }
+
+    /// Queues a fresh snapshot for a subscriber that lagged.
+    pub(crate) fn resync(&self, id: ClientId) -> Result<(), SendError> {
+        let snapshot = {
+            let mut state = lock(&self.state);
+            if state.closed.is_some() {
+                return Err(SendError::Closed);
+            }
+            let snapshot = self.current_snapshot(&mut state);
+            state.enqueue(Command::Resync {
+                id,
+                snapshot: snapshot.clone(),
+            });
+            snapshot
+        };
+        serialize_outside_lock(Some(&snapshot));
+        self.run_commands();
+        Ok(())
+    }
+
+    /// Hands `reply` a snapshot of the current version once the store holds it.
+    pub(crate) fn read_snapshot(
+        &self,
+        reply: Box<dyn FnOnce(Arc<Snapshot>) + Send>,
+    ) -> Result<(), Closed> {
+        let snapshot = {
+            let mut state = lock(&self.state);
+            if let Some(closed) = state.closed {
+                return Err(closed);
+            }
+            let snapshot = self.current_snapshot(&mut state);
+            state.enqueue(Command::Read(reply, snapshot.clone()));
+            snapshot
+        };
+        serialize_outside_lock(Some(&snapshot));
+        self.run_commands();
+        Ok(())
+    }
+
+    /// Sends an error to one session, in order with everything else it receives.
+    pub(crate) fn refuse(&self, to: ClientId, error: FrameError, ids: Vec<MessageId>) -> SendError {
+        let message = ServerMessage::error(&error, ids);
+        let over_bound = {
+            let mut state = lock(&self.state);
+            state.enqueue(Command::Reply { to, message });
+            state.over_backlog()
+        };
+        self.deliver_or_wait(over_bound);
+        SendError::Frame(error)
+    }
+
+    /// Applies a write atomically in the model's order: every update is merged, or none is.
+    /// Returns the version after it.
+    pub(crate) fn write(
+        self: &Arc<Self>,
+        from: Sender,
+        write: Write<'_>,
+    ) -> Result<u64, SendError> {
+        let (outcome, over_bound, batch) = {
+            let mut state = lock(&self.state);
+            if state.closed.is_some() {
+                return Err(SendError::Closed);
+            }
+            let messages = match write {
+                Write::Messages(messages) => messages,
+                Write::Modify(change) => match change(&state.state) {
+                    Some(patch) => vec![Message::update(patch)],
+                    None => Vec::new(),
+                },
+            };
+            let outcome = self.apply_locked(&mut state, from, messages);
+            let batch = self.next_batch(&mut state);
+            (outcome, state.over_backlog(), batch)
+        };
+        if let Some(batch) = batch {
+            self.send_batch(batch);
+        }
+        self.deliver_or_wait(over_bound);
+        outcome
+    }
+
+    fn apply_locked(
+        &self,
+        state: &mut ModelState,
+        from: Sender,
+        messages: Vec<Message>,
+    ) -> Result<u64, SendError> {
+        let ModelState {
+            model,
+            state: shared,
+            size,
+            ..
+        } = state;
+        let mut working = Working {
+            state: Arc::make_mut(shared),
+            size,
+            model: &**model,
+            max_model_bytes: self.max_model_bytes,
+        };
+        match transaction::apply(&mut working, messages) {
+            Ok(effects) => {
+                let mut version = state.version;
+                let model = &mut state.model;
+                let outcomes =
+                    transaction::commit(effects, from, &mut version, &self.epoch, |v, diff| {
+                        model.committed(v, diff)
+                    });
+                for outcome in outcomes {
+                    match outcome {
+                        Outcome::Broadcast(message) => {
+                            if let Some(seq) = message.seq() {
+                                state.version = seq;
+                                state.history.push(message.clone());
+                                if self.at_once {
+                                    state.durable = seq;
+                                } else {
+                                    state.unsent.push(message.clone());
+                                }
+                            }
+                            state.enqueue(Command::Broadcast(message));
+                        }
+                        Outcome::Reply(message) => state.enqueue(Command::Reply {
+                            to: from.id,
+                            message,
+                        }),
+                    }
+                }
+                Ok(state.version)
+            }
+            Err(refusal) => {
+                let message = ServerMessage::error(&refusal.error, refusal.ids);
+                state.enqueue(Command::Reply {
+                    to: from.id,
+                    message,
+                });
+                Err(SendError::Frame(refusal.error))
+            }
+        }
+    }
+
+    /// The next batch for the store, if none is in flight and diffs wait.
+    fn next_batch(&self, state: &mut ModelState) -> Option<Batch> {
+        if state.in_flight || state.unsent.is_empty() || state.closed == Some(Closed::Reload) {
+            return None;
+        }
+        let diffs = std::mem::take(&mut state.unsent);
+        let base_version = state.version - diffs.len() as u64;
+        let bytes: u64 = diffs.iter().map(|d| d.content_json().len() as u64).sum();
+        state.since_checkpoint.0 += diffs.len() as u64;
+        state.since_checkpoint.1 += bytes;
+        let due = state.since_checkpoint.0 >= self.checkpoints.every_diffs
+            || state.since_checkpoint.1 >= self.checkpoints.every_bytes;
+        let checkpoint = due.then(|| {
+            state.since_checkpoint = (0, 0);
+            Checkpoint {
+                version: state.version,
+                state: state.state.clone(),
+            }
+        });
+        state.in_flight = true;
+        Some(Batch {
+            model: self.name.clone(),
+            epoch: self.epoch.clone(),
+            base_version,
+            diffs,
+            checkpoint,
+        })
+    }
+
+    fn send_batch(self: &Arc<Self>, batch: Batch) {
+        let live = Arc::downgrade(self);
+        let last = batch.last_version();
+        let done = AppendDone::new(move |result| {
+            if let Some(live) = live.upgrade() {
+                live.appended(last, result);
+            }
+        });
+        self.store.append(batch, done);
+    }
+
+    /// The store answered for the batch that ends at `last`.
+    fn appended(self: &Arc<Self>, last: u64, result: Result<Appended, StoreError>) {
+        let batch = {
+            let mut state = lock(&self.state);
+            state.in_flight = false;
+            match result {
+                Ok(Appended::Committed) => {
+                    state.durable = state.durable.max(last);
+                    self.next_batch(&mut state)
+                }
+                Ok(Appended::Conflict { version, epoch }) => {
+                    let why = format!(
+                        "another writer moved the model to version {version} of epoch {epoch}"
+                    );
+                    self.fail(&mut state, &why);
+                    None
+                }
+                Err(error) => {
+                    self.fail(&mut state, &error.to_string());
+                    None
+                }
+            }
+        };
+        self.durable_moved.notify_all();
+        if let Some(batch) = batch {
+            self.send_batch(batch);
+        }
+        self.run_commands();
+    }
+
+    /// The store failed: nothing past the durable version is ever shown; every session gets
+    /// `unavailable` and is closed; the next lookup reloads the model from the store.
+    fn fail(&self, state: &mut ModelState, why: &str) {
+        tracing::warn!(model = %self.name, durable = state.durable, error = why, "store failed; closing the model");
+        let durable = state.durable;
+        state.drop_undurable(durable);
+        state.closed = Some(Closed::Reload);
+        let error = FrameError::new(
+            ErrorCode::Unavailable,
+            format!("the store failed ({why}); nothing after version {durable} was kept, reconnect to reload the model"),
+        );
+        state.enqueue_now(Command::Broadcast(ServerMessage::error(&error, Vec::new())));
+        state.enqueue_now(Command::CloseAll(CloseReason::StoreFailed));
+    }
+
+    /// Reads the state under the model's lock (the latest applied state: with a durable store,
+    /// it may hold changes the store is still writing).
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&Map<String, Value>, u64) -> R) -> R {
+        let state = lock(&self.state);
+        f(&state.state, state.version)
+    }
+
+    /// Stops the model. On shutdown, what is queued is still written and shown; on removal or
+    /// eviction, what the store does not hold yet is dropped (nobody was shown it).
+    pub(crate) fn close(&self, reason: CloseReason) {
+        {
+            let mut state = lock(&self.state);
+            if state.closed.is_some() {
+                return;
+            }
+            if reason == CloseReason::Shutdown {
+                state.closed = Some(Closed::Shutdown);
+                state.enqueue(Command::CloseAll(reason));
+            } else {
+                state.closed = Some(Closed::Reload);
+                let durable = state.durable;
+                state.drop_undurable(durable);
+                state.enqueue_now(Command::CloseAll(reason));
+            }
+        }
+        self.durable_moved.notify_all();
+        self.run_commands();
+    }
+
+    /// Whether the model is closed for reloading (removed, evicted, or its store failed).
+    pub(crate) fn needs_reload(&self) -> bool {
+        lock(&self.state).closed == Some(Closed::Reload)
+    }
+
+    /// One step of idle eviction: a model with no session and nothing in flight is marked at
+    /// the first sweep and closed at the next one if still idle. Returns whether it closed.
+    pub(crate) fn sweep_idle(&self) -> bool {
+        let mut state = lock(&self.state);
+        let idle = state.sessions == 0
+            && state.closed.is_none()
+            && state.commands.is_empty()
+            && !state.in_flight
+            && state.unsent.is_empty()
+            && state.durable == state.version;
+        if !idle {
+            state.idle_seen = false;
+            return false;
+        }
+        if !state.idle_seen {
+            state.idle_seen = true;
+            return false;
+        }
+        state.closed = Some(Closed::Reload);
+        true
+    }
+
+    /// Bytes of messages waiting for fan-out (or for the store).
+    pub(crate) fn backlog(&self) -> usize {
+        lock(&self.state).backlog
+    }
+
+    /// The durable version.
+    pub(crate) fn durable_version(&self) -> u64 {
+        lock(&self.state).durable
+    }
+
+    /// A snapshot of the current version: shares the state (no copy, no serialization here).
+    fn current_snapshot(&self, state: &mut ModelState) -> Arc<Snapshot> {
+        match &state.snapshot {
+            Some(snapshot) if snapshot.version() == state.version => snapshot.clone(),
+            _ => {
+                let snapshot =
+                    Snapshot::new(state.version, self.epoch.clone(), state.state.clone());
+                state.snapshot = Some(snapshot.clone());
+                snapshot
+            }
+        }
+    }
+
+    /// Runs released commands if no other thread is running them (see the module docs).
+    fn run_commands(&self) {
+        self.deliver_or_wait(false);
+    }
+
+    /// Like `run_commands`; with `over_bound` (the caller's message took the backlog over its
+    /// bound), waits its turn to deliver instead of leaving it to the thread delivering, and,
+    /// when it is the store that holds the queue back, waits for the store to move on. A thread
+    /// that is itself delivering (a subscriber that sends from `deliver`) never waits.
+    fn deliver_or_wait(&self, over_bound: bool) {
+        let wait = over_bound && !DELIVERING.get();
+        loop {
+            let mut fanout = if wait {
+                lock(&self.fanout)
+            } else {
+                match self.fanout.try_lock() {
+                    Ok(guard) => guard,
+                    Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                    Err(TryLockError::WouldBlock) => return,
+                }
+            };
+            let delivering = Delivering::enter();
+            loop {
+                let commands = lock(&self.state).release();
+                if commands.is_empty() {
+                    break;
+                }
+                for command in commands {
+                    fanout.run(command);
+                }
+            }
+            drop(delivering);
+            drop(fanout);
+            // A command released after our last look and before we let go found the lock taken
+            // and left its work to us: look once more.
+            let state = lock(&self.state);
+            if state.releasable() {
+                continue;
+            }
+            if wait && state.over_backlog() {
+                self.wait_for_store(state);
+            }
+            return;
+        }
+    }
+
+    /// Waits until the store moves the durable version on (or the model closes).
+    fn wait_for_store(&self, state: MutexGuard<'_, ModelState>) {
+        let durable = state.durable;
+        let _state = self
+            .durable_moved
+            .wait_while(state, |s| {
+                s.durable == durable && s.closed.is_none() && s.in_flight
+            })
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        drop(_state);
+        self.run_commands();
+    }
+}
+
+/// Serializes a snapshot taken under the lock, right after letting go of it: the joiner (or
+/// reader) pays for the text, once per version, and the shared state is released before the
+/// model's next change would have to copy it.
+fn serialize_outside_lock(snapshot: Option<&Snapshot>) {
+    if let Some(snapshot) = snapshot {
+        snapshot.message();
+    }
+}
+
+thread_local! {
+    /// Whether this thread is running fan-out commands (and so holds a fan-out lock).
+    static DELIVERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as delivering until dropped, then restores what it was: delivering for one
+/// model may publish to, and deliver for, another.
+struct Delivering(bool);
+
+impl Delivering {
+    fn enter() -> Self {
+        Delivering(DELIVERING.replace(true))
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        DELIVERING.set(self.0);
+    }
+}
+
+impl ModelState {
+    /// Queues a command after everything that changed the model so far.
+    fn enqueue(&mut self, command: Command) {
+        let after = self.version;
+        self.push(after, command);
+    }
+
+    /// Queues a command that needs nothing more to be durable.
+    fn enqueue_now(&mut self, command: Command) {
+        let after = self.durable;
+        self.push(after, command);
+    }
+
+    fn push(&mut self, after: u64, command: Command) {
+        let len = command.queued_len(self.size.max(0) as usize);
+        self.backlog += len;
+        self.commands.push_back(Queued {
+            after,
+            len,
+            command,
+        });
+    }
+
+    fn over_backlog(&self) -> bool {
+        self.backlog > self.max_backlog
+    }
+
+    fn releasable(&self) -> bool {
+        self.commands
+            .front()
+            .is_some_and(|q| q.after <= self.durable)
+    }
+
+    /// Takes the commands whose changes are all durable, in order.
+    fn release(&mut self) -> Vec<Command> {
+        let mut released = Vec::new();
+        while self.releasable() {
+            if let Some(queued) = self.commands.pop_front() {
+                self.backlog -= queued.len;
+                released.push(queued.command);
+            }
+        }
+        released
+    }
+
+    /// Forgets everything after the durable version: queued commands that would show it, and
+    /// diffs not yet handed to the store.
+    fn drop_undurable(&mut self, durable: u64) {
+        let mut kept = VecDeque::with_capacity(self.commands.len());
+        for mut queued in self.commands.drain(..) {
+            if queued.after > durable {
+                // Joins and leaves still happen (so that the close reaches every subscriber),
+                // without the snapshot that would show what the store does not hold.
+                match &mut queued.command {
+                    Command::Join { first, .. } => first.clear(),
+                    Command::Leave(_) => {}
+                    _ => continue,
+                }
+                queued.after = durable;
+                queued.len = 0;
+            }
+            kept.push_back(queued);
+        }
+        self.commands = kept;
+        self.backlog = self.commands.iter().map(|q| q.len).sum();
+        self.unsent.clear();
+    }
+}

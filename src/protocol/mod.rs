@@ -1,0 +1,16 @@
+//! The wire protocol (PROTOCOL.md sections 2 to 5): what clients send, what the server sends,
+//! the one encoder and decoder of both, and the identities they carry.
+//!
+//! Nothing here holds state: the engine and the clients build on these types.
+
+mod frame;
+mod header;
+mod identity;
+mod message;
+mod name;
+
+pub use frame::{parse_frame, Content, Frame, Message, MessageId, MessageKind, PROTOCOL_VERSION};
+pub(crate) use header::Header;
+pub use identity::{ClientId, Mode};
+pub use message::{encode_frame, parse_server_frame, ServerMessage, ServerMessageKind};
+pub use name::{ModelName, MAX_MODEL_NAME_LEN};

@@ -1,0 +1,222 @@
+//! The store seam: where the engine keeps its models so that they outlive the process, and
+//! (with a shared store) so that several engines, "nodes", order one model together.
+//!
+//! The engine drives a store through [`Store`]; the store does its I/O on its own threads (or
+//! its own runtime) and reports each append back through [`AppendDone`]. The core owns no
+//! thread and no runtime for it.
+//!
+//! ```text
+//!  frames ─▶ transaction (under the model's lock) ─▶ unsent diffs ─▶ [one batch in flight]
+//!                                                          ▲                │ Store::append
+//!       fan-out releases every message queued behind       └── next batch ──┤ (group commit)
+//!       a diff only once the store has it ◀──────────────────── AppendDone ─┘
+//! ```
+//!
+//! [`MemoryStore`] keeps nothing and confirms every append at once: the engine then skips the
+//! batching entirely, so memory mode costs what it did before stores existed.
+
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::protocol::{ModelName, ServerMessage};
+
+pub use memory::MemoryStore;
+
+/// Why a store could not do what the engine asked.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store's I/O failed (disk full, permissions, connection lost, ...).
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    /// The store holds something it cannot read (a corrupt row, a diff that is not JSON, a
+    /// gap in the log).
+    #[error("the store holds unreadable data: {0}")]
+    Corrupt(String),
+    /// The store is closed or its worker is gone.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// One diff as the store keeps it: the version it made and its JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDiff {
+    /// The model's version after this diff.
+    pub version: u64,
+    /// The diff's JSON text (a JSON object).
+    pub json: String,
+}
+
+/// A model as a store hands it back: its epoch, a checkpoint and the diffs after it (and some
+/// before it, for resume).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredModel {
+    /// The epoch of the model's version counter.
+    pub epoch: String,
+    /// The version the checkpoint holds (0 with an empty state when there is none).
+    pub checkpoint_version: u64,
+    /// The state at `checkpoint_version`.
+    pub checkpoint: Map<String, Value>,
+    /// The diffs the store keeps, in version order with no gap, ending at the model's version:
+    /// those after the checkpoint rebuild the state, and all of them serve resumes.
+    pub diffs: Vec<StoredDiff>,
+}
+
+impl StoredModel {
+    /// The model's version: that of the last diff, or the checkpoint's.
+    pub fn version(&self) -> u64 {
+        self.diffs
+            .last()
+            .map_or(self.checkpoint_version, |d| d.version)
+            .max(self.checkpoint_version)
+    }
+}
+
+/// The whole state of a model at one version, handed to the store to write as a checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The version the state is at (the batch's last version).
+    pub version: u64,
+    /// The state; shared with the engine, so serialize it and let go of it soon.
+    pub state: Arc<Map<String, Value>>,
+}
+
+/// A batch of diffs for one model, to append in one write.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The model.
+    pub model: ModelName,
+    /// The epoch the diffs belong to; a store that has no record of the model creates it with
+    /// this epoch.
+    pub epoch: Arc<str>,
+    /// The version the store must be at for the append to apply (the version before the
+    /// first diff).
+    pub base_version: u64,
+    /// The diffs, versions `base_version + 1 ..`, as the engine fans them out.
+    pub diffs: Vec<ServerMessage>,
+    /// A checkpoint at the batch's last version, when the engine's policy says one is due.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+impl Batch {
+    /// The version the model reaches with this batch.
+    pub fn last_version(&self) -> u64 {
+        self.base_version + self.diffs.len() as u64
+    }
+
+    /// Bytes of diff text in the batch.
+    pub fn bytes(&self) -> usize {
+        self.diffs.iter().map(|d| d.content_json().len()).sum()
+    }
+}
+
+/// How an append ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Appended {
+    /// Every diff of the batch is durable.
+    Committed,
+    /// Nothing was written: the model is no longer at the batch's base version and epoch (a
+    /// shared store, another node wrote first). An embedded store never answers this.
+    Conflict {
+        /// The version the store holds.
+        version: u64,
+        /// The epoch the store holds.
+        epoch: String,
+    },
+}
+
+/// The engine's callback for one append: call [`complete`](AppendDone::complete) exactly once,
+/// from any thread, when the append has ended. Dropping it uncalled counts as a failure.
+pub struct AppendDone(Option<Box<OnAppended>>);
+
+type OnAppended = dyn FnOnce(Result<Appended, StoreError>) + Send;
+
+impl AppendDone {
+    /// Wraps the engine's reaction to an append's end.
+    pub(crate) fn new(done: impl FnOnce(Result<Appended, StoreError>) + Send + 'static) -> Self {
+        AppendDone(Some(Box::new(done)))
+    }
+
+    /// Reports how the append ended.
+    pub fn complete(mut self, result: Result<Appended, StoreError>) {
+        if let Some(done) = self.0.take() {
+            done(result);
+        }
+    }
+}
+
+impl Drop for AppendDone {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            done(Err(StoreError::Closed));
+        }
+    }
+}
+
+impl fmt::Debug for AppendDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AppendDone")
+    }
+}
+
+/// When the engine attaches a checkpoint to a batch: after this many diffs or diff bytes since
+/// the last one, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// Diffs between checkpoints.
+    pub every_diffs: u64,
+    /// Diff bytes between checkpoints.
+    pub every_bytes: u64,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy {
+            every_diffs: 1000,
+            every_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Where an [`Engine`](crate::Engine) keeps its models.
+///
+/// # Contract
+/// - [`load`](Store::load) returns what the store holds for a model, or `None`. The engine
+///   calls it when a model is first needed (a join, a state read, a server-side write) and
+///   the model is not in memory; it blocks the caller, so keep it to one read.
+/// - [`append`](Store::append) writes a batch at `base_version` and reports through `done`,
+///   from any thread, once the diffs are as durable as the store promises. The engine has at
+///   most one append in flight per model, and shows nobody a diff before its append
+///   committed. A store that cannot tell whether a write happened reports an error: the engine
+///   then reloads the model from the store before accepting more.
+/// - After a committed checkpoint at version C, the store may drop the diffs older than the
+///   resume history it keeps; [`load`](Store::load) must still return a contiguous run of diffs
+///   from the checkpoint (or earlier) to the model's version.
+/// - [`remove`](Store::remove) forgets a model; it returns once a later `load` sees it gone.
+pub trait Store: Send + Sync + 'static {
+    /// Whether every append is durable the moment it is made. The engine then never batches:
+    /// it treats each diff as committed at once and calls neither `append` nor `load`.
+    fn confirms_at_once(&self) -> bool {
+        false
+    }
+
+    /// What the store holds for `model`, or `None` if it holds nothing.
+    fn load(&self, model: &ModelName) -> Result<Option<StoredModel>, StoreError>;
+
+    /// Appends a batch; reports through `done` (see the trait docs).
+    fn append(&self, batch: Batch, done: AppendDone);
+
+    /// Forgets `model` and everything stored for it.
+    fn remove(&self, model: &ModelName) -> Result<(), StoreError>;
+
+    /// When the engine attaches checkpoints to batches.
+    fn checkpoint_policy(&self) -> CheckpointPolicy {
+        CheckpointPolicy::default()
+    }
+}
