@@ -88,7 +88,7 @@ async fn main() -> ExitCode {
                 Ok((socket, peer)) => {
                     let purly = purly.clone();
                     tokio::spawn(async move {
-                        if let Err(error) = purly.serve_connection(socket).await {
+                        if let Err(error) = purly.serve_tcp(socket).await {
                             tracing::debug!(%peer, %error, "http connection ended");
                         }
                     });

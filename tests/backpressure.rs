@@ -190,3 +190,43 @@ fn publishing_from_inside_a_delivery_never_deadlocks_even_over_the_bound() {
     assert_eq!(responder.answered.load(Ordering::SeqCst), 100);
     assert_eq!(engine.state("m").unwrap()["answer"], 99);
 }
+
+#[test]
+fn acks_count_toward_the_fan_out_backlog() {
+    let engine = Engine::default();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let gate = Arc::new(Gate {
+        armed: AtomicBool::new(false),
+        open: Mutex::new(false),
+        opened: Condvar::new(),
+        entered: Mutex::new(Some(entered_tx)),
+    });
+    let _gated = engine
+        .join("m", gate.clone(), JoinOptions::stream())
+        .unwrap();
+    gate.armed.store(true, Ordering::SeqCst);
+    let stuck = {
+        let session = engine
+            .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
+            .unwrap();
+        std::thread::spawn(move || session.send_text(&update(0)).unwrap())
+    };
+    entered_rx
+        .recv_timeout(TIMEOUT)
+        .expect("the fan-out never reached the gate");
+    let before = engine.fanout_backlog("m").unwrap();
+    let acked = engine
+        .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
+        .unwrap();
+    let after_join = engine.fanout_backlog("m").unwrap();
+    acked
+        .send_text(r#"[{"header":{"type":"update","id":"a1"},"content":{"k":0}}]"#)
+        .unwrap();
+    assert!(
+        engine.fanout_backlog("m").unwrap() > after_join,
+        "an ack waiting for fan-out counts toward the bound (backlog {before} -> {after_join})"
+    );
+    *gate.open.lock().unwrap() = true;
+    gate.opened.notify_all();
+    stuck.join().unwrap();
+}

@@ -214,3 +214,38 @@ fn parse_frame_never_panics_on_arbitrary_bytes() {
         let _ = purly::parse_frame(&bytes, &limits);
     }
 }
+
+#[test]
+fn unreadable_content_is_an_error_never_an_empty_object() {
+    use purly::{parse_server_frame, ErrorCode};
+    // serde_json reads no number beyond f64's range: a client must not take `{}` for it.
+    let frame = r#"[{"header":{"type":"update","seq":1},"content":{"n":1e999}}]"#;
+    assert_eq!(
+        parse_server_frame(frame).unwrap_err().code,
+        ErrorCode::InvalidMessage
+    );
+    // A signal is relayed as it came; reading its content in process reports the same.
+    let engine = purly::Engine::default();
+    let outbox = std::sync::Arc::new(purly::Outbox::new(1 << 20));
+    let _watcher = engine
+        .join("m", outbox.clone(), purly::JoinOptions::stream())
+        .unwrap();
+    let sender = engine
+        .join(
+            "m",
+            std::sync::Arc::new(purly::Outbox::new(1 << 20)),
+            purly::JoinOptions::stream(),
+        )
+        .unwrap();
+    sender
+        .send_text(r#"[{"header":{"type":"signal"},"content":{"n":1e999}}]"#)
+        .unwrap();
+    let mut batch = Vec::new();
+    outbox.try_recv(&mut batch);
+    let signal = batch.last().unwrap();
+    assert_eq!(signal.content_json(), r#"{"n":1e999}"#);
+    assert_eq!(
+        signal.content().unwrap_err().code,
+        ErrorCode::InvalidMessage
+    );
+}

@@ -454,11 +454,15 @@ impl Engine {
             }
         }
         let limit = self.inner.config.max_models;
+        let in_memory_store = self.inner.store.confirms_at_once();
+        if in_memory_store && !create {
+            return Ok(None);
+        }
         if self.model_count() >= limit {
             return Err(JoinError::TooManyModels { limit });
         }
         // Loaded outside the table's lock, so that a slow read holds up no other model.
-        let stored = match self.inner.store.confirms_at_once() {
+        let stored = match in_memory_store {
             true => None,
             false => self.inner.store.load(name)?,
         };

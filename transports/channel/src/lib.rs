@@ -214,12 +214,10 @@ impl Client {
     /// Receives until none of this client's updates awaits confirmation, so that
     /// [`state`](Client::state) is the server's state at some version at or after them.
     pub async fn settle(&mut self) -> Result<(), ClientError> {
-        while self.replica.pending() > 0 {
-            if self.recv().await.is_none() {
-                return Err(self.failure());
-            }
+        match ClientConnection::settle(self).await {
+            true => Ok(()),
+            false => Err(self.failure()),
         }
-        Ok(())
     }
 
     fn failure(&mut self) -> ClientError {

@@ -14,7 +14,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::service::STREAM_SUBPROTOCOL;
+use crate::upgrade::STREAM_SUBPROTOCOL;
+
+/// How long [`WsClient::disconnect`] waits for the server to answer its close.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why a [`WsClient`] call failed.
 #[derive(Debug, Error)]
@@ -103,9 +106,14 @@ impl WsClient {
     }
 
     /// Closes the socket but keeps the replica, for a later [`reconnect`](WsClient::reconnect).
+    /// Waits up to [`CLOSE_TIMEOUT`] for the server to answer the close; a server that never
+    /// does is dropped then.
     pub async fn disconnect(&mut self) {
-        let _ = self.socket.close(None).await;
-        while let Some(Ok(_)) = self.socket.next().await {}
+        let close = async {
+            let _ = self.socket.close(None).await;
+            while let Some(Ok(_)) = self.socket.next().await {}
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
         self.ended = Some(Ended::Closed(None));
     }
 
@@ -190,12 +198,10 @@ impl WsClient {
 
     /// Receives until none of this client's updates awaits confirmation.
     pub async fn settle(&mut self) -> Result<(), WsClientError> {
-        while self.replica.pending() > 0 {
-            if self.recv().await.is_none() {
-                return Err(WsClientError::Closed);
-            }
+        match ClientConnection::settle(self).await {
+            true => Ok(()),
+            false => Err(WsClientError::Closed),
         }
-        Ok(())
     }
 
     /// Closes the connection cleanly.

@@ -27,7 +27,7 @@
 //!     let (socket, _) = listener.accept().await?;
 //!     let purly = purly.clone();
 //!     // HTTP/1.1 with upgrades, TCP_NODELAY, the peer address for the authorization hook.
-//!     tokio::spawn(async move { purly.serve_connection(socket).await });
+//!     tokio::spawn(async move { purly.serve_tcp(socket).await });
 //! }
 //! # }
 //! ```
@@ -65,21 +65,28 @@
 //! - It does not check `Sec-WebSocket-Extensions` (no compression is negotiated).
 
 mod access;
+mod builder;
 #[cfg(feature = "client")]
 mod client;
 mod config;
-mod connection;
+mod http;
 mod page;
 mod route;
 mod service;
+mod socket_loop;
+mod upgrade;
 
 pub use access::{Authorize, Decision, PeerAddr, RequestInfo};
+pub use builder::PurlyBuilder;
 #[cfg(feature = "client")]
-pub use client::{Ended, WsClient, WsClientError};
+pub use client::{Ended, WsClient, WsClientError, CLOSE_TIMEOUT};
 pub use config::ServerConfig;
+pub use http::Body;
 pub use route::RouteKind;
-pub use service::{Body, Handled, Purly, PurlyBuilder, STREAM_SUBPROTOCOL};
+pub use service::{Handled, Purly, ResponseFuture};
+pub use upgrade::STREAM_SUBPROTOCOL;
 
 pub use hyper;
 pub use hyper_tungstenite;
+pub use hyper_util;
 pub use purly;

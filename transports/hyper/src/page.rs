@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::Response;
 
-use crate::service::Body;
+use crate::http::Body;
 
 const TEMPLATE: &str = include_str!("page/page.html");
 const SCRIPT: &str = include_str!("page/purly.js");

@@ -103,3 +103,40 @@ async fn a_peer_that_answers_pings_stays() {
     common::send(&mut client, &common::update(r#"{"alive":true}"#)).await;
     assert_eq!(next_frame(&mut client).await[0]["content"]["alive"], true);
 }
+
+#[tokio::test]
+#[allow(clippy::result_large_err)] // the shape tungstenite's accept callback requires
+async fn a_client_disconnect_does_not_wait_forever_for_a_silent_server() {
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+    // A server that accepts the stream subprotocol, then never reads or answers anything.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let accept = |_: &Request, mut response: Response| {
+            response.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_static("purly.stream"),
+            );
+            Ok(response)
+        };
+        let ws = tokio_tungstenite::accept_hdr_async(socket, accept)
+            .await
+            .unwrap();
+        // Hold the socket open without reading from it.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(ws);
+    });
+    let mut client = purly_hyper::WsClient::connect(&format!("ws://{addr}/m/stream"))
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        purly_hyper::CLOSE_TIMEOUT + Duration::from_secs(10),
+        client.disconnect(),
+    )
+    .await
+    .expect("disconnect gave up on the silent server");
+    silent.abort();
+}

@@ -169,23 +169,26 @@ async fn serve_original_page(board: PathBuf, purly: Purly) -> std::net::SocketAd
         while let Ok((socket, _)) = listener.accept().await {
             let (purly, board) = (purly.clone(), board.clone());
             let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let response = match purly.try_handle(request) {
-                    Handled::Response(response) => response,
-                    Handled::NotPurly(request) => {
-                        let path = request.uri().path();
-                        let file = path
-                            .split_once("/assets/")
-                            .map(|(_, file)| board.join(file));
-                        match file.filter(|_| !path.contains("..")).map(std::fs::read) {
-                            Some(Ok(bytes)) => hyper::Response::new(Body::from(bytes)),
-                            _ => hyper::Response::builder()
-                                .status(404)
-                                .body(Body::default())
-                                .unwrap(),
+                let (purly, board) = (purly.clone(), board.clone());
+                async move {
+                    let response = match purly.try_handle(request).await {
+                        Handled::Response(response) => response,
+                        Handled::NotPurly(request) => {
+                            let path = request.uri().path();
+                            let file = path
+                                .split_once("/assets/")
+                                .map(|(_, file)| board.join(file));
+                            match file.filter(|_| !path.contains("..")).map(std::fs::read) {
+                                Some(Ok(bytes)) => hyper::Response::new(Body::from(bytes)),
+                                _ => hyper::Response::builder()
+                                    .status(404)
+                                    .body(Body::default())
+                                    .unwrap(),
+                            }
                         }
-                    }
-                };
-                async move { Ok::<_, std::convert::Infallible>(response) }
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             tokio::spawn(
                 http1::Builder::new()

@@ -41,7 +41,7 @@ impl Server {
         let accept = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let purly = handler.clone();
-                tokio::spawn(async move { purly.serve_connection(socket).await });
+                tokio::spawn(async move { purly.serve_tcp(socket).await });
             }
         });
         Server {

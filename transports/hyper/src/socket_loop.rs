@@ -29,7 +29,7 @@ pub(crate) enum Ending {
 }
 
 /// Serves one connection until it ends. `session`'s subscriber is `outbox`.
-pub(crate) async fn serve<S>(
+pub(crate) async fn run<S>(
     ws: &mut S,
     session: &Session,
     outbox: &Arc<Outbox>,
@@ -38,7 +38,7 @@ pub(crate) async fn serve<S>(
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
-    let mut connection = Connection {
+    let mut socket_loop = SocketLoop {
         ws,
         session,
         outbox,
@@ -47,12 +47,12 @@ where
         batch: Vec::new(),
     };
     match session.mode() {
-        Mode::Stream => connection.stream().await,
-        Mode::Compat => connection.compat().await,
+        Mode::Stream => socket_loop.stream().await,
+        Mode::Compat => socket_loop.compat().await,
     }
 }
 
-struct Connection<'a, S> {
+struct SocketLoop<'a, S> {
     ws: &'a mut S,
     session: &'a Session,
     outbox: &'a Arc<Outbox>,
@@ -72,7 +72,7 @@ enum Incoming {
     End(Ending),
 }
 
-impl<S> Connection<'_, S>
+impl<S> SocketLoop<'_, S>
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
@@ -233,5 +233,98 @@ where
             let _ = timeout(Duration::from_secs(2), drain).await;
         }
         Ending::ClosedByServer(code.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures_util::{Sink, Stream};
+    use purly::{Engine, JoinOptions};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A WebSocket made of two channels: what the test sends in, what the loop writes out.
+    struct Pipe {
+        incoming: mpsc::UnboundedReceiver<Result<Message, WsError>>,
+        outgoing: mpsc::UnboundedSender<Message>,
+    }
+
+    impl Stream for Pipe {
+        type Item = Result<Message, WsError>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.incoming.poll_recv(cx)
+        }
+    }
+
+    impl Sink<Message> for Pipe {
+        type Error = WsError;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+            self.outgoing
+                .send(item)
+                .map_err(|_| WsError::ConnectionClosed)
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn next_text(out: &mut mpsc::UnboundedReceiver<Message>) -> String {
+        let message = tokio::time::timeout(Duration::from_secs(5), out.recv())
+            .await
+            .expect("the loop writes within 5 s")
+            .expect("the loop is running");
+        match message {
+            Message::Text(text) => text.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stream_loop_runs_over_channels() {
+        let engine = Engine::default();
+        let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
+        let session = engine
+            .join("m", outbox.clone(), JoinOptions::stream())
+            .unwrap();
+        let (to_loop, incoming) = mpsc::unbounded_channel();
+        let (outgoing, mut from_loop) = mpsc::unbounded_channel();
+        let mut pipe = Pipe { incoming, outgoing };
+        let config = ServerConfig::default();
+        let task = async { run(&mut pipe, &session, &outbox, &config).await };
+        let test = async {
+            assert!(next_text(&mut from_loop)
+                .await
+                .contains(r#""snapshot":true"#));
+            to_loop
+                .send(Ok(Message::text(
+                    r#"[{"header":{"type":"update","id":1},"content":{"a":1}}]"#,
+                )))
+                .unwrap();
+            let echo = next_text(&mut from_loop).await;
+            assert!(
+                echo.contains(r#""seq":1"#) && echo.contains(r#""id":1"#),
+                "{echo}"
+            );
+            to_loop.send(Ok(Message::Binary(vec![1].into()))).unwrap();
+            assert!(next_text(&mut from_loop)
+                .await
+                .contains("binary_not_supported"));
+            to_loop.send(Ok(Message::Close(None))).unwrap();
+        };
+        let (ending, ()) = tokio::join!(task, test);
+        assert_eq!(ending, Ending::PeerClosed);
+        assert_eq!(engine.state("m").unwrap()["a"], 1);
     }
 }

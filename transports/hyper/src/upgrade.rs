@@ -1,0 +1,125 @@
+//! The WebSocket upgrade of `GET {prefix}{model}/stream`: subprotocol and resume point from
+//! the request, the join, and the connection's task.
+
+use std::sync::Arc;
+
+use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::{Request, Response, StatusCode};
+use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use purly::{Engine, JoinOptions, ModelName, Outbox};
+use tokio_util::task::TaskTracker;
+
+use crate::access::{origin_allowed, Decision, PeerAddr};
+use crate::config::ServerConfig;
+use crate::http::{error_response, join_refused, Body};
+use crate::socket_loop::{self, Ending};
+
+/// The subprotocol a client offers to get stream mode (PROTOCOL.md section 4).
+pub const STREAM_SUBPROTOCOL: &str = "purly.stream";
+
+/// What an upgrade needs from the handler.
+pub(crate) struct Streams<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) config: &'a Arc<ServerConfig>,
+    pub(crate) websocket: WebSocketConfig,
+    pub(crate) connections: &'a TaskTracker,
+}
+
+/// Joins the model and upgrades: the response to send, with the connection's task spawned.
+pub(crate) fn upgrade<B>(
+    streams: Streams<'_>,
+    mut request: Request<B>,
+    model: ModelName,
+    decision: Decision,
+) -> Response<Body> {
+    if !hyper_tungstenite::is_upgrade_request(&request) {
+        return error_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "this route is a WebSocket stream",
+        );
+    }
+    if !origin_allowed(request.headers(), &streams.config.allowed_origins) {
+        return error_response(StatusCode::FORBIDDEN, "cross-site WebSocket refused");
+    }
+    let stream_mode = offers_stream_protocol(&request);
+    let mut options = if stream_mode {
+        JoinOptions::stream()
+    } else {
+        JoinOptions::compat()
+    };
+    if let Some(access) = decision.access() {
+        options = options.access(access);
+    }
+    if let (true, Some((since, epoch))) = (stream_mode, resume_point(&request)) {
+        options = options.resume(since, epoch);
+    }
+    let engine = streams.engine;
+    let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
+    // Joining before the upgrade answers refusals with an HTTP status, and takes the
+    // snapshot at once: it waits in the outbox until the socket is ready.
+    let session = match engine.join(model.as_str(), outbox.clone(), options) {
+        Ok(session) => session,
+        Err(error) => return join_refused(&error),
+    };
+    let (mut response, websocket) =
+        match hyper_tungstenite::upgrade(&mut request, Some(streams.websocket)) {
+            Ok(upgrade) => upgrade,
+            Err(error) => return error_response(StatusCode::BAD_REQUEST, &error.to_string()),
+        };
+    if stream_mode {
+        response.headers_mut().insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(STREAM_SUBPROTOCOL),
+        );
+    }
+    let config = streams.config.clone();
+    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+    streams.connections.spawn(async move {
+        let mut ws = match websocket.await {
+            Ok(ws) => ws,
+            Err(error) => {
+                tracing::debug!(%model, %error, "upgrade failed");
+                return;
+            }
+        };
+        let (id, mode) = (session.id(), session.mode());
+        tracing::info!(%model, client = %id, ?mode, ?peer, "connected");
+        let ending = socket_loop::run(&mut ws, &session, &outbox, &config).await;
+        drop(session);
+        match ending {
+            Ending::PeerClosed => tracing::info!(%model, client = %id, "disconnected"),
+            Ending::PeerLost(why) => {
+                tracing::info!(%model, client = %id, %why, "disconnected: peer lost")
+            }
+            Ending::ClosedByServer(code) => {
+                tracing::info!(%model, client = %id, code, "disconnected: closed by server")
+            }
+        }
+    });
+    response
+}
+
+fn offers_stream_protocol<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == STREAM_SUBPROTOCOL)
+}
+
+/// `?since=N&epoch=E` from the stream URL.
+fn resume_point<B>(request: &Request<B>) -> Option<(u64, String)> {
+    let query = request.uri().query()?;
+    let mut since = None;
+    let mut epoch = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("since", value)) => since = value.parse().ok(),
+            Some(("epoch", value)) => epoch = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    Some((since?, epoch?))
+}
