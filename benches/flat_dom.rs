@@ -30,7 +30,7 @@ pub(crate) fn model(elements: usize) -> Map<String, Value> {
 /// One ~100-byte update of one element's attribute; `round` alternates its value so that
 /// every application changes something.
 pub(crate) fn update(elements: usize, round: u64) -> Map<String, Value> {
-    let color = if round % 2 == 0 {
+    let color = if round.is_multiple_of(2) {
         "rgb(255, 127, 80)"
     } else {
         "rgb(64, 224, 208)"

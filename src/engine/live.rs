@@ -352,7 +352,10 @@ impl LiveModel {
         let bytes: u64 = diffs.iter().map(|d| d.content_json().len() as u64).sum();
         state.since_checkpoint.0 += diffs.len() as u64;
         state.since_checkpoint.1 += bytes;
-        let due = state.since_checkpoint.0 >= self.checkpoints.every_diffs
+        // A new model's first batch always carries its state: that keeps its initial state
+        // (the model's `initial_state`), which no diff holds.
+        let due = base_version == 0
+            || state.since_checkpoint.0 >= self.checkpoints.every_diffs
             || state.since_checkpoint.1 >= self.checkpoints.every_bytes;
         let checkpoint = due.then(|| {
             state.since_checkpoint = (0, 0);

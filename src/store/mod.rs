@@ -220,3 +220,26 @@ pub trait Store: Send + Sync + 'static {
         CheckpointPolicy::default()
     }
 }
+
+/// A shared store: an embedder keeps one handle (to close it, say) and gives the engine another.
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn confirms_at_once(&self) -> bool {
+        (**self).confirms_at_once()
+    }
+
+    fn load(&self, model: &ModelName) -> Result<Option<StoredModel>, StoreError> {
+        (**self).load(model)
+    }
+
+    fn append(&self, batch: Batch, done: AppendDone) {
+        (**self).append(batch, done)
+    }
+
+    fn remove(&self, model: &ModelName) -> Result<(), StoreError> {
+        (**self).remove(model)
+    }
+
+    fn checkpoint_policy(&self) -> CheckpointPolicy {
+        (**self).checkpoint_policy()
+    }
+}

@@ -1,0 +1,45 @@
+//! The database's tables, and the schema version recorded in the file.
+
+use rusqlite::Connection;
+
+/// The schema this build writes and reads (`PRAGMA user_version`).
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// The tables. A model row holds its epoch, its latest version and its latest checkpoint; the
+/// diff log holds the diffs after the checkpoint and the resume history before it.
+pub(crate) const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS models (
+    name               TEXT    NOT NULL PRIMARY KEY,
+    epoch              TEXT    NOT NULL,
+    version            INTEGER NOT NULL,
+    checkpoint_version INTEGER NOT NULL,
+    checkpoint         TEXT    NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS diffs (
+    model   TEXT    NOT NULL,
+    version INTEGER NOT NULL,
+    diff    TEXT    NOT NULL,
+    PRIMARY KEY (model, version)
+) WITHOUT ROWID;
+";
+
+/// What the file says about its schema.
+pub(crate) enum Found {
+    /// This build's schema (created now if the file was new).
+    Current,
+    /// A newer build wrote it.
+    Newer(i64),
+}
+
+/// Creates the tables in a new file, or checks the version of an existing one.
+pub(crate) fn prepare(connection: &Connection) -> rusqlite::Result<Found> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Ok(Found::Newer(version));
+    }
+    if version < SCHEMA_VERSION {
+        connection.execute_batch(CREATE)?;
+        connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    Ok(Found::Current)
+}

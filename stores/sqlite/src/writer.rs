@@ -1,0 +1,134 @@
+//! The writer thread: every append and removal goes through it, in arrival order. It takes
+//! whatever has queued up while it was writing and commits it as one transaction (one fsync
+//! for many batches of many models: group commit), then reports each outcome.
+
+use std::sync::mpsc::{Receiver, Sender};
+
+use purly::serde_json;
+use purly::{AppendDone, Appended, Batch, ModelName, StoreError};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+/// Work for the writer.
+pub(crate) enum Op {
+    Append(Batch, AppendDone),
+    Remove(ModelName, Sender<Result<(), StoreError>>),
+}
+
+/// Runs until every sender is gone.
+pub(crate) fn run(
+    mut connection: Connection,
+    ops: Receiver<Op>,
+    keep_history: u64,
+    max_group: usize,
+) {
+    while let Ok(first) = ops.recv() {
+        let mut group = vec![first];
+        while group.len() < max_group {
+            match ops.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        let outcomes = write_group(&mut connection, &group, keep_history);
+        for (index, op) in group.into_iter().enumerate() {
+            let outcome = match &outcomes {
+                Ok(outcomes) => outcomes
+                    .get(index)
+                    .cloned()
+                    .unwrap_or(Err(StoreError::Closed)),
+                Err(error) => Err(StoreError::Io(error.to_string())),
+            };
+            match op {
+                Op::Append(_, done) => done.complete(outcome),
+                Op::Remove(_, reply) => {
+                    // The caller may have given up waiting; nothing to do then.
+                    let _ = reply.send(outcome.map(drop));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the whole group; per op, its outcome (conflicts and corrupt rows do not
+/// abort the others). An error of the transaction itself fails every op.
+fn write_group(
+    connection: &mut Connection,
+    group: &[Op],
+    keep_history: u64,
+) -> rusqlite::Result<Vec<Result<Appended, StoreError>>> {
+    let tx = connection.transaction()?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    for op in group {
+        let outcome = match op {
+            Op::Append(batch, _) => append(&tx, batch, keep_history)?,
+            Op::Remove(model, _) => {
+                tx.execute("DELETE FROM diffs WHERE model = ?1", [model.as_str()])?;
+                tx.execute("DELETE FROM models WHERE name = ?1", [model.as_str()])?;
+                Ok(Appended::Committed)
+            }
+        };
+        outcomes.push(outcome);
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn append(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    keep_history: u64,
+) -> rusqlite::Result<Result<Appended, StoreError>> {
+    let name = batch.model.as_str();
+    let row: Option<(String, i64)> = tx
+        .prepare_cached("SELECT epoch, version FROM models WHERE name = ?1")?
+        .query_row([name], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let last = batch.last_version();
+    match row {
+        None if batch.base_version != 0 => {
+            return Ok(Err(StoreError::Corrupt(format!(
+                "model {name} is not in the store, yet its batch follows version {}",
+                batch.base_version
+            ))))
+        }
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO models (name, epoch, version, checkpoint_version, checkpoint)
+                 VALUES (?1, ?2, 0, 0, '{}')",
+            )?
+            .execute(params![name, &*batch.epoch])?;
+        }
+        Some((epoch, version)) => {
+            if epoch != *batch.epoch || version as u64 != batch.base_version {
+                return Ok(Ok(Appended::Conflict {
+                    version: version as u64,
+                    epoch,
+                }));
+            }
+        }
+    }
+    {
+        let mut insert =
+            tx.prepare_cached("INSERT INTO diffs (model, version, diff) VALUES (?1, ?2, ?3)")?;
+        for (offset, diff) in batch.diffs.iter().enumerate() {
+            let version = batch.base_version + 1 + offset as u64;
+            insert.execute(params![name, version as i64, diff.content_json()])?;
+        }
+    }
+    tx.prepare_cached("UPDATE models SET version = ?2 WHERE name = ?1")?
+        .execute(params![name, last as i64])?;
+    if let Some(checkpoint) = &batch.checkpoint {
+        let state = match serde_json::to_string(&*checkpoint.state) {
+            Ok(state) => state,
+            Err(error) => return Ok(Err(StoreError::Corrupt(error.to_string()))),
+        };
+        tx.prepare_cached(
+            "UPDATE models SET checkpoint_version = ?2, checkpoint = ?3 WHERE name = ?1",
+        )?
+        .execute(params![name, checkpoint.version as i64, state])?;
+        let keep_from = checkpoint.version.saturating_sub(keep_history);
+        tx.prepare_cached("DELETE FROM diffs WHERE model = ?1 AND version <= ?2")?
+            .execute(params![name, keep_from as i64])?;
+    }
+    Ok(Ok(Appended::Committed))
+}

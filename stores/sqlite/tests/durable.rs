@@ -1,0 +1,308 @@
+//! The SQLite store under the engine: models survive restarts with their state, version and
+//! epoch; resumes after a restart get exactly the missed diffs; a failing store shows nobody
+//! anything it did not write; idle models leave memory and come back intact.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use purly::serde_json::{json, Map, Value};
+use purly::{
+    AppendDone, Batch, CheckpointPolicy, CloseReason, Engine, ErrorCode, ModelName, ServerMessage,
+    ServerMessageKind, Store, StoreError, StoredModel,
+};
+use purly_channel::Client;
+use purly_sqlite::{OpenError, SqliteOptions, SqliteStore};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn obj(value: Value) -> Map<String, Value> {
+    value.as_object().cloned().unwrap()
+}
+
+fn engine_on(store: impl Store) -> Engine {
+    Engine::builder().store(store).build()
+}
+
+/// An engine on the store in `dir`, and the store's handle (to close it, as a shutdown does).
+fn open(dir: &tempfile::TempDir, options: SqliteOptions) -> (Engine, Arc<SqliteStore>) {
+    let store = Arc::new(SqliteStore::open(dir.path(), options).unwrap());
+    (engine_on(store.clone()), store)
+}
+
+/// Stops an engine and its store, as a server's shutdown does.
+fn stop(engine: Engine, store: Arc<SqliteStore>) {
+    engine.shutdown();
+    drop(engine);
+    store.close();
+}
+
+async fn recv(client: &mut Client) -> Vec<ServerMessage> {
+    tokio::time::timeout(TIMEOUT, client.recv())
+        .await
+        .expect("timed out waiting for a batch")
+        .expect("the client closed")
+}
+
+async fn settle(client: &mut Client) {
+    tokio::time::timeout(TIMEOUT, client.settle())
+        .await
+        .expect("timed out settling")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_keeps_state_version_and_epoch_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (epoch, replica) = {
+        let (engine, store) = open(&dir, SqliteOptions::default());
+        let mut writer = Client::connect(&engine, "m").unwrap();
+        let mut reader = Client::connect(&engine, "m").unwrap();
+        recv(&mut reader).await;
+        for i in 0..10 {
+            writer
+                .update(json!({ "k": i, format!("key{i}"): i }))
+                .unwrap();
+        }
+        settle(&mut writer).await;
+        while reader.replica().version() < Some(10) {
+            recv(&mut reader).await;
+        }
+        // The reader stops at version 10; five more changes follow without it.
+        let replica = reader.into_replica();
+        for i in 10..15 {
+            writer.update(json!({ "k": i })).unwrap();
+        }
+        settle(&mut writer).await;
+        let epoch = writer.replica().epoch().unwrap().to_owned();
+        stop(engine, store);
+        (epoch, replica)
+    };
+    let engine = engine_on(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+    let mut fresh = Client::connect(&engine, "m").unwrap();
+    let snapshot = recv(&mut fresh).await;
+    assert!(snapshot[0].is_snapshot());
+    assert_eq!(snapshot[0].seq(), Some(15));
+    assert_eq!(snapshot[0].epoch(), Some(epoch.as_str()));
+    assert_eq!(fresh.state()["k"], 14);
+    assert_eq!(fresh.state()["key9"], 9);
+    let mut resumed = Client::resume(&engine, "m", replica).unwrap();
+    let missed = recv(&mut resumed).await;
+    let seqs: Vec<_> = missed.iter().map(|m| (m.is_snapshot(), m.seq())).collect();
+    assert_eq!(
+        seqs,
+        (11..=15).map(|v| (false, Some(v))).collect::<Vec<_>>()
+    );
+    assert_eq!(resumed.state(), fresh.state());
+}
+
+#[tokio::test]
+async fn one_owner_per_directory_and_no_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+    let second = SqliteStore::open(dir.path(), SqliteOptions::default());
+    assert!(
+        matches!(second, Err(OpenError::Locked { .. })),
+        "{second:?}"
+    );
+    drop(first);
+    {
+        let db = rusqlite::Connection::open(dir.path().join(purly_sqlite::DATABASE_FILE)).unwrap();
+        db.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let newer = SqliteStore::open(dir.path(), SqliteOptions::default());
+    match newer {
+        Err(error @ OpenError::NewerSchema { found: 99, .. }) => {
+            assert!(error.to_string().contains("schema version 99"), "{error}")
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_trim_the_log_to_the_resume_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = SqliteOptions::default();
+    options.checkpoint = CheckpointPolicy {
+        every_diffs: 10,
+        every_bytes: u64::MAX,
+    };
+    options.keep_history = 5;
+    {
+        let (engine, store) = open(&dir, options.clone());
+        let mut writer = Client::connect(&engine, "m").unwrap();
+        for i in 0..100 {
+            writer
+                .update(json!({ "n": i, format!("k{}", i % 7): i }))
+                .unwrap();
+            // One frame at a time, so that every batch is a single diff.
+            settle(&mut writer).await;
+        }
+        drop(writer);
+        stop(engine, store);
+    }
+    let db = rusqlite::Connection::open(dir.path().join(purly_sqlite::DATABASE_FILE)).unwrap();
+    let (kept, checkpoint): (i64, i64) = db
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM diffs), checkpoint_version FROM models",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        checkpoint >= 90,
+        "checkpointed every 10 diffs: {checkpoint}"
+    );
+    assert!(kept <= 5 + 10, "trimmed to the history: {kept} diffs kept");
+    drop(db);
+    let engine = engine_on(SqliteStore::open(dir.path(), options).unwrap());
+    let mut reader = Client::connect(&engine, "m").unwrap();
+    recv(&mut reader).await;
+    assert_eq!(reader.replica().version(), Some(100));
+    assert_eq!(reader.state()["n"], 99);
+    for k in 0..7 {
+        let last = (0..100).filter(|i| i % 7 == k).max().unwrap();
+        assert_eq!(reader.state()[&format!("k{k}")], last);
+    }
+}
+
+#[tokio::test]
+async fn removing_a_model_removes_it_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let epoch = {
+        let (engine, store) = open(&dir, SqliteOptions::default());
+        engine.update("gone", obj(json!({"a": 1}))).unwrap();
+        let mut client = Client::connect(&engine, "gone").unwrap();
+        let epoch = recv(&mut client).await[0].epoch().unwrap().to_owned();
+        drop(client);
+        assert!(engine.remove_model("gone"));
+        stop(engine, store);
+        epoch
+    };
+    let engine = engine_on(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+    let mut client = Client::connect(&engine, "gone").unwrap();
+    let snapshot = recv(&mut client).await;
+    assert_eq!(snapshot[0].seq(), Some(0));
+    assert!(client.state().is_empty());
+    assert_ne!(
+        snapshot[0].epoch(),
+        Some(epoch.as_str()),
+        "a new incarnation, a new epoch"
+    );
+}
+
+/// Wraps a store; once `failing` is set, every load and append fails.
+struct Failing<S> {
+    inner: S,
+    failing: Arc<AtomicBool>,
+}
+
+impl<S: Store> Store for Failing<S> {
+    fn load(&self, model: &ModelName) -> Result<Option<StoredModel>, StoreError> {
+        match self.failing.load(Ordering::SeqCst) {
+            true => Err(StoreError::Io("injected: disk unreadable".into())),
+            false => self.inner.load(model),
+        }
+    }
+    fn append(&self, batch: Batch, done: AppendDone) {
+        match self.failing.load(Ordering::SeqCst) {
+            true => done.complete(Err(StoreError::Io("injected: disk full".into()))),
+            false => self.inner.append(batch, done),
+        }
+    }
+    fn remove(&self, model: &ModelName) -> Result<(), StoreError> {
+        self.inner.remove(model)
+    }
+    fn checkpoint_policy(&self) -> CheckpointPolicy {
+        self.inner.checkpoint_policy()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_shows_nothing_unwritten_and_the_model_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(AtomicBool::new(false));
+    let engine = engine_on(Failing {
+        inner: SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap(),
+        failing: failing.clone(),
+    });
+    let mut writer = Client::connect(&engine, "m").unwrap();
+    let mut watcher = Client::connect(&engine, "m").unwrap();
+    recv(&mut watcher).await;
+    writer.update(json!({"kept": 1})).unwrap();
+    settle(&mut writer).await;
+    while watcher.replica().version() < Some(1) {
+        recv(&mut watcher).await;
+    }
+
+    failing.store(true, Ordering::SeqCst);
+    writer.update(json!({"lost": 1})).unwrap();
+    let mut seen = Vec::new();
+    while let Some(batch) = tokio::time::timeout(TIMEOUT, watcher.recv()).await.unwrap() {
+        seen.extend(batch);
+    }
+    assert_eq!(watcher.close_reason(), Some(CloseReason::StoreFailed));
+    assert!(
+        seen.iter().all(|m| m.kind() == ServerMessageKind::Error),
+        "only the error, never the unwritten diff: {seen:?}"
+    );
+    assert_eq!(
+        seen[0].content().unwrap()["code"],
+        ErrorCode::Unavailable.as_str()
+    );
+    assert!(!watcher.state().contains_key("lost"));
+    // While the store fails, joining is refused with the store's error.
+    assert!(Client::connect(&engine, "m").is_err());
+
+    failing.store(false, Ordering::SeqCst);
+    let mut again = Client::connect(&engine, "m").unwrap();
+    let snapshot = recv(&mut again).await;
+    assert_eq!(snapshot[0].seq(), Some(1));
+    assert_eq!(again.state(), &obj(json!({"kept": 1})));
+    again.update(json!({"after": 2})).unwrap();
+    settle(&mut again).await;
+    assert_eq!(engine.durable_version("m"), Some(2));
+}
+
+#[tokio::test]
+async fn idle_models_leave_memory_and_come_back_intact() {
+    const MODELS: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_on(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+    for i in 0..MODELS {
+        engine
+            .update(
+                &format!("m{i}"),
+                obj(json!({ "i": i, "pad": "x".repeat(100) })),
+            )
+            .unwrap();
+    }
+    assert_eq!(engine.model_count(), MODELS);
+    // Wait (bounded) until every write is durable: only then may a model leave memory.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while (0..MODELS).any(|i| engine.durable_version(&format!("m{i}")) != Some(1)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never caught up"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(engine.evict_idle(), 0, "the first sweep only marks");
+    let mut busy = Client::connect(&engine, "m0").unwrap();
+    recv(&mut busy).await;
+    assert_eq!(
+        engine.evict_idle(),
+        MODELS - 1,
+        "a model with a session stays"
+    );
+    assert_eq!(engine.model_count(), 1);
+    drop(busy);
+    for i in (0..MODELS).step_by(97) {
+        let mut client = Client::connect(&engine, &format!("m{i}")).unwrap();
+        let snapshot = recv(&mut client).await;
+        assert_eq!(snapshot[0].seq(), Some(1));
+        assert_eq!(client.state()["i"], i);
+    }
+    assert_eq!(engine.update("m5", obj(json!({"i": -5}))).unwrap(), 2);
+}
