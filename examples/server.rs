@@ -1,9 +1,19 @@
-//! The purly server: serves the stream and state routes of every model over HTTP/WebSocket.
+//! The purly server: serves the stream and state routes of every model over HTTP/WebSocket,
+//! and keeps its models across restarts.
 //!
 //! ```text
 //! cargo run --example server                                   # 127.0.0.1:8000, prefix /
 //! cargo run --example server -- --addr 127.0.0.1:9000 --prefix /model/
+//! cargo run --example server -- --data /var/lib/purly --durability os
+//! cargo run --example server -- --memory                       # nothing kept on disk
 //! ```
+//!
+//! Models persist in `./purly-data/purly.sqlite3` (`--data DIR` for another directory; the
+//! path is logged at start): a restart, a crash or `kill -9` loses nothing any client was
+//! shown, and clients resume where they were. `--durability process` (default) survives the
+//! process dying; `--durability os` also an OS crash or power loss, at one fsync per commit.
+//! A model with no client leaves memory after `--idle-secs` (default 60) to 2× that, and is
+//! loaded again on its next join.
 //!
 //! With the defaults, the original purly getting-started works unchanged: clients connect to
 //! `ws://127.0.0.1:8000/model/stream`. It logs one line per connection and per disconnection
@@ -15,22 +25,34 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use purly::Engine;
 use purly_hyper::Purly;
+use purly_sqlite::{Durability, SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 struct Args {
     addr: SocketAddr,
     prefix: String,
+    /// `None` with `--memory`.
+    data: Option<PathBuf>,
+    durability: Durability,
+    idle: Duration,
 }
 
-const USAGE: &str = "usage: server [--addr HOST:PORT] [--prefix PATH]";
+const USAGE: &str = "usage: server [--addr HOST:PORT] [--prefix PATH] \
+[--data DIR | --memory] [--durability process|os] [--idle-secs N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
         prefix: "/".to_owned(),
+        data: Some(PathBuf::from("purly-data")),
+        durability: Durability::Process,
+        idle: Duration::from_secs(60),
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -41,6 +63,22 @@ fn parse_args() -> Result<Args, String> {
                 args.addr = value.parse().map_err(|e| format!("--addr {value}: {e}"))?;
             }
             "--prefix" => args.prefix = value("--prefix")?,
+            "--data" => args.data = Some(PathBuf::from(value("--data")?)),
+            "--memory" => args.data = None,
+            "--durability" => {
+                args.durability = match value("--durability")?.as_str() {
+                    "process" => Durability::Process,
+                    "os" => Durability::Os,
+                    other => return Err(format!("--durability {other}: process or os")),
+                }
+            }
+            "--idle-secs" => {
+                let value = value("--idle-secs")?;
+                let secs: u64 = value
+                    .parse()
+                    .map_err(|e| format!("--idle-secs {value}: {e}"))?;
+                args.idle = Duration::from_secs(secs.max(1));
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -64,9 +102,49 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let purly = Purly::builder(Engine::default())
-        .prefix(&args.prefix)
-        .build();
+    let store = match &args.data {
+        None => None,
+        Some(dir) => {
+            let options = SqliteOptions::default().durability(args.durability);
+            match SqliteStore::open(dir, options) {
+                Ok(store) => Some(Arc::new(store)),
+                Err(error) => {
+                    tracing::error!("cannot open the model store: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let engine = match &store {
+        Some(store) => {
+            tracing::info!(
+                "models persist in {} (durability: {:?})",
+                store.path().display(),
+                args.durability
+            );
+            Engine::builder().store(store.clone()).build()
+        }
+        None => {
+            tracing::info!("models live in memory only (--memory): a restart loses them");
+            Engine::default()
+        }
+    };
+    let purly = Purly::builder(engine).prefix(&args.prefix).build();
+    if store.is_some() {
+        let engine = purly.engine().clone();
+        let idle = args.idle;
+        tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(idle);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                sweep.tick().await;
+                let evicted = engine.evict_idle();
+                if evicted > 0 {
+                    tracing::debug!(evicted, "idle models left memory");
+                }
+            }
+        });
+    }
     let listener = match TcpListener::bind(args.addr).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -108,6 +186,10 @@ async fn main() -> ExitCode {
         .is_err()
     {
         tracing::warn!("some connections did not close within 10 s");
+    }
+    if let Some(store) = store {
+        // Everything queued is written before the process ends.
+        store.close();
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS

@@ -458,7 +458,7 @@ impl Engine {
         if in_memory_store && !create {
             return Ok(None);
         }
-        if self.model_count() >= limit {
+        if in_memory_store && self.model_count() >= limit {
             return Err(JoinError::TooManyModels { limit });
         }
         // Loaded outside the table's lock, so that a slow read holds up no other model.
@@ -468,6 +468,9 @@ impl Engine {
         };
         if stored.is_none() && !create {
             return Ok(None);
+        }
+        if self.model_count() >= limit {
+            return Err(JoinError::TooManyModels { limit });
         }
         let mut model = (self.inner.factory)(name).map_err(|r| JoinError::Refused(r.0))?;
         let start = match stored {

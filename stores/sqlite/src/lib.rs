@@ -170,7 +170,7 @@ impl SqliteStore {
                 path: dir.to_owned(),
                 source,
             })?;
-        tracing::info!(path = %path.display(), durability = ?options.durability, "sqlite store open");
+        tracing::debug!(path = %path.display(), durability = ?options.durability, "sqlite store open");
         Ok(SqliteStore {
             path,
             ops: Mutex::new(Some(ops)),

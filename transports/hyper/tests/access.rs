@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{get, next_frame, raw, raw_with, stream_client, Server};
-use purly::{Config, Engine};
+use purly::Config;
 use purly_hyper::{Decision, Purly, RouteKind};
 
 const UPGRADE: &[(&str, &str)] = &[
@@ -23,7 +23,7 @@ fn upgrade_with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'
 #[tokio::test]
 async fn cross_site_origins_are_refused_unless_allowed() {
     let server = Server::start(
-        Purly::builder(Engine::default())
+        Purly::builder(common::engine())
             .allow_origin("https://app.example")
             .build(),
     )
@@ -56,7 +56,7 @@ async fn cross_site_origins_are_refused_unless_allowed() {
 async fn the_hook_sees_the_request_and_its_decisions_are_enforced() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    let purly = Purly::builder(Engine::default())
+    let purly = Purly::builder(common::engine())
         .authorize(move |info| {
             log.lock()
                 .unwrap()
@@ -101,7 +101,7 @@ async fn the_hook_sees_the_request_and_its_decisions_are_enforced() {
 async fn bad_requests_get_clean_http_answers() {
     let mut config = Config::default();
     config.max_models = 1;
-    let server = Server::start(Purly::new(Engine::new(config))).await;
+    let server = Server::start(Purly::new(common::engine_with(config))).await;
     let mut first = stream_client(&server, "one").await;
     next_frame(&mut first).await;
     type Headers<'a> = &'a [(&'a str, &'a str)];

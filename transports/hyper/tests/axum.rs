@@ -6,12 +6,11 @@ mod common;
 use axum::routing::get;
 use axum::Router;
 use common::{get_from, next_frame, raw, send, update};
-use purly::Engine;
 use purly_hyper::Purly;
 
 #[tokio::test]
 async fn mounted_under_sync_beside_the_apps_routes() {
-    let purly = Purly::new(Engine::default());
+    let purly = Purly::new(common::engine());
     let app = Router::new()
         .route("/api/hello", get(|| async { "hello from the app" }))
         .nest_service("/sync", purly.clone());

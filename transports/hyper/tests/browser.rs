@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::browser::chromium;
 use common::{get, next_frame, send, stream_client, Server, TIMEOUT};
 use purly::serde_json::{json, Value};
-use purly::{Engine, Layout};
+use purly::Layout;
 use purly_hyper::{Purly, WsClient};
 
 async fn connect_layout(server: &Server, model: &str) -> Layout<WsClient> {
@@ -37,7 +37,7 @@ async fn getting_started_puts_a_coral_square_on_the_page() {
     let Some(browser) = chromium().await else {
         return;
     };
-    let server = Server::start(Purly::new(Engine::default())).await;
+    let server = Server::start(Purly::new(common::engine())).await;
     let mut page = browser.open(&server.http("/model")).await;
     assert!(
         page.wait_for("document.getElementById('purly-status').dataset.state === 'live'")
@@ -75,7 +75,7 @@ async fn a_click_on_the_page_runs_the_rust_callback() {
     let Some(browser) = chromium().await else {
         return;
     };
-    let server = Server::start(Purly::new(Engine::default())).await;
+    let server = Server::start(Purly::new(common::engine())).await;
     let mut layout = connect_layout(&server, "counter").await;
     let title = layout.html("h1");
     title.set_text("clicked 0 times");
@@ -128,7 +128,7 @@ async fn typing_reaches_the_model_and_every_page_of_it() {
     let Some(browser) = chromium().await else {
         return;
     };
-    let server = Server::start(Purly::new(Engine::default())).await;
+    let server = Server::start(Purly::new(common::engine())).await;
     let mut layout = connect_layout(&server, "form").await;
     let input = layout.html("input");
     let echo = layout.html("p");
@@ -182,7 +182,7 @@ async fn the_page_reconnects_after_a_server_restart_and_shows_the_current_state(
     let Some(browser) = chromium().await else {
         return;
     };
-    let server = Server::start(Purly::new(Engine::default())).await;
+    let server = Server::start(Purly::new(common::engine())).await;
     let addr = server.addr;
     let mut layout = connect_layout(&server, "model").await;
     let before = layout.html("p");
@@ -205,7 +205,7 @@ async fn the_page_reconnects_after_a_server_restart_and_shows_the_current_state(
 
     // A new server process on the same address: a new engine, a new epoch, other content.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let server = Server::start_on(listener, Purly::new(Engine::default())).await;
+    let server = Server::start_on(listener, Purly::new(common::engine())).await;
     let mut layout = connect_layout(&server, "model").await;
     let after = layout.html("p");
     after.set_text("after the restart");
@@ -231,7 +231,7 @@ async fn a_hostile_model_runs_no_script() {
     let Some(browser) = chromium().await else {
         return;
     };
-    let server = Server::start(Purly::new(Engine::default())).await;
+    let server = Server::start(Purly::new(common::engine())).await;
     let mut attacker = stream_client(&server, "evil").await;
     next_frame(&mut attacker).await;
     let hostile = json!({
@@ -297,7 +297,7 @@ async fn rendering_is_incremental_and_keyed() {
     let Some(browser) = chromium().await else {
         return;
     };
-    let server = Server::start(Purly::new(Engine::default())).await;
+    let server = Server::start(Purly::new(common::engine())).await;
     let mut writer = stream_client(&server, "m").await;
     next_frame(&mut writer).await;
     let model = json!({

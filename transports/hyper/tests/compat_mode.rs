@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use common::{compat_client, next_frame, send, stream_client, update, Server};
 use futures_util::StreamExt;
 use purly::serde_json::json;
-use purly::Engine;
 use purly_hyper::{Purly, ServerConfig};
 
 async fn server(refresh: u32) -> Server {
     let mut config = ServerConfig::default();
     config.refresh_per_second = refresh;
-    Server::start(Purly::builder(Engine::default()).config(config).build()).await
+    Server::start(Purly::builder(common::engine()).config(config).build()).await
 }
 
 #[tokio::test]

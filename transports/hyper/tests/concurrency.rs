@@ -6,7 +6,7 @@ mod common;
 use common::{stream_client, Server};
 use futures_util::{SinkExt, StreamExt};
 use purly::serde_json::json;
-use purly::{parse_server_frame, Config, Engine, Mode, Replica};
+use purly::{parse_server_frame, Config, Mode, Replica};
 use purly_hyper::{Purly, WsClient};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 async fn two_hundred_clients_writing_overlapping_keys_converge() {
     const CLIENTS: usize = 200;
     const UPDATES: usize = 5;
-    let server = Server::start(Purly::new(Engine::default())).await;
+    let server = Server::start(Purly::new(common::engine())).await;
     let url = server.url("/shared/stream");
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
@@ -63,7 +63,7 @@ async fn a_client_that_stops_reading_does_not_slow_the_others() {
     const DIFFS: u64 = 2_000;
     let mut config = Config::default();
     config.max_queued_bytes = 256 << 10;
-    let server = Server::start(Purly::new(Engine::new(config))).await;
+    let server = Server::start(Purly::new(common::engine_with(config))).await;
     let mut stuck = stream_client(&server, "m").await; // never read until the end
     let mut readers = Vec::new();
     for _ in 0..3 {

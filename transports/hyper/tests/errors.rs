@@ -7,7 +7,7 @@ mod common;
 use common::{close_code, next_frame, send, stream_client, Server};
 use futures_util::SinkExt;
 use purly::serde_json::{json, Map, Value};
-use purly::{Config, Engine, Model, Rejection};
+use purly::{Config, Model, Rejection};
 use purly_hyper::{Decision, Purly};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -29,7 +29,9 @@ async fn server() -> Server {
     config.limits.max_messages = 5;
     config.limits.max_frame_bytes = 64 << 10;
     config.max_model_bytes = 4 << 10;
-    let engine = Engine::with_model_factory(config, |_| Ok(Box::new(Guarded)));
+    let engine = common::builder(config)
+        .model_factory(|_| Ok(Box::new(Guarded)))
+        .build();
     let purly = Purly::builder(engine)
         .authorize(|info| match info.model.as_str() {
             "readonly" => Decision::ReadOnly,

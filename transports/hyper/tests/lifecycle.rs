@@ -6,13 +6,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{close_code, compat_client, get, next_frame, stream_client, Server, TIMEOUT};
-use purly::Engine;
 use purly_hyper::{Purly, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn shutdown_closes_every_connection_with_1001() {
-    let server = Server::start(Purly::new(Engine::default())).await;
+    let server = Server::start(Purly::new(common::engine())).await;
     let mut stream = stream_client(&server, "a").await;
     let mut compat = compat_client(&server, "b").await;
     next_frame(&mut stream).await;
@@ -43,7 +42,7 @@ async fn shutdown_closes_every_connection_with_1001() {
 async fn a_peer_that_never_answers_pings_is_dropped() {
     let mut config = ServerConfig::default();
     config.ping_interval = Duration::from_millis(100);
-    let server = Server::start(Purly::builder(Engine::default()).config(config).build()).await;
+    let server = Server::start(Purly::builder(common::engine()).config(config).build()).await;
     // A hand-made handshake, then silence: nothing on this socket ever answers a ping.
     let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let handshake = format!(
@@ -88,7 +87,7 @@ async fn a_peer_that_never_answers_pings_is_dropped() {
 async fn a_peer_that_answers_pings_stays() {
     let mut config = ServerConfig::default();
     config.ping_interval = Duration::from_millis(50);
-    let server = Server::start(Purly::builder(Engine::default()).config(config).build()).await;
+    let server = Server::start(Purly::builder(common::engine()).config(config).build()).await;
     let mut client = stream_client(&server, "m").await;
     next_frame(&mut client).await;
     // Reading lets tungstenite answer each ping; ten intervals later the connection is alive.

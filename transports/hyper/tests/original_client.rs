@@ -15,7 +15,6 @@ use std::process::Stdio;
 
 use common::{next_frame, send, stream_client, Server};
 use purly::serde_json::{self, json, Value};
-use purly::Engine;
 use purly_hyper::Purly;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -98,7 +97,7 @@ async fn state(server: &Server) -> Value {
 #[tokio::test]
 async fn the_original_getting_started_works_unchanged() {
     let Some(src) = original_purly() else { return };
-    let server = Server::start(Purly::new(Engine::default())).await;
+    let server = Server::start(Purly::new(common::engine())).await;
     let mut python = Python::start(&src, &server.url("/model/stream"), "getting-started");
     let key = python.line().await["key"].as_str().unwrap().to_owned();
     python.finish().await;
@@ -118,7 +117,7 @@ async fn the_original_getting_started_works_unchanged() {
 #[tokio::test]
 async fn a_signal_fires_the_original_layouts_callback() {
     let Some(src) = original_purly() else { return };
-    let server = Server::start(Purly::new(Engine::default())).await;
+    let server = Server::start(Purly::new(common::engine())).await;
     let mut python = Python::start(&src, &server.url("/model/stream"), "callback");
     let ready = python.line().await;
     let (key, callback) = (
@@ -206,7 +205,7 @@ async fn the_original_compiled_page_renders_the_rust_layout_in_compat_mode() {
     let Some(browser) = common::browser::chromium().await else {
         return;
     };
-    let purly = Purly::new(Engine::default());
+    let purly = Purly::new(common::engine());
     let addr = serve_original_page(src.join("purly/static/board"), purly.clone()).await;
     let mut page = browser
         .open(&format!("http://{addr}/model/assets/index.html"))

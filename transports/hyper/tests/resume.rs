@@ -6,13 +6,13 @@ mod common;
 
 use common::{next_frame, raw, send, stream_client, update, Server};
 use purly::serde_json::json;
-use purly::{Config, Engine};
+use purly::Config;
 use purly_hyper::{Purly, WsClient};
 
 async fn server(history: usize) -> Server {
     let mut config = Config::default();
     config.history_len = history;
-    Server::start(Purly::new(Engine::new(config))).await
+    Server::start(Purly::new(common::engine_with(config))).await
 }
 
 #[tokio::test]

@@ -5,11 +5,10 @@ mod common;
 
 use common::{next_frame, send, stream_client, update, update_with_id, Server};
 use purly::serde_json::{json, Value};
-use purly::Engine;
 use purly_hyper::Purly;
 
 async fn server() -> Server {
-    Server::start(Purly::new(Engine::default())).await
+    Server::start(Purly::new(common::engine())).await
 }
 
 #[tokio::test]

@@ -20,6 +20,55 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A SQLite store in its own temporary directory, removed with the store.
+struct TempStore {
+    store: purly_sqlite::SqliteStore,
+    _dir: tempfile::TempDir,
+}
+
+impl purly::Store for TempStore {
+    fn load(
+        &self,
+        model: &purly::ModelName,
+    ) -> Result<Option<purly::StoredModel>, purly::StoreError> {
+        self.store.load(model)
+    }
+    fn append(&self, batch: purly::Batch, done: purly::AppendDone) {
+        self.store.append(batch, done)
+    }
+    fn remove(&self, model: &purly::ModelName) -> Result<(), purly::StoreError> {
+        self.store.remove(model)
+    }
+    fn checkpoint_policy(&self) -> purly::CheckpointPolicy {
+        self.store.checkpoint_policy()
+    }
+}
+
+/// The engine the suites run against: the server's default, persistent mode (a SQLite store in
+/// a temporary directory), or memory only with `PURLY_TEST_STORE=memory`.
+pub(crate) fn builder(config: purly::Config) -> purly::EngineBuilder {
+    let builder = purly::Engine::builder().config(config);
+    match std::env::var("PURLY_TEST_STORE").as_deref() {
+        Ok("memory") => builder,
+        Ok("sqlite") | Err(_) => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = purly_sqlite::SqliteStore::open(dir.path(), Default::default()).unwrap();
+            builder.store(TempStore { store, _dir: dir })
+        }
+        Ok(other) => panic!("PURLY_TEST_STORE={other}: memory or sqlite"),
+    }
+}
+
+/// [`builder`] with the default configuration, built.
+pub(crate) fn engine() -> purly::Engine {
+    builder(purly::Config::default()).build()
+}
+
+/// [`builder`] with `config`, built.
+pub(crate) fn engine_with(config: purly::Config) -> purly::Engine {
+    builder(config).build()
+}
+
 pub(crate) type Raw = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A purly server on an ephemeral loopback port, stopped when dropped.
