@@ -48,9 +48,12 @@
 //! ```text
 //! models(name TEXT PRIMARY KEY, epoch TEXT, version INTEGER,
 //!        checkpoint_version INTEGER, checkpoint TEXT)   -- checkpoint: the state as JSON
-//! diffs(model TEXT, version INTEGER, diff TEXT, PRIMARY KEY (model, version))
+//! log(model TEXT, first_version INTEGER, last_version INTEGER,
+//!     diffs TEXT, PRIMARY KEY (model, first_version))  -- one row per batch: a JSON array
 //!
 //! sqlite3 -readonly purly-data/purly.sqlite3 'SELECT name, version FROM models'
+//! sqlite3 -readonly purly-data/purly.sqlite3 "SELECT l.first_version + j.key AS version,
+//!     j.value AS diff FROM log l, json_each(l.diffs) j WHERE l.model = 'model'"
 //! ```
 //!
 //! Back it up while it runs with SQLite's online backup, e.g.
@@ -225,13 +228,12 @@ impl SqliteStore {
         let Some((epoch, checkpoint_version, checkpoint)) = row else {
             return Ok(None);
         };
-        let diffs = tx
-            .prepare_cached("SELECT version, diff FROM diffs WHERE model = ?1 ORDER BY version")?
+        let rows = tx
+            .prepare_cached(
+                "SELECT first_version, diffs FROM log WHERE model = ?1 ORDER BY first_version",
+            )?
             .query_map([model.as_str()], |row| {
-                Ok(StoredDiff {
-                    version: row.get::<_, i64>(0)? as u64,
-                    json: row.get(1)?,
-                })
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, String>(1)?))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         tx.finish()?;
@@ -239,17 +241,34 @@ impl SqliteStore {
             epoch,
             checkpoint_version: checkpoint_version as u64,
             checkpoint,
-            diffs,
+            log: rows,
         }))
     }
 }
 
-/// A model's rows, as read in one transaction (the checkpoint still JSON text).
+/// A model's rows, as read in one transaction (still JSON text).
 struct StoredRows {
     epoch: String,
     checkpoint_version: u64,
     checkpoint: String,
-    diffs: Vec<StoredDiff>,
+    /// Each batch's first version and its diffs as a JSON array.
+    log: Vec<(u64, String)>,
+}
+
+/// Splits the log's batches into one diff per version.
+fn split_log(model: &ModelName, log: Vec<(u64, String)>) -> Result<Vec<StoredDiff>, StoreError> {
+    let mut diffs = Vec::new();
+    for (first, batch) in log {
+        let parsed: Vec<&serde_json::value::RawValue> = serde_json::from_str(&batch)
+            .map_err(|e| StoreError::Corrupt(format!("a log row of {model} is unreadable: {e}")))?;
+        for (offset, diff) in parsed.into_iter().enumerate() {
+            diffs.push(StoredDiff {
+                version: first + offset as u64,
+                json: diff.get().to_owned(),
+            });
+        }
+    }
+    Ok(diffs)
 }
 
 impl Store for SqliteStore {
@@ -270,7 +289,7 @@ impl Store for SqliteStore {
             epoch: rows.epoch,
             checkpoint_version: rows.checkpoint_version,
             checkpoint,
-            diffs: rows.diffs,
+            diffs: split_log(model, rows.log)?,
         }))
     }
 

@@ -6,7 +6,8 @@ use rusqlite::Connection;
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
 /// The tables. A model row holds its epoch, its latest version and its latest checkpoint; the
-/// diff log holds the diffs after the checkpoint and the resume history before it.
+/// log holds one row per committed batch (its diffs as a JSON array, versions `first_version`
+/// to `last_version`): those after the checkpoint, and the resume history before it.
 pub(crate) const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS models (
     name               TEXT    NOT NULL PRIMARY KEY,
@@ -15,11 +16,12 @@ CREATE TABLE IF NOT EXISTS models (
     checkpoint_version INTEGER NOT NULL,
     checkpoint         TEXT    NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS diffs (
-    model   TEXT    NOT NULL,
-    version INTEGER NOT NULL,
-    diff    TEXT    NOT NULL,
-    PRIMARY KEY (model, version)
+CREATE TABLE IF NOT EXISTS log (
+    model         TEXT    NOT NULL,
+    first_version INTEGER NOT NULL,
+    last_version  INTEGER NOT NULL,
+    diffs         TEXT    NOT NULL,
+    PRIMARY KEY (model, first_version)
 ) WITHOUT ROWID;
 ";
 

@@ -1,7 +1,9 @@
 //! The writer thread: every append and removal goes through it, in arrival order. It takes
 //! whatever has queued up while it was writing and commits it as one transaction (one fsync
-//! for many batches of many models: group commit), then reports each outcome.
+//! for many batches of many models: group commit), then reports each outcome. A batch is one
+//! row of the log, its diffs joined into a JSON array without re-encoding them.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender};
 
 use purly::serde_json;
@@ -15,12 +17,17 @@ pub(crate) enum Op {
 }
 
 /// Runs until every sender is gone.
+/// What the writer knows of each model it wrote: its epoch and version. It is the only writer
+/// of the file (the directory lock), so this stays exact; a failed transaction clears it.
+type Known = HashMap<ModelName, (String, u64)>;
+
 pub(crate) fn run(
     mut connection: Connection,
     ops: Receiver<Op>,
     keep_history: u64,
     max_group: usize,
 ) {
+    let mut known = Known::new();
     while let Ok(first) = ops.recv() {
         let mut group = vec![first];
         while group.len() < max_group {
@@ -29,7 +36,11 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        let outcomes = write_group(&mut connection, &group, keep_history);
+        let outcomes = write_group(&mut connection, &group, keep_history, &mut known);
+        if outcomes.is_err() {
+            // Rolled back: what the transaction noted may not have happened.
+            known.clear();
+        }
         for (index, op) in group.into_iter().enumerate() {
             let outcome = match &outcomes {
                 Ok(outcomes) => outcomes
@@ -55,15 +66,17 @@ fn write_group(
     connection: &mut Connection,
     group: &[Op],
     keep_history: u64,
+    known: &mut Known,
 ) -> rusqlite::Result<Vec<Result<Appended, StoreError>>> {
     let tx = connection.transaction()?;
     let mut outcomes = Vec::with_capacity(group.len());
     for op in group {
         let outcome = match op {
-            Op::Append(batch, _) => append(&tx, batch, keep_history)?,
+            Op::Append(batch, _) => append(&tx, batch, keep_history, known)?,
             Op::Remove(model, _) => {
-                tx.execute("DELETE FROM diffs WHERE model = ?1", [model.as_str()])?;
+                tx.execute("DELETE FROM log WHERE model = ?1", [model.as_str()])?;
                 tx.execute("DELETE FROM models WHERE name = ?1", [model.as_str()])?;
+                known.remove(model);
                 Ok(Appended::Committed)
             }
         };
@@ -77,12 +90,18 @@ fn append(
     tx: &Transaction<'_>,
     batch: &Batch,
     keep_history: u64,
+    known: &mut Known,
 ) -> rusqlite::Result<Result<Appended, StoreError>> {
     let name = batch.model.as_str();
-    let row: Option<(String, i64)> = tx
-        .prepare_cached("SELECT epoch, version FROM models WHERE name = ?1")?
-        .query_row([name], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
+    let row = match known.get(&batch.model) {
+        Some(row) => Some(row.clone()),
+        None => tx
+            .prepare_cached("SELECT epoch, version FROM models WHERE name = ?1")?
+            .query_row([name], |row| {
+                Ok((row.get(0)?, row.get::<_, i64>(1)? as u64))
+            })
+            .optional()?,
+    };
     let last = batch.last_version();
     match row {
         None if batch.base_version != 0 => {
@@ -99,21 +118,30 @@ fn append(
             .execute(params![name, &*batch.epoch])?;
         }
         Some((epoch, version)) => {
-            if epoch != *batch.epoch || version as u64 != batch.base_version {
-                return Ok(Ok(Appended::Conflict {
-                    version: version as u64,
-                    epoch,
-                }));
+            if epoch != *batch.epoch || version != batch.base_version {
+                return Ok(Ok(Appended::Conflict { version, epoch }));
             }
         }
     }
-    {
-        let mut insert =
-            tx.prepare_cached("INSERT INTO diffs (model, version, diff) VALUES (?1, ?2, ?3)")?;
-        for (offset, diff) in batch.diffs.iter().enumerate() {
-            let version = batch.base_version + 1 + offset as u64;
-            insert.execute(params![name, version as i64, diff.content_json()])?;
+    if !batch.diffs.is_empty() {
+        let mut diffs = String::with_capacity(batch.bytes() + batch.diffs.len() + 2);
+        diffs.push('[');
+        for (i, diff) in batch.diffs.iter().enumerate() {
+            if i > 0 {
+                diffs.push(',');
+            }
+            diffs.push_str(diff.content_json());
         }
+        diffs.push(']');
+        tx.prepare_cached(
+            "INSERT INTO log (model, first_version, last_version, diffs) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            name,
+            (batch.base_version + 1) as i64,
+            last as i64,
+            diffs
+        ])?;
     }
     tx.prepare_cached("UPDATE models SET version = ?2 WHERE name = ?1")?
         .execute(params![name, last as i64])?;
@@ -127,8 +155,9 @@ fn append(
         )?
         .execute(params![name, checkpoint.version as i64, state])?;
         let keep_from = checkpoint.version.saturating_sub(keep_history);
-        tx.prepare_cached("DELETE FROM diffs WHERE model = ?1 AND version <= ?2")?
+        tx.prepare_cached("DELETE FROM log WHERE model = ?1 AND last_version <= ?2")?
             .execute(params![name, keep_from as i64])?;
     }
+    known.insert(batch.model.clone(), (batch.epoch.to_string(), last));
     Ok(Ok(Appended::Committed))
 }

@@ -145,7 +145,7 @@ async fn checkpoints_trim_the_log_to_the_resume_history() {
     let db = rusqlite::Connection::open(dir.path().join(purly_sqlite::DATABASE_FILE)).unwrap();
     let (kept, checkpoint): (i64, i64) = db
         .query_row(
-            "SELECT (SELECT COUNT(*) FROM diffs), checkpoint_version FROM models",
+            "SELECT (SELECT COALESCE(SUM(last_version - first_version + 1), 0) FROM log), checkpoint_version FROM models",
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
