@@ -112,8 +112,8 @@ pub use protocol::{
     PROTOCOL_VERSION,
 };
 pub use store::{
-    AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, MemoryStore, Store, StoreError,
-    StoredDiff, StoredModel,
+    AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, MemoryStore, RemoteFeed, Store,
+    StoreError, StoredDiff, StoredModel,
 };
 pub use subscriber::{CloseReason, Delivery, Subscriber};
 pub use token::random_hex;

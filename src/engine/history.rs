@@ -33,6 +33,20 @@ impl History {
         }
     }
 
+    /// Forgets the diffs after version `version` (they were reverted).
+    pub(crate) fn truncate_after(&mut self, version: u64) {
+        while self
+            .diffs
+            .back()
+            .and_then(ServerMessage::seq)
+            .is_some_and(|seq| seq > version)
+        {
+            if let Some(diff) = self.diffs.pop_back() {
+                self.bytes -= diff.queued_len();
+            }
+        }
+    }
+
     /// The diffs after version `since`, if the history still holds all of them; `current` is
     /// the model's version now.
     pub(crate) fn since(&self, since: u64, current: u64) -> Option<Vec<ServerMessage>> {

@@ -21,21 +21,26 @@
 //! batch (group commit). A store that confirms at once ([`MemoryStore`](crate::MemoryStore))
 //! skips all of it.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 
 use serde_json::{Map, Value};
 
 use super::fanout::{Command, Fanout, First, Registered};
 use super::history::History;
+use super::replay::{Replay, Replays};
 use super::snapshot::Snapshot;
 use super::transaction::{self, Outcome, Sender, Working};
 use crate::config::Config;
 use crate::error::{ErrorCode, FrameError, SendError};
 use crate::lock::lock;
+use crate::merge::{merge_diff, Change};
 use crate::model::Model;
-use crate::protocol::{ClientId, Message, MessageId, Mode, ModelName, ServerMessage};
-use crate::store::{AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, Store, StoreError};
+use crate::protocol::{ClientId, Header, Message, MessageId, Mode, ModelName, ServerMessage};
+use crate::store::{
+    AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, RemoteFeed, RemoteSink, Store,
+    StoreError, StoredDiff,
+};
 use crate::subscriber::{CloseReason, Subscriber};
 
 /// Why a live model stopped taking operations.
@@ -56,11 +61,18 @@ pub(crate) struct Start {
 }
 
 pub(crate) struct LiveModel {
+    me: std::sync::Weak<LiveModel>,
     pub(crate) name: ModelName,
     pub(crate) epoch: Arc<str>,
     store: Arc<dyn Store>,
     at_once: bool,
+    shared: bool,
     checkpoints: CheckpointPolicy,
+    /// The most bytes of diffs a model may have that the store has not confirmed: past it,
+    /// publishers wait for the store. Half a subscriber's queue bound, so that what one commit
+    /// releases at once (echoes included) fits in the queue of a client that reads.
+    max_undurable: usize,
+    feed: OnceLock<RemoteFeed>,
     max_model_bytes: usize,
     state: Mutex<ModelState>,
     durable_moved: Condvar,
@@ -84,13 +96,25 @@ struct ModelState {
     sessions: usize,
     idle_seen: bool,
     unsent: Vec<ServerMessage>,
+    /// Bytes of `unsent`, and of the batch in flight.
+    unsent_bytes: usize,
+    in_flight_bytes: usize,
     in_flight: bool,
     since_checkpoint: (u64, u64),
+    /// Shared store: the frames not yet durable, to run again after another writer's commit.
+    replays: Replays,
+    /// Shared store: the frame being applied, whose commands are tagged with it.
+    applying: Option<u64>,
+    /// Shared store: other writers' diffs not applied yet (a batch of ours is in flight, or
+    /// an earlier version is still missing).
+    remote: BTreeMap<u64, StoredDiff>,
 }
 
 struct Queued {
     after: u64,
     len: usize,
+    /// The frame (shared store) whose outcome this is.
+    frame: Option<u64>,
     command: Command,
 }
 
@@ -101,12 +125,12 @@ pub(crate) struct ResumePoint<'a> {
 }
 
 /// A server-side change: the patch to merge, computed from the current state.
-pub(crate) type Change<'a> = dyn FnMut(&Map<String, Value>) -> Option<Map<String, Value>> + 'a;
+pub(crate) type Modify<'a> = dyn FnMut(&Map<String, Value>) -> Option<Map<String, Value>> + 'a;
 
 /// What a writer wants applied: a frame's messages, or a change computed from the state.
 pub(crate) enum Write<'a> {
     Messages(Vec<Message>),
-    Modify(&'a mut Change<'a>),
+    Modify(&'a mut Modify<'a>),
 }
 
 impl LiveModel {
@@ -123,11 +147,15 @@ impl LiveModel {
         for diff in start.history {
             history.push(diff);
         }
-        Arc::new(LiveModel {
+        Arc::new_cyclic(|me| LiveModel {
+            me: me.clone(),
             name,
             epoch: start.epoch,
             at_once: store.confirms_at_once(),
+            shared: store.shared(),
             checkpoints: store.checkpoint_policy(),
+            max_undurable: (config.max_queued_bytes / 2).min(config.max_fanout_backlog_bytes),
+            feed: OnceLock::new(),
             store,
             max_model_bytes: config.max_model_bytes,
             state: Mutex::new(ModelState {
@@ -145,8 +173,13 @@ impl LiveModel {
                 sessions: 0,
                 idle_seen: false,
                 unsent: Vec::new(),
+                unsent_bytes: 0,
+                in_flight_bytes: 0,
                 in_flight: false,
                 since_checkpoint: (0, 0),
+                replays: Replays::default(),
+                applying: None,
+                remote: BTreeMap::new(),
             }),
             durable_moved: Condvar::new(),
             fanout: Mutex::new(Fanout::default()),
@@ -247,7 +280,7 @@ impl LiveModel {
         let over_bound = {
             let mut state = lock(&self.state);
             state.enqueue(Command::Reply { to, message });
-            state.over_backlog()
+            self.over_bound(&state)
         };
         self.deliver_or_wait(over_bound);
         SendError::Frame(error)
@@ -274,7 +307,7 @@ impl LiveModel {
             };
             let outcome = self.apply_locked(&mut state, from, messages);
             let batch = self.next_batch(&mut state);
-            (outcome, state.over_backlog(), batch)
+            (outcome, self.over_bound(&state), batch)
         };
         if let Some(batch) = batch {
             self.send_batch(batch);
@@ -288,6 +321,35 @@ impl LiveModel {
         state: &mut ModelState,
         from: Sender,
         messages: Vec<Message>,
+    ) -> Result<u64, SendError> {
+        if !self.shared {
+            return self.apply_frame(state, from, messages, None);
+        }
+        let id = state.replays.next_id();
+        let kept = messages.clone();
+        let mut changes = Vec::new();
+        state.applying = Some(id);
+        let outcome = self.apply_frame(state, from, messages, Some(&mut changes));
+        state.applying = None;
+        if state.version > state.durable {
+            state.replays.push(Replay {
+                id,
+                from,
+                messages: kept,
+                changes,
+                last: state.version,
+            });
+        }
+        outcome
+    }
+
+    /// Runs one frame's transaction and queues what it sends; with `undo`, keeps its changes.
+    fn apply_frame(
+        &self,
+        state: &mut ModelState,
+        from: Sender,
+        messages: Vec<Message>,
+        undo: Option<&mut Vec<Change>>,
     ) -> Result<u64, SendError> {
         let ModelState {
             model,
@@ -305,10 +367,14 @@ impl LiveModel {
             Ok(effects) => {
                 let mut version = state.version;
                 let model = &mut state.model;
-                let outcomes =
-                    transaction::commit(effects, from, &mut version, &self.epoch, |v, diff| {
-                        model.committed(v, diff)
-                    });
+                let outcomes = transaction::commit(
+                    effects,
+                    from,
+                    &mut version,
+                    &self.epoch,
+                    undo,
+                    |v, diff| model.committed(v, diff),
+                );
                 for outcome in outcomes {
                     match outcome {
                         Outcome::Broadcast(message) => {
@@ -318,6 +384,7 @@ impl LiveModel {
                                 if self.at_once {
                                     state.durable = seq;
                                 } else {
+                                    state.unsent_bytes += message.queued_len();
                                     state.unsent.push(message.clone());
                                 }
                             }
@@ -338,6 +405,102 @@ impl LiveModel {
                     message,
                 });
                 Err(SendError::Frame(refusal.error))
+            }
+        }
+    }
+
+    /// Applies the other writers' diffs that follow the durable version (shared store, no
+    /// batch in flight): the frames not yet durable are reverted, the diffs applied and shown,
+    /// and the frames run again on top (the model's `check` included; one may now be
+    /// refused). Nothing of what was reverted had been shown to anyone.
+    fn rebase(&self, state: &mut ModelState) -> Result<(), String> {
+        let mut run = Vec::new();
+        while let Some(diff) = state.remote.remove(&(state.durable + 1 + run.len() as u64)) {
+            run.push(diff);
+        }
+        if run.is_empty() {
+            return Ok(());
+        }
+        let (replays, size_delta) = state.replays.revert_all(Arc::make_mut(&mut state.state));
+        state.size -= size_delta;
+        let durable = state.durable;
+        state.version = durable;
+        state.history.truncate_after(durable);
+        if state
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.version() > durable)
+        {
+            state.snapshot = None;
+        }
+        state.unsent.clear();
+        state.unsent_bytes = 0;
+        let blocked = state.take_blocked(durable);
+        for diff in run {
+            let map: Map<String, Value> = serde_json::from_str(&diff.json).map_err(|e| {
+                format!("another writer's diff {} is unreadable: {e}", diff.version)
+            })?;
+            let change = merge_diff(Arc::make_mut(&mut state.state), map);
+            state.size += change.size_delta();
+            let diff_map = change.into_diff();
+            state.version = diff.version;
+            state.durable = diff.version;
+            state.model.committed(diff.version, &diff_map);
+            let header = Header {
+                seq: Some(diff.version),
+                epoch: Some(self.epoch.clone()),
+                ..Header::default()
+            };
+            let message = ServerMessage::update(header, diff_map);
+            state.history.push(message.clone());
+            state.enqueue(Command::Broadcast(message));
+        }
+        let mut frames: HashMap<u64, Replay> = replays.into_iter().map(|r| (r.id, r)).collect();
+        for queued in blocked {
+            match queued.frame {
+                Some(id) => {
+                    if let Some(replay) = frames.remove(&id) {
+                        // A refusal now is queued to its sender like any other.
+                        let _ = self.apply_locked(state, replay.from, replay.messages);
+                    }
+                }
+                None => {
+                    let command = match queued.command {
+                        Command::Join { id, subscriber, .. } => Command::Join {
+                            id,
+                            subscriber,
+                            first: vec![First::Snapshot(self.current_snapshot(state))],
+                        },
+                        Command::Resync { id, .. } => Command::Resync {
+                            id,
+                            snapshot: self.current_snapshot(state),
+                        },
+                        Command::Read(reply, _) => {
+                            Command::Read(reply, self.current_snapshot(state))
+                        }
+                        other => other,
+                    };
+                    state.enqueue(command);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn me(&self) -> Option<Arc<Self>> {
+        self.me.upgrade()
+    }
+
+    /// The feed a shared store hands this model's remote commits to.
+    pub(crate) fn set_feed(&self, feed: RemoteFeed) {
+        let _ = self.feed.set(feed);
+    }
+
+    /// Stops the shared store's feed, once the model is closed for a reload.
+    fn unwatch_if_closed(&self) {
+        if let Some(feed) = self.feed.get() {
+            if self.needs_reload() {
+                self.store.unwatch(&self.name, feed);
             }
         }
     }
@@ -365,6 +528,7 @@ impl LiveModel {
             }
         });
         state.in_flight = true;
+        state.in_flight_bytes = std::mem::take(&mut state.unsent_bytes);
         Some(Batch {
             model: self.name.clone(),
             epoch: self.epoch.clone(),
@@ -390,20 +554,25 @@ impl LiveModel {
         let batch = {
             let mut state = lock(&self.state);
             state.in_flight = false;
-            match result {
+            state.in_flight_bytes = 0;
+            let outcome = match result {
                 Ok(Appended::Committed) => {
                     state.durable = state.durable.max(last);
-                    self.next_batch(&mut state)
+                    let durable = state.durable;
+                    state.replays.settle(durable);
+                    self.catch_up(&mut state, None)
                 }
-                Ok(Appended::Conflict { version, epoch }) => {
-                    let why = format!(
-                        "another writer moved the model to version {version} of epoch {epoch}"
-                    );
+                Ok(Appended::Conflict {
+                    version,
+                    epoch,
+                    missed,
+                }) => self.catch_up(&mut state, Some((version, epoch, missed))),
+                Err(error) => Err(error.to_string()),
+            };
+            match outcome {
+                Ok(()) => self.next_batch(&mut state),
+                Err(why) => {
                     self.fail(&mut state, &why);
-                    None
-                }
-                Err(error) => {
-                    self.fail(&mut state, &error.to_string());
                     None
                 }
             }
@@ -413,6 +582,76 @@ impl LiveModel {
             self.send_batch(batch);
         }
         self.run_commands();
+        self.unwatch_if_closed();
+    }
+
+    /// Applies what other writers committed (shared store): the diffs a conflict reported, and
+    /// any buffered from the store's feed.
+    fn catch_up(
+        &self,
+        state: &mut ModelState,
+        conflict: Option<(u64, String, Vec<StoredDiff>)>,
+    ) -> Result<(), String> {
+        let mut reached = None;
+        if let Some((version, epoch, missed)) = conflict {
+            if *epoch != *self.epoch {
+                return Err(format!(
+                    "the model was created again elsewhere (epoch {epoch})"
+                ));
+            }
+            for diff in missed {
+                state.remote.insert(diff.version, diff);
+            }
+            reached = Some(version);
+        }
+        let durable = state.durable;
+        state.remote.retain(|&version, _| version > durable);
+        self.rebase(state)?;
+        match reached {
+            Some(version) if state.durable < version => Err(format!(
+                "another writer moved the model to version {version}, and the diffs after {} are no longer kept",
+                state.durable
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Another writer's commits, from the shared store's feed.
+    fn receive_remote(self: &Arc<Self>, epoch: &str, diffs: Vec<StoredDiff>) {
+        let batch = {
+            let mut state = lock(&self.state);
+            if state.closed.is_some() {
+                return;
+            }
+            let outcome = if epoch != &*self.epoch {
+                Err(format!(
+                    "the model was created again elsewhere (epoch {epoch})"
+                ))
+            } else {
+                let durable = state.durable;
+                for diff in diffs.into_iter().filter(|d| d.version > durable) {
+                    state.remote.insert(diff.version, diff);
+                }
+                match state.in_flight {
+                    // The batch in flight will conflict, or commit first: its answer applies them.
+                    true => Ok(()),
+                    false => self.catch_up(&mut state, None),
+                }
+            };
+            match outcome {
+                Ok(()) => self.next_batch(&mut state),
+                Err(why) => {
+                    self.fail(&mut state, &why);
+                    None
+                }
+            }
+        };
+        self.durable_moved.notify_all();
+        if let Some(batch) = batch {
+            self.send_batch(batch);
+        }
+        self.run_commands();
+        self.unwatch_if_closed();
     }
 
     /// The store failed: nothing past the durable version is ever shown; every session gets
@@ -457,6 +696,7 @@ impl LiveModel {
         }
         self.durable_moved.notify_all();
         self.run_commands();
+        self.unwatch_if_closed();
     }
 
     /// Whether the model is closed for reloading (removed, evicted, or its store failed).
@@ -483,6 +723,8 @@ impl LiveModel {
             return false;
         }
         state.closed = Some(Closed::Reload);
+        drop(state);
+        self.unwatch_if_closed();
         true
     }
 
@@ -548,11 +790,17 @@ impl LiveModel {
             if state.releasable() {
                 continue;
             }
-            if wait && state.over_backlog() {
+            if wait && self.over_bound(&state) {
                 self.wait_for_store(state);
             }
             return;
         }
+    }
+
+    /// Whether a publisher should help deliver, or wait for the store: the fan-out backlog or
+    /// the bytes the store has not confirmed are over their bounds.
+    fn over_bound(&self, state: &ModelState) -> bool {
+        state.over_backlog() || state.unsent_bytes + state.in_flight_bytes > self.max_undurable
     }
 
     /// Waits until the store moves the durable version on (or the model closes).
@@ -618,8 +866,21 @@ impl ModelState {
         self.commands.push_back(Queued {
             after,
             len,
+            frame: self.applying,
             command,
         });
+    }
+
+    /// Takes every command from the first one that waits for more than `durable` on.
+    fn take_blocked(&mut self, durable: u64) -> Vec<Queued> {
+        let first = self
+            .commands
+            .iter()
+            .position(|q| q.after > durable)
+            .unwrap_or(self.commands.len());
+        let blocked: Vec<Queued> = self.commands.drain(first..).collect();
+        self.backlog -= blocked.iter().map(|q| q.len).sum::<usize>();
+        blocked
     }
 
     fn over_backlog(&self) -> bool {
@@ -665,5 +926,22 @@ impl ModelState {
         self.commands = kept;
         self.backlog = self.commands.iter().map(|q| q.len).sum();
         self.unsent.clear();
+        self.unsent_bytes = 0;
+        self.remote.clear();
+        // What they changed is dropped with the model: it is reloaded from the store.
+        self.replays = Replays::default();
+    }
+}
+
+impl RemoteSink for LiveModel {
+    fn remote(&self, epoch: &str, diffs: Vec<StoredDiff>) {
+        // The feed holds the model weakly; a live model is always in an Arc.
+        if let Some(live) = self.me() {
+            live.receive_remote(epoch, diffs);
+        }
+    }
+
+    fn removed(&self) {
+        self.close(CloseReason::ModelRemoved);
     }
 }

@@ -9,6 +9,7 @@
 mod fanout;
 mod history;
 mod live;
+mod replay;
 mod restore;
 mod session;
 mod snapshot;
@@ -27,7 +28,7 @@ use crate::error::{JoinError, SendError};
 use crate::lock::{read_lock, write_lock};
 use crate::model::{DefaultModel, Model, ModelFactory, Rejection};
 use crate::protocol::{ClientId, Message, Mode, ModelName};
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, RemoteFeed, RemoteSink, Store};
 use crate::subscriber::{CloseReason, Subscriber};
 use crate::token::random_hex;
 
@@ -503,6 +504,13 @@ impl Engine {
             return Err(JoinError::TooManyModels { limit });
         }
         models.insert(name.clone(), live.clone());
+        drop(models);
+        if self.inner.store.shared() {
+            let sink: Arc<dyn RemoteSink> = live.clone();
+            let feed = RemoteFeed::new(Arc::downgrade(&sink));
+            live.set_feed(feed.clone());
+            self.inner.store.watch(name, live.durable_version(), feed);
+        }
         Ok(Some(live))
     }
 }

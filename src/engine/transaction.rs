@@ -146,11 +146,13 @@ pub(crate) struct Sender {
 /// Turns accepted effects into the messages they send, advancing `version` by one per diff:
 /// an empty change is answered with an `ack` (stream mode, with an `id`) and sent to nobody
 /// else; a change becomes a diff for everyone; a signal is relayed. `committed` sees each diff.
+/// With `undo`, every change is kept there (in order) so that it can be reverted later.
 pub(crate) fn commit(
     effects: Vec<Effect>,
     from: Sender,
     version: &mut u64,
     epoch: &Arc<str>,
+    mut undo: Option<&mut Vec<Change>>,
     mut committed: impl FnMut(u64, &Map<String, Value>),
 ) -> Vec<Outcome> {
     let mut outcomes = Vec::with_capacity(effects.len());
@@ -167,7 +169,14 @@ pub(crate) fn commit(
             }
             Effect::Update { id, change } => {
                 *version += 1;
-                let diff = change.into_diff();
+                let diff = match undo.as_deref_mut() {
+                    Some(kept) => {
+                        let diff = change.diff().clone();
+                        kept.push(change);
+                        diff
+                    }
+                    None => change.into_diff(),
+                };
                 committed(*version, &diff);
                 let header = Header {
                     seq: Some(*version),
@@ -345,9 +354,14 @@ mod tests {
             id: ClientId(4),
             mode: Mode::Stream,
         };
-        let outcomes = commit(effects, from, &mut version, &Arc::from("e"), |v, d| {
-            seen.push((v, d.clone()))
-        });
+        let outcomes = commit(
+            effects,
+            from,
+            &mut version,
+            &Arc::from("e"),
+            None,
+            |v, d| seen.push((v, d.clone())),
+        );
         assert_eq!(version, 8);
         assert_eq!(seen, vec![(8, obj(json!({"a": 2})))]);
         let texts: Vec<String> = outcomes
@@ -386,6 +400,6 @@ mod tests {
             id: ClientId(1),
             mode: Mode::Compat,
         };
-        assert!(commit(effects, from, &mut 0, &Arc::from("e"), |_, _| {}).is_empty());
+        assert!(commit(effects, from, &mut 0, &Arc::from("e"), None, |_, _| {}).is_empty());
     }
 }

@@ -18,7 +18,7 @@
 mod memory;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use serde_json::{Map, Value};
 use thiserror::Error;
@@ -122,13 +122,68 @@ pub enum Appended {
     /// Every diff of the batch is durable.
     Committed,
     /// Nothing was written: the model is no longer at the batch's base version and epoch (a
-    /// shared store, another node wrote first). An embedded store never answers this.
+    /// shared store, another node wrote first). An embedded store never answers this. The
+    /// engine takes the diffs it missed, re-runs its frames on top of them (the model's
+    /// `check` again) and appends again.
     Conflict {
         /// The version the store holds.
         version: u64,
         /// The epoch the store holds.
         epoch: String,
+        /// The diffs after the batch's base version, up to `version`, as far as the store
+        /// still keeps them (the engine reloads the model if they do not reach `version`).
+        missed: Vec<StoredDiff>,
     },
+}
+
+/// What the engine does with another node's commits of a model it holds.
+pub(crate) trait RemoteSink: Send + Sync {
+    /// Diffs committed by another writer, in version order (versions the engine already has
+    /// are skipped; a later gap waits for the missing versions).
+    fn remote(&self, epoch: &str, diffs: Vec<StoredDiff>);
+    /// Another writer removed the model.
+    fn removed(&self);
+}
+
+/// Where a shared store hands another node's commits of one model (see [`Store::watch`]).
+/// Cheap to clone; it does nothing once the engine has let go of the model.
+#[derive(Clone)]
+pub struct RemoteFeed(Weak<dyn RemoteSink>);
+
+impl RemoteFeed {
+    pub(crate) fn new(sink: Weak<dyn RemoteSink>) -> Self {
+        RemoteFeed(sink)
+    }
+
+    /// Hands over diffs another writer committed, in version order, each once or more (the
+    /// engine skips those it has). Returns `false` once the engine no longer holds the model.
+    pub fn deliver(&self, epoch: &str, diffs: Vec<StoredDiff>) -> bool {
+        match self.0.upgrade() {
+            Some(sink) => {
+                sink.remote(epoch, diffs);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Another writer removed the model: its sessions here are closed.
+    pub fn removed(&self) {
+        if let Some(sink) = self.0.upgrade() {
+            sink.removed();
+        }
+    }
+
+    /// Whether two feeds lead to the same live model.
+    pub fn same(&self, other: &RemoteFeed) -> bool {
+        Weak::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for RemoteFeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RemoteFeed")
+    }
 }
 
 /// The engine's callback for one append: call [`complete`](AppendDone::complete) exactly once,
@@ -219,6 +274,26 @@ pub trait Store: Send + Sync + 'static {
     fn checkpoint_policy(&self) -> CheckpointPolicy {
         CheckpointPolicy::default()
     }
+
+    /// Whether other engines write the same models (several nodes on one store). The engine
+    /// then keeps each frame until it is durable, so that it can re-run it after a
+    /// [`Appended::Conflict`] or another node's commit.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The engine holds `model` from version `from` on: a shared store hands every later
+    /// commit of another writer to `feed`, in order, filling any gap from its log. Replaces an
+    /// earlier feed of the same model. Default: nothing (no other writer).
+    fn watch(&self, model: &ModelName, from: u64, feed: RemoteFeed) {
+        let _ = (model, from, feed);
+    }
+
+    /// The engine let go of `model` (evicted, removed, failed): stop feeding `feed`, unless a
+    /// newer feed replaced it.
+    fn unwatch(&self, model: &ModelName, feed: &RemoteFeed) {
+        let _ = (model, feed);
+    }
 }
 
 /// A shared store: an embedder keeps one handle (to close it, say) and gives the engine another.
@@ -241,5 +316,17 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn checkpoint_policy(&self) -> CheckpointPolicy {
         (**self).checkpoint_policy()
+    }
+
+    fn shared(&self) -> bool {
+        (**self).shared()
+    }
+
+    fn watch(&self, model: &ModelName, from: u64, feed: RemoteFeed) {
+        (**self).watch(model, from, feed)
+    }
+
+    fn unwatch(&self, model: &ModelName, feed: &RemoteFeed) {
+        (**self).unwatch(model, feed)
     }
 }

@@ -119,7 +119,13 @@ fn append(
         }
         Some((epoch, version)) => {
             if epoch != *batch.epoch || version != batch.base_version {
-                return Ok(Ok(Appended::Conflict { version, epoch }));
+                // Only one writer owns the file, so this means the engine's view is stale:
+                // it reloads the model.
+                return Ok(Ok(Appended::Conflict {
+                    version,
+                    epoch,
+                    missed: Vec::new(),
+                }));
             }
         }
     }
