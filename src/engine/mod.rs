@@ -476,12 +476,24 @@ impl Engine {
         let mut model = (self.inner.factory)(name).map_err(|r| JoinError::Refused(r.0))?;
         let start = match stored {
             Some(stored) => restore::restore(stored)?,
-            None => Start {
-                epoch: (self.inner.epochs)().into(),
-                version: 0,
-                state: model.initial_state(),
-                history: Vec::new(),
-            },
+            None => {
+                let epoch: Arc<str> = (self.inner.epochs)().into();
+                let state = model.initial_state();
+                // A shared store agrees on one epoch: whoever records the model first wins,
+                // and the others load theirs.
+                match self.inner.store.create(name, &epoch, &state)? {
+                    true => Start {
+                        epoch,
+                        version: 0,
+                        state,
+                        history: Vec::new(),
+                    },
+                    false => match self.inner.store.load(name)? {
+                        Some(stored) => restore::restore(stored)?,
+                        None => return Ok(None),
+                    },
+                }
+            }
         };
         let live = LiveModel::new(
             name.clone(),

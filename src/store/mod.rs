@@ -275,6 +275,19 @@ pub trait Store: Send + Sync + 'static {
         CheckpointPolicy::default()
     }
 
+    /// Records a new model with its epoch and first state, unless another writer already did
+    /// (a shared store: then the engine loads theirs). Returns whether this call created it.
+    /// Default: nothing to do, the first append creates the model.
+    fn create(
+        &self,
+        model: &ModelName,
+        epoch: &str,
+        state: &Map<String, Value>,
+    ) -> Result<bool, StoreError> {
+        let _ = (model, epoch, state);
+        Ok(true)
+    }
+
     /// Whether other engines write the same models (several nodes on one store). The engine
     /// then keeps each frame until it is durable, so that it can re-run it after a
     /// [`Appended::Conflict`] or another node's commit.
@@ -320,6 +333,15 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn shared(&self) -> bool {
         (**self).shared()
+    }
+
+    fn create(
+        &self,
+        model: &ModelName,
+        epoch: &str,
+        state: &Map<String, Value>,
+    ) -> Result<bool, StoreError> {
+        (**self).create(model, epoch, state)
     }
 
     fn watch(&self, model: &ModelName, from: u64, feed: RemoteFeed) {

@@ -1,0 +1,260 @@
+//! The feed: one pub/sub connection that follows the channels of the models this node holds,
+//! and hands each committed batch to the engine in version order, reading any gap (a missed
+//! publish, a reconnection) from the model's stream first. Its connection is re-made with
+//! backoff after Redis goes away, and every followed model is caught up then.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use purly::serde_json::{self, value::RawValue};
+use purly::{ModelName, RemoteFeed, StoredDiff};
+use redis::aio::ConnectionManager;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::keys::{channel, model_of_channel, Keys};
+use crate::reply;
+use crate::scripts;
+
+/// A model this node follows: where its commits go and the last version handed over.
+pub(crate) struct Watch {
+    pub(crate) feed: RemoteFeed,
+    pub(crate) last: u64,
+}
+
+/// The followed models, shared by the store (watch/unwatch) and the feed task.
+pub(crate) type Watches = Arc<Mutex<HashMap<ModelName, Watch>>>;
+
+/// What the store asks of the feed task.
+pub(crate) enum Control {
+    Follow(ModelName),
+    Unfollow(ModelName),
+}
+
+/// A published batch, or a removal.
+#[derive(Deserialize)]
+struct Published<'a> {
+    #[serde(rename = "e", borrow)]
+    epoch: Option<&'a str>,
+    #[serde(rename = "v")]
+    first: Option<u64>,
+    #[serde(rename = "d", borrow, default)]
+    diffs: Vec<&'a RawValue>,
+    #[serde(borrow)]
+    removed: Option<&'a str>,
+}
+
+/// The payload published for a batch.
+pub(crate) fn batch_payload(epoch: &str, first: u64, diffs: &[purly::ServerMessage]) -> String {
+    let mut out = String::with_capacity(
+        64 + diffs
+            .iter()
+            .map(|d| d.content_json().len() + 1)
+            .sum::<usize>(),
+    );
+    out.push_str(r#"{"e":"#);
+    out.push_str(&serde_json::Value::from(epoch).to_string());
+    out.push_str(r#","v":"#);
+    out.push_str(&first.to_string());
+    out.push_str(r#","d":["#);
+    for (i, diff) in diffs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(diff.content_json());
+    }
+    out.push_str("]}");
+    out
+}
+
+/// The payload published when a model is removed.
+pub(crate) fn removal_payload(epoch: &str) -> String {
+    format!(r#"{{"removed":{}}}"#, serde_json::Value::from(epoch))
+}
+
+/// Runs the feed until the store is dropped (its control channel closes).
+pub(crate) async fn run(
+    client: redis::Client,
+    mut commands: ConnectionManager,
+    watches: Watches,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    received: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(pubsub) => pubsub,
+            Err(error) => {
+                tracing::warn!(%error, "redis feed: cannot connect; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let (mut sink, mut stream) = pubsub.split();
+        let followed: Vec<ModelName> = lock(&watches).keys().cloned().collect();
+        let mut subscribed = true;
+        for model in &followed {
+            if sink.subscribe(channel(model.as_str())).await.is_err() {
+                subscribed = false;
+                break;
+            }
+        }
+        if !subscribed {
+            tracing::warn!("redis feed: cannot subscribe; reconnecting");
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        // Whatever was published while we were not subscribed.
+        for model in &followed {
+            catch_up(&mut commands, &watches, model).await;
+        }
+        loop {
+            tokio::select! {
+                command = control.recv() => match command {
+                    None => return,
+                    Some(Control::Follow(model)) => {
+                        if sink.subscribe(channel(model.as_str())).await.is_err() {
+                            break;
+                        }
+                        catch_up(&mut commands, &watches, &model).await;
+                    }
+                    Some(Control::Unfollow(model)) => {
+                        if !lock(&watches).contains_key(&model)
+                            && sink.unsubscribe(channel(model.as_str())).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                },
+                message = stream.next() => match message {
+                    None => break,
+                    Some(message) => {
+                        received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let (Some(model), Ok(payload)) = (
+                            model_of_channel(message.get_channel_name()),
+                            message.get_payload::<String>(),
+                        ) else {
+                            continue;
+                        };
+                        deliver(&mut commands, &watches, &model, &payload).await;
+                    }
+                },
+            }
+        }
+        tracing::warn!("redis feed: connection lost; reconnecting");
+    }
+}
+
+fn lock(watches: &Watches) -> std::sync::MutexGuard<'_, HashMap<ModelName, Watch>> {
+    watches
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The feed and last version of a followed model (copied out: the engine is never called
+/// under the table's lock).
+fn followed(watches: &Watches, model: &ModelName) -> Option<(RemoteFeed, u64)> {
+    lock(watches).get(model).map(|w| (w.feed.clone(), w.last))
+}
+
+fn advance(watches: &Watches, model: &ModelName, feed: &RemoteFeed, last: u64) {
+    if let Some(watch) = lock(watches).get_mut(model) {
+        if watch.feed.same(feed) {
+            watch.last = watch.last.max(last);
+        }
+    }
+}
+
+/// One published message: handed over if it follows what was handed over, else the gap is
+/// read from the stream first.
+async fn deliver(
+    commands: &mut ConnectionManager,
+    watches: &Watches,
+    model: &ModelName,
+    payload: &str,
+) {
+    let Some((feed, last)) = followed(watches, model) else {
+        return;
+    };
+    let Ok(published) = serde_json::from_str::<Published<'_>>(payload) else {
+        tracing::warn!(%model, "redis feed: unreadable message");
+        return;
+    };
+    if published.removed.is_some() {
+        feed.removed();
+        return;
+    }
+    let (Some(epoch), Some(first)) = (published.epoch, published.first) else {
+        return;
+    };
+    if first > last + 1 {
+        catch_up(commands, watches, model).await;
+        return;
+    }
+    let diffs: Vec<StoredDiff> = published
+        .diffs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| StoredDiff {
+            version: first + i as u64,
+            json: d.get().to_owned(),
+        })
+        .filter(|d| d.version > last)
+        .collect();
+    let Some(newest) = diffs.last().map(|d| d.version) else {
+        return;
+    };
+    if feed.deliver(epoch, diffs) {
+        advance(watches, model, &feed, newest);
+    }
+}
+
+/// Reads and hands over every diff after the last one handed over.
+async fn catch_up(commands: &mut ConnectionManager, watches: &Watches, model: &ModelName) {
+    let Some((feed, last)) = followed(watches, model) else {
+        return;
+    };
+    let keys = Keys::new(model);
+    let reply: redis::RedisResult<redis::Value> = scripts::SINCE
+        .key(&keys.meta)
+        .key(&keys.log)
+        .arg(last + 1)
+        .invoke_async(commands)
+        .await;
+    let read = reply
+        .map_err(|e| e.to_string())
+        .and_then(|reply| match reply {
+            redis::Value::Nil => Ok(None),
+            reply => {
+                let parts = reply::array(&reply).map_err(|e| e.to_string())?;
+                let epoch = parts
+                    .first()
+                    .map(reply::text)
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                let diffs = parts
+                    .get(1)
+                    .map(reply::entries)
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                Ok(epoch.zip(diffs))
+            }
+        });
+    match read {
+        Ok(Some((epoch, diffs))) => {
+            if let Some(newest) = diffs.last().map(|d| d.version) {
+                if feed.deliver(&epoch, diffs) {
+                    advance(watches, model, &feed, newest);
+                }
+            }
+        }
+        // Not in Redis: new and not written yet, or (once it had versions) removed meanwhile.
+        Ok(None) if last > 0 => feed.removed(),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%model, %error, "redis feed: cannot read the stream"),
+    }
+}

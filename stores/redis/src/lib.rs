@@ -1,0 +1,383 @@
+//! # purly-redis: several purly nodes, one truth, on Redis
+//!
+//! [`RedisStore`] puts an [`Engine`](purly::Engine)'s models in Redis, so that several purly
+//! processes ("nodes") behind a load balancer serve the same models: every node's clients see
+//! each model's diffs in one total order, with the same `seq` and `epoch` everywhere, and a
+//! client may resume with `?since=N&epoch=E` on any node.
+//!
+//! ```no_run
+//! use purly::Engine;
+//! use purly_redis::{RedisOptions, RedisStore};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::connect("redis://127.0.0.1:6379", RedisOptions::default()).await?;
+//! let engine = Engine::builder().store(store).build();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## How the order is kept (as Centrifugo keeps its channels' offsets)
+//! Each model's keys share one hash tag, so Redis Cluster keeps them on one shard:
+//! `purly:{m}:meta` (hash: `epoch`, `version`), `purly:{m}:log` (stream: one entry per diff,
+//! id `<version>-0`, field `d`), `purly:{m}:snap` (hash: the checkpoint's `version` and
+//! `state`), and the channel `purly:{m}:ch`. One Lua script appends a batch atomically only if
+//! the model is still at the batch's epoch and version: it adds the diffs to the stream, sets
+//! the version, writes the checkpoint and trims the stream when one is due, and publishes the
+//! batch. If another node wrote first, it answers with the diffs this node missed; the engine
+//! reverts its frames that are not durable yet, applies those diffs, runs its frames again
+//! (the model's `check` included) and appends again. Per model and node at most one append
+//! is in flight; frames arriving meanwhile form the next batch.
+//!
+//! A node follows the channel of a model only while it holds the model (a session, or an
+//! idle model not yet evicted), so it receives no traffic for the others. A gap seen on the
+//! channel (a lost publish, a reconnection) is read from the stream first.
+//!
+//! ## Durability is Redis's
+//! A change is shown to clients once Redis accepted the script. What survives then is what
+//! Redis's persistence promises:
+//!
+//! | Redis setting | a change any client was shown survives |
+//! | --- | --- |
+//! | `appendonly yes`, `appendfsync always` | a Redis crash or restart, and an OS crash (an fsync per write) |
+//! | `appendonly yes`, `appendfsync everysec` | a Redis restart; an OS crash or `kill -9` of Redis may lose the last second |
+//! | no AOF (RDB snapshots or none) | nothing beyond Redis's memory: a Redis restart loses the changes since the last snapshot |
+//!
+//! Redis 7.0 has no `WAITAOF`, so per-write durability needs `appendfsync always`.
+//!
+//! ## When Redis is away
+//! An append that fails (Redis unreachable, a timeout, an error) refuses the model's frames
+//! that were not durable with `unavailable` and closes the model's sessions on this node
+//! (close code 1011): nothing was shown that Redis does not hold, and no node diverges.
+//! Joins fail with HTTP 503 until Redis answers again; the feed reconnects with backoff and
+//! catches up every model it follows; a rejoin loads the model from Redis.
+//!
+//! ## What this crate does not do
+//! - Consensus of its own: Redis (a primary, or a cluster's shard primaries) orders every model.
+//! - Failover: use Redis Sentinel or Cluster; a failover that loses acknowledged writes loses
+//!   them for purly too.
+
+mod feed;
+mod keys;
+mod reply;
+mod scripts;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use purly::serde_json::{self, Map, Value};
+use purly::{
+    AppendDone, Appended, Batch, CheckpointPolicy, ModelName, RemoteFeed, Store, StoreError,
+    StoredModel,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use feed::{Control, Watch, Watches};
+use keys::Keys;
+
+pub use redis;
+
+/// How a [`RedisStore`] writes and waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// When a model's state is written as a checkpoint (default: every 1,000 diffs or 8 MiB).
+    pub checkpoint: CheckpointPolicy,
+    /// How many diffs before the latest checkpoint the stream keeps for resumes (default 1,024).
+    pub keep_history: u64,
+    /// How long one command may take before it counts as failed (default 2 s).
+    pub timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            checkpoint: CheckpointPolicy::default(),
+            keep_history: 1024,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why [`RedisStore::connect`] failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL is not a Redis URL redis-rs reads (`redis://`, `rediss://`, `unix://`).
+    #[error("invalid Redis URL: {0}")]
+    Url(redis::RedisError),
+    /// Redis did not answer.
+    #[error("cannot reach Redis: {0}")]
+    Unreachable(redis::RedisError),
+    /// Not called inside a Tokio runtime.
+    #[error("RedisStore::connect must run inside a Tokio runtime")]
+    NoRuntime,
+}
+
+/// Models kept in Redis and shared by every node that uses the same Redis (see the crate docs).
+pub struct RedisStore {
+    client: redis::Client,
+    commands: ConnectionManager,
+    blocking: Mutex<Option<redis::Connection>>,
+    runtime: tokio::runtime::Handle,
+    watches: Watches,
+    control: mpsc::UnboundedSender<Control>,
+    received: Arc<AtomicU64>,
+    options: RedisOptions,
+    feed: tokio::task::JoinHandle<()>,
+}
+
+impl RedisStore {
+    /// Connects to Redis at `url` (credentials and `rediss://` as redis-rs reads them) and
+    /// starts the feed that follows the models this node holds.
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, ConnectError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConnectError::NoRuntime)?;
+        let client = redis::Client::open(url).map_err(ConnectError::Url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
+            .set_number_of_retries(2);
+        let commands = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(ConnectError::Unreachable)?;
+        let watches: Watches = Arc::new(Mutex::new(HashMap::new()));
+        let (control, receiver) = mpsc::unbounded_channel();
+        let received = Arc::new(AtomicU64::new(0));
+        let feed = runtime.spawn(feed::run(
+            client.clone(),
+            commands.clone(),
+            watches.clone(),
+            receiver,
+            received.clone(),
+        ));
+        Ok(RedisStore {
+            client,
+            commands,
+            blocking: Mutex::new(None),
+            runtime,
+            watches,
+            control,
+            received,
+            options,
+            feed,
+        })
+    }
+
+    /// How many models this node follows (holds) now.
+    pub fn followed(&self) -> usize {
+        self.watches.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    /// How many published batches this node has received: only those of the models it holds.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the blocking connection (loads and removals), making it if needed.
+    fn blocking<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.blocking.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let connection = self
+                .client
+                .get_connection_with_timeout(self.options.timeout)
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+            let _ = connection.set_read_timeout(Some(self.options.timeout));
+            let _ = connection.set_write_timeout(Some(self.options.timeout));
+            *slot = Some(connection);
+        }
+        let Some(connection) = slot.as_mut() else {
+            return Err(StoreError::Closed);
+        };
+        let result = f(connection);
+        if result.is_err() {
+            // Made anew next time: it may be broken.
+            *slot = None;
+        }
+        result.map_err(|e| StoreError::Io(e.to_string()))
+    }
+}
+
+impl Store for RedisStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn load(&self, model: &ModelName) -> Result<Option<StoredModel>, StoreError> {
+        let keys = Keys::new(model);
+        let reply: redis::Value = self.blocking(|c| {
+            scripts::LOAD
+                .key(&keys.meta)
+                .key(&keys.log)
+                .key(&keys.snap)
+                .invoke(c)
+        })?;
+        if reply == redis::Value::Nil {
+            return Ok(None);
+        }
+        let parts = reply::array(&reply)?;
+        let [epoch, _version, checkpoint_version, checkpoint, entries] = parts else {
+            return Err(StoreError::Corrupt("a model reads as five parts".into()));
+        };
+        let checkpoint: Map<String, Value> = serde_json::from_str(&reply::text(checkpoint)?)
+            .map_err(|e| StoreError::Corrupt(format!("the checkpoint of {model}: {e}")))?;
+        Ok(Some(StoredModel {
+            epoch: reply::text(epoch)?,
+            checkpoint_version: reply::number(checkpoint_version)?,
+            checkpoint,
+            diffs: reply::entries(entries)?,
+        }))
+    }
+
+    fn create(
+        &self,
+        model: &ModelName,
+        epoch: &str,
+        state: &Map<String, Value>,
+    ) -> Result<bool, StoreError> {
+        let keys = Keys::new(model);
+        let state = serde_json::to_string(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let created: i64 = self.blocking(|c| {
+            scripts::CREATE
+                .key(&keys.meta)
+                .key(&keys.log)
+                .key(&keys.snap)
+                .arg(epoch)
+                .arg(&state)
+                .invoke(c)
+        })?;
+        Ok(created == 1)
+    }
+
+    fn append(&self, batch: Batch, done: AppendDone) {
+        let mut commands = self.commands.clone();
+        let keep = self.options.keep_history;
+        self.runtime.spawn(async move {
+            let keys = Keys::new(&batch.model);
+            let payload = feed::batch_payload(&batch.epoch, batch.base_version + 1, &batch.diffs);
+            let checkpoint = batch
+                .checkpoint
+                .as_ref()
+                .map(|c| serde_json::to_string(&*c.state).map(|s| (c.version.to_string(), s)));
+            let (checkpoint_version, checkpoint_state) = match checkpoint {
+                None => (String::new(), String::new()),
+                Some(Ok(pair)) => pair,
+                Some(Err(error)) => {
+                    done.complete(Err(StoreError::Corrupt(error.to_string())));
+                    return;
+                }
+            };
+            let mut invocation = scripts::APPEND.key(&keys.meta);
+            invocation
+                .key(&keys.log)
+                .key(&keys.snap)
+                .arg(&*batch.epoch)
+                .arg(batch.base_version)
+                .arg(keep)
+                .arg(&keys.channel)
+                .arg(payload)
+                .arg(checkpoint_version)
+                .arg(checkpoint_state);
+            for diff in &batch.diffs {
+                invocation.arg(diff.content_json());
+            }
+            // A connection that broke (Redis restarted, say) is made anew by the manager; the
+            // append is tried again then. That is safe even if the first try ran: the script
+            // compares versions, so a second run answers with a conflict that carries the
+            // batch's own diffs, which the engine applies instead of its frames.
+            let mut tries = 0;
+            let reply = loop {
+                let reply: redis::RedisResult<redis::Value> =
+                    invocation.invoke_async(&mut commands).await;
+                match reply {
+                    Err(error)
+                        if tries < 3 && (error.is_connection_dropped() || error.is_io_error()) =>
+                    {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(50 << tries)).await;
+                    }
+                    reply => break reply,
+                }
+            };
+            done.complete(match reply {
+                Ok(reply) => appended(&reply),
+                Err(error) => Err(StoreError::Io(error.to_string())),
+            });
+        });
+    }
+
+    fn remove(&self, model: &ModelName) -> Result<(), StoreError> {
+        let keys = Keys::new(model);
+        let epoch = self.load(model)?.map(|m| m.epoch).unwrap_or_default();
+        self.blocking(|c| {
+            scripts::REMOVE
+                .key(&keys.meta)
+                .key(&keys.log)
+                .key(&keys.snap)
+                .arg(&keys.channel)
+                .arg(feed::removal_payload(&epoch))
+                .invoke::<i64>(c)
+        })
+        .map(drop)
+    }
+
+    fn checkpoint_policy(&self) -> CheckpointPolicy {
+        self.options.checkpoint
+    }
+
+    fn watch(&self, model: &ModelName, from: u64, feed: RemoteFeed) {
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        watches.insert(model.clone(), Watch { feed, last: from });
+        drop(watches);
+        let _ = self.control.send(Control::Follow(model.clone()));
+    }
+
+    fn unwatch(&self, model: &ModelName, feed: &RemoteFeed) {
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        if watches.get(model).is_some_and(|w| w.feed.same(feed)) {
+            watches.remove(model);
+            drop(watches);
+            let _ = self.control.send(Control::Unfollow(model.clone()));
+        }
+    }
+}
+
+/// The append script's reply.
+fn appended(reply: &redis::Value) -> Result<Appended, StoreError> {
+    let parts = reply::array(reply)?;
+    match parts.first().map(reply::text).transpose()?.as_deref() {
+        Some("ok") => Ok(Appended::Committed),
+        Some("conflict") => {
+            let [_, epoch, version, missed] = parts else {
+                return Err(StoreError::Corrupt("a conflict reads as four parts".into()));
+            };
+            Ok(Appended::Conflict {
+                version: reply::number(version)?,
+                epoch: reply::text(epoch)?,
+                missed: reply::entries(missed)?,
+            })
+        }
+        Some("missing") => Err(StoreError::Corrupt(
+            "the model is gone from Redis (removed, or its keys were lost)".into(),
+        )),
+        _ => Err(StoreError::Corrupt("unexpected reply to an append".into())),
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.feed.abort();
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("followed", &self.followed())
+            .finish_non_exhaustive()
+    }
+}

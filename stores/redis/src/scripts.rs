@@ -1,0 +1,99 @@
+//! The Lua scripts: each runs atomically in Redis, so a model's order is Redis's own.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Appends a batch only if the model is still at the expected epoch and version, as
+/// Centrifugo appends to a channel's history: creates the model (its epoch) on its first
+/// batch; writes each diff to the stream with id `<version>-0`; sets the version; writes the
+/// checkpoint and trims the stream when one comes along; publishes the batch.
+///
+/// KEYS: meta, log, snap. ARGV: epoch, base version, history kept before a checkpoint,
+/// channel, payload to publish, checkpoint version (`""`: none), checkpoint state, diffs...
+/// Returns `{"ok", version}`, `{"conflict", epoch, version, missed entries}` or `{"missing"}`.
+pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local meta, log, snap = KEYS[1], KEYS[2], KEYS[3]
+local epoch, base, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local current = redis.call('HMGET', meta, 'epoch', 'version')
+if not current[1] then
+  if base ~= 0 then return {'missing'} end
+  redis.call('HSET', meta, 'epoch', epoch, 'version', 0)
+  current = {epoch, '0'}
+end
+local version = tonumber(current[2])
+if current[1] ~= epoch or version ~= base then
+  local missed = {}
+  if current[1] == epoch and version > base then
+    missed = redis.call('XRANGE', log, (base + 1) .. '-0', '+')
+  end
+  return {'conflict', current[1], tostring(version), missed}
+end
+for i = 8, #ARGV do
+  version = version + 1
+  redis.call('XADD', log, version .. '-0', 'd', ARGV[i])
+end
+redis.call('HSET', meta, 'version', version)
+if ARGV[6] ~= '' then
+  redis.call('HSET', snap, 'version', ARGV[6], 'state', ARGV[7])
+  local keep_from = tonumber(ARGV[6]) - keep
+  if keep_from > 1 then
+    redis.call('XTRIM', log, 'MINID', keep_from .. '-0')
+  end
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return {'ok', tostring(version)}
+",
+    )
+});
+
+/// Reads a model in one step: `{epoch, version, checkpoint version, checkpoint, entries}`,
+/// or nil. KEYS: meta, log, snap.
+pub(crate) static LOAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'version')
+if not m[1] then return false end
+local s = redis.call('HMGET', KEYS[3], 'version', 'state')
+return {m[1], m[2], s[1] or '0', s[2] or '{}', redis.call('XRANGE', KEYS[2], '-', '+')}
+",
+    )
+});
+
+/// Reads the diffs after a version with the model's epoch: `{epoch, entries}` or nil.
+/// KEYS: meta, log. ARGV: the first version wanted.
+pub(crate) static SINCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return false end
+return {epoch, redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+')}
+",
+    )
+});
+
+/// Removes a model and tells every node. KEYS: meta, log, snap. ARGV: channel, payload.
+pub(crate) static REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+",
+    )
+});
+
+/// Records a new model (epoch, version 0, first state) unless it exists: returns 1 if it
+/// created it. KEYS: meta, log, snap. ARGV: epoch, state.
+pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'version', 0)
+redis.call('HSET', KEYS[3], 'version', 0, 'state', ARGV[2])
+return 1
+",
+    )
+});

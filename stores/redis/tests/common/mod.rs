@@ -1,0 +1,119 @@
+//! A private `redis-server` on a free loopback port in a temporary directory, stopped when
+//! dropped. Without `redis-server` a test says so loudly and, under `CI=true`, fails.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `redis-server`.
+pub(crate) struct RedisServer {
+    child: Option<Child>,
+    pub(crate) port: u16,
+    dir: tempfile::TempDir,
+    fsync: &'static str,
+}
+
+impl RedisServer {
+    /// Starts one with AOF (`appendfsync` = `fsync`), or `None` when `redis-server` is missing
+    /// (a panic under `CI=true`).
+    #[allow(clippy::print_stderr)] // the loud skip the standards ask for
+    pub(crate) fn start(fsync: &'static str) -> Option<RedisServer> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "redis-server is not installed (apt-get install -y redis-server)"
+            );
+            eprintln!("SKIPPED: redis-server is not installed (apt-get install -y redis-server)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            fsync,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// Starts the process again on the same port and directory (its AOF reloads the data).
+    pub(crate) fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.fsync,
+            ])
+            .args(["--dir", self.dir.path().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command over a raw connection (`PUBSUB NUMSUB ...`): the reply's text.
+    pub(crate) fn command(&self, line: &str) -> String {
+        let mut socket = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+        socket.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let mut buffer = [0u8; 4096];
+        let n = socket.read(&mut buffer).unwrap();
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    }
+
+    fn answers(&self) -> bool {
+        let Ok(mut socket) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = socket.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buffer = [0u8; 16];
+        socket.write_all(b"PING\r\n").is_ok()
+            && socket
+                .read(&mut buffer)
+                .is_ok_and(|n| buffer[..n].starts_with(b"+PONG"))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,245 @@
+//! Several engines ("nodes") on one real Redis: one total order per model, resumes on any
+//! node, removal everywhere, only interested nodes follow a model, and Redis going away.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{RedisServer, TIMEOUT};
+use purly::serde_json::{json, Value};
+use purly::{CloseReason, Engine, ServerMessage};
+use purly_channel::Client;
+use purly_redis::{RedisOptions, RedisStore};
+
+async fn node(redis: &RedisServer) -> (Engine, Arc<RedisStore>) {
+    let mut options = RedisOptions::default();
+    options.timeout = Duration::from_millis(500);
+    let store = Arc::new(RedisStore::connect(&redis.url(), options).await.unwrap());
+    (Engine::builder().store(store.clone()).build(), store)
+}
+
+async fn recv(client: &mut Client) -> Vec<ServerMessage> {
+    tokio::time::timeout(TIMEOUT, client.recv())
+        .await
+        .expect("timed out waiting for a batch")
+        .expect("the client closed")
+}
+
+async fn until_version(client: &mut Client, version: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while client.replica().version() < Some(version) {
+        for message in recv(client).await {
+            if let (Some(seq), false) = (message.seq(), message.is_snapshot()) {
+                seqs.push(seq);
+            }
+        }
+    }
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_see_one_order_under_concurrent_writes() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let (a, _sa) = node(&redis).await;
+    let (b, _sb) = node(&redis).await;
+    let mut watch_a = Client::connect(&a, "m").unwrap();
+    let mut watch_b = Client::connect(&b, "m").unwrap();
+    recv(&mut watch_a).await;
+    recv(&mut watch_b).await;
+    const EACH: u64 = 300;
+    let writers: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(w, engine)| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(&engine, "m").unwrap();
+                for i in 0..EACH {
+                    // Overlapping keys: every writer writes `shared` and its own counter.
+                    client
+                        .update(json!({"shared": format!("{w}-{i}"), format!("w{w}"): i}))
+                        .unwrap();
+                    if i % 20 == 0 {
+                        tokio::time::timeout(TIMEOUT, client.settle())
+                            .await
+                            .unwrap()
+                            .unwrap();
+                    }
+                }
+                tokio::time::timeout(TIMEOUT, client.settle())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let total = 4 * EACH;
+    // Every update changed `w<k>`, so each one is a diff: versions 1..=total.
+    let seqs_a = until_version(&mut watch_a, total).await;
+    let seqs_b = until_version(&mut watch_b, total).await;
+    assert_eq!(seqs_a, (1..=total).collect::<Vec<_>>());
+    assert_eq!(seqs_b, seqs_a);
+    assert_eq!(watch_a.state(), watch_b.state());
+    for w in 0..4 {
+        assert_eq!(watch_a.state()[&format!("w{w}")], EACH - 1);
+    }
+    // A third node loading the model from Redis agrees.
+    let (c, _sc) = node(&redis).await;
+    let mut fresh = Client::connect(&c, "m").unwrap();
+    recv(&mut fresh).await;
+    assert_eq!(fresh.state(), watch_a.state());
+    assert_eq!(fresh.replica().version(), Some(total));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_node_with_only_the_missed_diffs() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let (a, _sa) = node(&redis).await;
+    let (b, _sb) = node(&redis).await;
+    let mut writer = Client::connect(&a, "m").unwrap();
+    let mut reader = Client::connect(&a, "m").unwrap();
+    recv(&mut reader).await;
+    for i in 0..5 {
+        writer.update(json!({ "n": i })).unwrap();
+    }
+    tokio::time::timeout(TIMEOUT, writer.settle())
+        .await
+        .unwrap()
+        .unwrap();
+    until_version(&mut reader, 5).await;
+    let replica = reader.into_replica();
+    for i in 5..9 {
+        writer.update(json!({ "n": i })).unwrap();
+    }
+    tokio::time::timeout(TIMEOUT, writer.settle())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut resumed = Client::resume(&b, "m", replica).unwrap();
+    let missed = recv(&mut resumed).await;
+    let seqs: Vec<_> = missed.iter().map(|m| (m.is_snapshot(), m.seq())).collect();
+    assert_eq!(seqs, (6..=9).map(|v| (false, Some(v))).collect::<Vec<_>>());
+    assert_eq!(resumed.state()["n"], 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_nodes_holding_a_model_follow_it_and_removal_reaches_all() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let (a, sa) = node(&redis).await;
+    let (b, sb) = node(&redis).await;
+    let mut on_a = Client::connect(&a, "only-a").unwrap();
+    recv(&mut on_a).await;
+    for i in 0..50 {
+        on_a.update(json!({ "i": i })).unwrap();
+    }
+    tokio::time::timeout(TIMEOUT, on_a.settle())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sa.followed(), 1);
+    assert_eq!(sb.followed(), 0);
+    assert_eq!(
+        sb.received(),
+        0,
+        "node b got traffic for a model it does not hold"
+    );
+    let numsub = redis.command("PUBSUB NUMSUB purly:{only-a}:ch");
+    assert!(
+        numsub.ends_with(":1\r\n"),
+        "one node follows the channel: {numsub:?}"
+    );
+
+    // Both hold `shared`; removing it on one node closes it on the other.
+    let mut on_b = Client::connect(&b, "shared").unwrap();
+    recv(&mut on_b).await;
+    b.update("shared", json!({"x": 1}).as_object().cloned().unwrap())
+        .unwrap();
+    until_version(&mut on_b, 1).await;
+    assert!(a.remove_model("shared") || !a.models().is_empty());
+    while tokio::time::timeout(TIMEOUT, on_b.recv())
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    assert_eq!(on_b.close_reason(), Some(CloseReason::ModelRemoved));
+    let mut again = Client::connect(&b, "shared").unwrap();
+    let snapshot = recv(&mut again).await;
+    assert_eq!(snapshot[0].seq(), Some(0));
+    assert_eq!(again.state(), &purly::serde_json::Map::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_away_refuses_writes_and_everything_converges_after() {
+    let Some(mut redis) = RedisServer::start("always") else {
+        return;
+    };
+    let (a, _sa) = node(&redis).await;
+    let (b, _sb) = node(&redis).await;
+    let mut on_a = Client::connect(&a, "m").unwrap();
+    let mut on_b = Client::connect(&b, "m").unwrap();
+    recv(&mut on_a).await;
+    recv(&mut on_b).await;
+    on_a.update(json!({"before": 1})).unwrap();
+    tokio::time::timeout(TIMEOUT, on_a.settle())
+        .await
+        .unwrap()
+        .unwrap();
+    until_version(&mut on_b, 1).await;
+
+    redis.kill();
+    on_a.update(json!({"during": 1})).unwrap();
+    let mut seen: Vec<ServerMessage> = Vec::new();
+    while let Some(batch) = tokio::time::timeout(TIMEOUT, on_a.recv()).await.unwrap() {
+        seen.extend(batch);
+    }
+    assert_eq!(on_a.close_reason(), Some(CloseReason::StoreFailed));
+    assert!(seen
+        .iter()
+        .any(|m| m.content().is_ok_and(|c| c["code"] == "unavailable")));
+    assert!(!on_a.state().contains_key("during") || on_a.replica().pending() > 0);
+    assert!(
+        Client::connect(&a, "m").is_err(),
+        "joins fail while Redis is away"
+    );
+
+    redis.restart();
+    // Both nodes come back to one state: the acknowledged change survived the restart (AOF).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let (mut again_a, mut again_b) = loop {
+        match (Client::connect(&a, "m"), Client::connect(&b, "m")) {
+            (Ok(x), Ok(y)) => break (x, y),
+            _ => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the nodes never reconnected"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    recv(&mut again_a).await;
+    recv(&mut again_b).await;
+    assert_eq!(again_a.state()["before"], 1);
+    assert!(
+        !again_a.state().contains_key("during"),
+        "a refused write was never applied"
+    );
+    again_b.update(json!({"after": 2})).unwrap();
+    tokio::time::timeout(TIMEOUT, again_b.settle())
+        .await
+        .unwrap()
+        .unwrap();
+    until_version(&mut again_a, 2).await;
+    assert_eq!(again_a.state(), again_b.state());
+    let _ = Value::Null;
+}
