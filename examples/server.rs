@@ -6,6 +6,7 @@
 //! cargo run --example server -- --addr 127.0.0.1:9000 --prefix /model/
 //! cargo run --example server -- --data /var/lib/purly --durability os
 //! cargo run --example server -- --memory                       # nothing kept on disk
+//! cargo run --example server -- --redis redis://127.0.0.1:6379  # one of several nodes
 //! ```
 //!
 //! Models persist in `./purly-data/purly.sqlite3` (`--data DIR` for another directory; the
@@ -13,7 +14,9 @@
 //! shown, and clients resume where they were. `--durability process` (default) survives the
 //! process dying; `--durability os` also an OS crash or power loss, at one fsync per commit.
 //! A model with no client leaves memory after `--idle-secs` (default 60) to 2× that, and is
-//! loaded again on its next join.
+//! loaded again on its next join. With `--redis URL` (in place of `--data`; credentials and
+//! `rediss://` as redis-rs reads them) the server is one node of a cluster: every node on the
+//! same Redis serves the same models in one order, and clients may resume on any node.
 //!
 //! With the defaults, the original purly getting-started works unchanged: clients connect to
 //! `ws://127.0.0.1:8000/model/stream`. It logs one line per connection and per disconnection
@@ -30,6 +33,7 @@ use std::sync::Arc;
 
 use purly::Engine;
 use purly_hyper::Purly;
+use purly_redis::{RedisOptions, RedisStore};
 use purly_sqlite::{Durability, SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -37,20 +41,22 @@ use tracing_subscriber::EnvFilter;
 struct Args {
     addr: SocketAddr,
     prefix: String,
-    /// `None` with `--memory`.
+    /// `None` with `--memory` or `--redis`.
     data: Option<PathBuf>,
+    redis: Option<String>,
     durability: Durability,
     idle: Duration,
 }
 
 const USAGE: &str = "usage: server [--addr HOST:PORT] [--prefix PATH] \
-[--data DIR | --memory] [--durability process|os] [--idle-secs N]";
+[--data DIR | --memory | --redis URL] [--durability process|os] [--idle-secs N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
         prefix: "/".to_owned(),
         data: Some(PathBuf::from("purly-data")),
+        redis: None,
         durability: Durability::Process,
         idle: Duration::from_secs(60),
     };
@@ -65,6 +71,10 @@ fn parse_args() -> Result<Args, String> {
             "--prefix" => args.prefix = value("--prefix")?,
             "--data" => args.data = Some(PathBuf::from(value("--data")?)),
             "--memory" => args.data = None,
+            "--redis" => {
+                args.redis = Some(value("--redis")?);
+                args.data = None;
+            }
             "--durability" => {
                 args.durability = match value("--durability")?.as_str() {
                     "process" => Durability::Process,
@@ -102,35 +112,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = match &args.data {
-        None => None,
-        Some(dir) => {
-            let options = SqliteOptions::default().durability(args.durability);
-            match SqliteStore::open(dir, options) {
-                Ok(store) => Some(Arc::new(store)),
-                Err(error) => {
-                    tracing::error!("cannot open the model store: {error}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-    };
-    let engine = match &store {
-        Some(store) => {
-            tracing::info!(
-                "models persist in {} (durability: {:?})",
-                store.path().display(),
-                args.durability
-            );
-            Engine::builder().store(store.clone()).build()
-        }
-        None => {
-            tracing::info!("models live in memory only (--memory): a restart loses them");
-            Engine::default()
+    let (engine, store) = match open_store(&args).await {
+        Ok(opened) => opened,
+        Err(message) => {
+            tracing::error!("{message}");
+            return ExitCode::FAILURE;
         }
     };
     let purly = Purly::builder(engine).prefix(&args.prefix).build();
-    if store.is_some() {
+    // Idle models leave memory (a no-op in memory mode, where they live nowhere else).
+    {
         let engine = purly.engine().clone();
         let idle = args.idle;
         tokio::spawn(async move {
@@ -193,6 +184,42 @@ async fn main() -> ExitCode {
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The engine on the store the arguments name, and the SQLite store's handle (to close it).
+async fn open_store(args: &Args) -> Result<(Engine, Option<Arc<SqliteStore>>), String> {
+    if let Some(url) = &args.redis {
+        let store = RedisStore::connect(url, RedisOptions::default())
+            .await
+            .map_err(|error| format!("cannot use Redis at {}: {error}", redacted(url)))?;
+        tracing::info!(
+            "models live in Redis at {} (one of its nodes)",
+            redacted(url)
+        );
+        return Ok((Engine::builder().store(store).build(), None));
+    }
+    let Some(dir) = &args.data else {
+        tracing::info!("models live in memory only (--memory): a restart loses them");
+        return Ok((Engine::default(), None));
+    };
+    let options = SqliteOptions::default().durability(args.durability);
+    let store = SqliteStore::open(dir, options)
+        .map_err(|error| format!("cannot open the model store: {error}"))?;
+    let store = Arc::new(store);
+    tracing::info!(
+        "models persist in {} (durability: {:?})",
+        store.path().display(),
+        args.durability
+    );
+    Ok((Engine::builder().store(store.clone()).build(), Some(store)))
+}
+
+/// A Redis URL without its password, for the log.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+        _ => url.to_owned(),
+    }
 }
 
 async fn shutdown_signal() {

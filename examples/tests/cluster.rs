@@ -1,0 +1,190 @@
+//! Three real server processes on one real Redis: 20 writers spread over the nodes write
+//! overlapping keys; every node's subscribers see the identical sequence of versions and end
+//! equal to the replay of the committed diffs; a node killed with SIGKILL mid-load loses
+//! nothing, and its client resumes on another node with the diffs it missed only.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+#[path = "../../stores/redis/tests/common/mod.rs"]
+mod redis_server;
+
+use std::net::SocketAddr;
+
+use common::{get, next_frame, send, stream_client, ServerProcess, TIMEOUT};
+use purly::serde_json::{json, Map, Value};
+use purly::{merge_diff, parse_server_frame, Mode, Replica};
+use redis_server::RedisServer;
+
+const WRITERS: usize = 20;
+const UPDATES: usize = 60;
+
+async fn cluster(redis: &RedisServer, nodes: usize) -> Vec<ServerProcess> {
+    let mut servers = Vec::new();
+    for _ in 0..nodes {
+        servers.push(ServerProcess::start(&["--redis", &redis.url()]).await);
+    }
+    servers
+}
+
+/// Sends `UPDATES` updates with ids, each waiting for its echo (or an error).
+async fn writer(addr: SocketAddr, k: usize) -> usize {
+    let mut ws = stream_client(addr, "/shared/stream").await;
+    next_frame(&mut ws).await.expect("a snapshot");
+    let mut confirmed = 0;
+    for i in 0..UPDATES {
+        let id = format!("{k}-{i}");
+        let frame = json!([{"header": {"type": "update", "id": id},
+                             "content": {"shared": id, format!("w{k}"): i, "n": {format!("k{}", i % 5): k}}}]);
+        if !send(&mut ws, frame.to_string()).await {
+            return confirmed;
+        }
+        loop {
+            let Some(messages) = next_frame(&mut ws).await else {
+                return confirmed;
+            };
+            if messages.iter().any(|m| m["header"]["id"] == id.as_str()) {
+                confirmed += 1;
+                break;
+            }
+        }
+    }
+    confirmed
+}
+
+/// Follows the model until version `until`, recording every diff's (seq, content).
+async fn follow(
+    addr: SocketAddr,
+    replica: &mut Replica,
+    until: u64,
+) -> Vec<(u64, Map<String, Value>)> {
+    let path = match (replica.version(), replica.epoch()) {
+        (Some(v), Some(e)) => format!("/shared/stream?since={v}&epoch={e}"),
+        _ => "/shared/stream".to_owned(),
+    };
+    let mut ws = stream_client(addr, &path).await;
+    let mut diffs = Vec::new();
+    while replica.version() < Some(until) {
+        let messages = next_frame(&mut ws)
+            .await
+            .expect("the follower's stream ended");
+        for message in parse_server_frame(&Value::Array(messages).to_string()).unwrap() {
+            if let (Some(seq), false) = (message.seq(), message.is_snapshot()) {
+                diffs.push((seq, message.content().unwrap().clone()));
+            }
+            replica.apply(&message).unwrap();
+        }
+    }
+    diffs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_order() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let nodes = cluster(&redis, 3).await;
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    // Every write changes `w<k>`, so the model ends at exactly this version.
+    let total = (WRITERS * UPDATES) as u64;
+    let followers: Vec<_> = addrs
+        .iter()
+        .map(|&addr| {
+            tokio::spawn(async move {
+                let mut replica = Replica::new(Mode::Stream);
+                let diffs = follow(addr, &mut replica, total).await;
+                (diffs, replica)
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|k| tokio::spawn(writer(addrs[k % addrs.len()], k)))
+        .collect();
+    for w in writers {
+        let confirmed = tokio::time::timeout(TIMEOUT * 3, w)
+            .await
+            .expect("a writer hung")
+            .unwrap();
+        assert_eq!(confirmed, UPDATES, "every write is confirmed");
+    }
+    let mut results = Vec::new();
+    for f in followers {
+        results.push(
+            tokio::time::timeout(TIMEOUT, f)
+                .await
+                .expect("a follower hung")
+                .unwrap(),
+        );
+    }
+    let (reference, _) = &results[0];
+    let seqs: Vec<u64> = reference.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "no gap, no repeat");
+    let mut replayed = Map::new();
+    for (_, diff) in reference {
+        merge_diff(&mut replayed, diff.clone());
+    }
+    for (i, (diffs, replica)) in results.iter().enumerate() {
+        assert_eq!(diffs, reference, "node {i} saw another sequence");
+        assert_eq!(replica.state(), &replayed, "node {i}'s subscriber diverged");
+        let (status, body) = get(addrs[i], "/shared/state").await;
+        assert_eq!(status, 200);
+        let state: Map<String, Value> = purly::serde_json::from_str(&body).unwrap();
+        assert_eq!(state, replayed, "node {i}'s state differs");
+    }
+    for k in 0..WRITERS {
+        assert_eq!(replayed[&format!("w{k}")], UPDATES - 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_nothing_and_its_client_resumes_elsewhere() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let mut nodes = cluster(&redis, 2).await;
+    let doomed = nodes.pop().unwrap();
+    let survivor = nodes.pop().unwrap();
+    let (doomed_addr, survivor_addr) = (doomed.addr, survivor.addr);
+    // A follower on the doomed node, writers on both.
+    let mut replica = Replica::new(Mode::Stream);
+    let warmup = 20;
+    let writers: Vec<_> = (0..4)
+        .map(|k| {
+            tokio::spawn(writer(
+                if k % 2 == 0 {
+                    survivor_addr
+                } else {
+                    doomed_addr
+                },
+                k,
+            ))
+        })
+        .collect();
+    follow(doomed_addr, &mut replica, warmup).await;
+    doomed.kill().await;
+    let mut confirmed = 0;
+    for w in writers {
+        confirmed += tokio::time::timeout(TIMEOUT * 3, w)
+            .await
+            .expect("a writer hung")
+            .unwrap();
+    }
+    // The writers on the survivor finished; those on the dead node stopped with it. What was
+    // confirmed is in the state, and the follower resumes on the survivor with diffs only.
+    let (status, body) = get(survivor_addr, "/shared/state").await;
+    assert_eq!(status, 200);
+    let state: Map<String, Value> = purly::serde_json::from_str(&body).unwrap();
+    let version: u64 = {
+        let mut ws = stream_client(survivor_addr, "/shared/stream").await;
+        let snapshot = next_frame(&mut ws).await.unwrap();
+        snapshot[0]["header"]["seq"].as_u64().unwrap()
+    };
+    assert!(version >= confirmed as u64);
+    let before = replica.version().unwrap();
+    let diffs = follow(survivor_addr, &mut replica, version).await;
+    assert_eq!(
+        diffs.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        (before + 1..=version).collect::<Vec<_>>(),
+        "the resume replays exactly the missed diffs"
+    );
+    assert_eq!(replica.state(), &state);
+}
