@@ -8,6 +8,8 @@
 //! loadgen --url ... --subscribers 1000 --updates 500 --rate 50
 //! # K idle subscribers: the server's memory per connection (needs its pid):
 //! loadgen --url ... --idle 10000 --pid 1234
+//! # several nodes of one cluster: connections spread round-robin over the URLs
+//! loadgen --url ws://127.0.0.1:8001/load/stream,ws://127.0.0.1:8002/load/stream ...
 //! ```
 //!
 //! Each update sets `{"load": {"p<P>": {"n": <seq>, "t": <send time, ns>, "x": <padding>}}}`,
@@ -83,16 +85,18 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    let host = args
-        .url
-        .split("//")
-        .nth(1)
-        .unwrap_or("")
-        .split('/')
-        .next()
-        .unwrap_or("");
-    if !(host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]")) {
-        return Err("loadgen talks to loopback servers only".into());
+    for url in args.url.split(',') {
+        let host = url
+            .split("//")
+            .nth(1)
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        if !(host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]"))
+        {
+            return Err("loadgen talks to loopback servers only".into());
+        }
     }
     Ok(args)
 }
@@ -124,9 +128,8 @@ async fn main() {
 /// Connects from 127.0.0.(2 + i / 20000), so that more connections than one source address
 /// has ports for can be opened.
 async fn connect(args: &Args, i: usize) -> Result<Ws, String> {
-    let mut request = args
-        .url
-        .as_str()
+    let urls: Vec<&str> = args.url.split(',').collect();
+    let mut request = urls[i % urls.len()]
         .into_client_request()
         .map_err(|e| e.to_string())?;
     if !args.subprotocol.is_empty() {

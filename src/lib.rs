@@ -9,6 +9,8 @@
 //! ```text
 //!   client ──frame──▶ transport ──Session::send_text──▶ Engine ─┐ validate, merge, diff
 //!                                                               │ (one total order per model)
+//!                                              Store ◀── append ┤ batches; released once
+//!                                                               │ durable (memory: at once)
 //!   client ◀─frame─── transport ◀──Outbox::poll_recv──── Outbox ◀┘ fan-out: one serialized
 //!                      (coalesces everything queued             message shared by every
 //!                       into one frame per write)               subscriber
@@ -47,36 +49,47 @@
 //! assert_eq!(engine.state("model").unwrap()["div"]["color"], "coral");
 //! ```
 //!
-//! ## Pieces
-//! - [`Engine`]: the cheap, cloneable handle a service keeps. [`Engine::join`] attaches a
-//!   [`Subscriber`] to a model (created on first join) and returns a [`Session`] to send with.
-//! - [`Model`]: the state of one model; [`DefaultModel`] by default, or the embedder's own, to
-//!   validate or refuse updates ([`Engine::with_model_factory`]).
-//! - [`Subscriber`]: what receives a model's messages; [`Outbox`] is the standard one, bounded in
-//!   bytes, with a lag policy (see its docs).
-//! - [`parse_frame`], [`merge_diff`], [`ServerMessage`], [`encode_frame`]: the protocol pieces, usable
-//!   on their own.
-//! - [`Layout`]: build and drive a live page from Rust (elements, styles, event handlers),
-//!   over any [`ClientConnection`].
-//! - [`Replica`]: the client side, "server state + my pending changes"; [`ClientConnection`]: what
-//!   every client transport offers, so client code runs over any of them.
+//! ## Modules (what each is for)
+//! - `protocol`: the wire format of PROTOCOL.md: [`parse_frame`] and the client's [`Frame`]s,
+//!   the [`ServerMessage`]s a server sends (serialized once, shared), [`encode_frame`] /
+//!   [`parse_server_frame`], and the identities they carry ([`ClientId`], [`Mode`],
+//!   [`ModelName`]). One header writer serves every message.
+//! - `merge`: [`merge_diff`], RFC 7386 merge that returns the exact difference and its undo.
+//! - `engine`: the [`Engine`] handle and its [`Session`]s; inside, the pure transaction step
+//!   (a frame and a state in, diffs or a refusal out), the live model (one lock orders every
+//!   change; commands wait until the store holds what they show), the fan-out with its lag
+//!   policy, the history for resume, shared [`Snapshot`]s, and (with a shared store) the
+//!   replay of frames not yet durable.
+//! - `store`: the [`Store`] seam (load, append in batches, remove; a shared store's feed of
+//!   other nodes' commits) and [`MemoryStore`], the default. `purly-sqlite` and `purly-redis`
+//!   implement it.
+//! - `model`: [`Model`], the embedder's policy for a model ([`DefaultModel`] accepts all).
+//! - `subscriber` and `outbox`: what receives a model's messages ([`Subscriber`]) and the
+//!   standard bounded implementation ([`Outbox`]) that transports drain.
+//! - `client`: the client side, which imports nothing of the server: [`Replica`] (the server's
+//!   state with my pending changes on top), [`ClientConnection`] (what every client transport
+//!   offers) and [`Layout`] (build and drive a live page from Rust).
 //!
 //! ## Guarantees
 //! - A frame is validated whole and applied atomically: every update in it or none.
 //! - Every subscriber of a model sees its diffs in the order they were applied, with no gap and
 //!   no repeat; joining takes the snapshot and registers in one step.
+//! - Nothing is shown before the store holds it: a diff, echo, ack, snapshot or state read
+//!   leaves the engine only once its version is durable, and what was queued after it waits.
 //! - A diff costs in proportion to the update, not the model, and is serialized once whatever
-//!   the number of subscribers. Publishers do not wait for the fan-out, and subscribers are never
-//!   called under a model's lock; different models share no lock on the hot path.
+//!   the number of subscribers; a snapshot is serialized once per version, outside the lock.
+//!   Publishers do not wait for a fan-out, and subscribers are never called under a model's
+//!   lock; different models share no lock on the hot path.
 //! - Everything that grows is bounded ([`Config`]): frame size, depth and message count, model
-//!   size, model count, queued bytes per subscriber, resume history, and the messages waiting
-//!   for fan-out (past that bound publishers help deliver, which slows them to its pace).
+//!   size, model count, queued bytes per subscriber, resume history, the messages waiting for
+//!   fan-out and the diffs waiting for the store (past those bounds publishers help deliver or
+//!   wait for the store, which slows them to its pace).
 //!
 //! ## What this crate does not do
-//! - No networking, no async runtime, no timers: pings, the compat mode's refresh throttle and
-//!   HTTP belong to the transports.
-//! - No persistence: a [`Model`] may persist in [`Model::committed`], but the version counter
-//!   restarts (with a new epoch) when the process does.
+//! - No networking, no async runtime, no timers, no clock: pings, the compat mode's refresh
+//!   throttle and HTTP belong to the transports; a store does its own I/O on its own threads
+//!   and reports back; idle eviction runs when the embedder calls [`Engine::evict_idle`];
+//!   epochs come from an injectable source ([`EngineBuilder::epochs`], random by default).
 //! - No authorization: the transport decides the [`Access`] of each session.
 //! - Numbers are JSON numbers as `serde_json` reads them (64-bit integers or `f64`); signals are
 //!   relayed byte for byte, updates are re-serialized.
