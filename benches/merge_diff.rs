@@ -6,7 +6,7 @@
 mod flat_dom;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use purly::serde_json::{self, Map, Value};
+use purly::serde_json;
 use purly::{merge_diff, parse_frame, Content, Limits};
 
 fn merge_only(c: &mut Criterion) {
@@ -42,10 +42,10 @@ fn parse_merge_serialize(c: &mut Criterion) {
                 round += 1;
                 let frame = parse_frame(frames[round % 2].as_bytes(), &limits).unwrap();
                 let message = frame.messages.into_iter().next().unwrap();
-                let Content::Raw(raw) = message.content else {
+                // parse_frame reads an update's content into its object.
+                let Content::Object(update) = message.content else {
                     unreachable!()
                 };
-                let update: Map<String, Value> = serde_json::from_str(raw.get()).unwrap();
                 let change = merge_diff(&mut model, update);
                 serde_json::to_string(change.diff()).unwrap()
             })

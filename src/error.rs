@@ -143,7 +143,7 @@ pub enum JoinError {
     Refused(String),
     /// The store could not load the model (HTTP 503).
     #[error("the store could not load the model: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     /// The engine was shut down.
     #[error("the engine is shut down")]
     ShutDown,
@@ -154,4 +154,20 @@ pub enum JoinError {
 #[error("{reason}")]
 pub struct InvalidModelName {
     pub(crate) reason: &'static str,
+}
+
+/// Why a store could not do what the engine asked.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store's I/O failed (disk full, permissions, connection lost, ...).
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    /// The store holds something it cannot read (a corrupt row, a diff that is not JSON, a
+    /// gap in the log).
+    #[error("the store holds unreadable data: {0}")]
+    Corrupt(String),
+    /// The store is closed or its worker is gone.
+    #[error("the store is closed")]
+    Closed,
 }

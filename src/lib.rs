@@ -115,7 +115,7 @@ pub use engine::{
     Access, Engine, EngineBuilder, EpochSource, JoinOptions, Resume, Session, Snapshot, WriteError,
     SERVER_ORIGIN,
 };
-pub use error::{ErrorCode, FrameError, InvalidModelName, JoinError, SendError};
+pub use error::{ErrorCode, FrameError, InvalidModelName, JoinError, SendError, StoreError};
 pub use merge::{merge_diff, Change};
 pub use model::{DefaultModel, Model, ModelFactory, Rejection};
 pub use outbox::{Outbox, Received};
@@ -126,7 +126,7 @@ pub use protocol::{
 };
 pub use store::{
     AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, MemoryStore, RemoteFeed, Store,
-    StoreError, StoredDiff, StoredModel,
+    StoredDiff, StoredModel,
 };
 pub use subscriber::{CloseReason, Delivery, Subscriber};
 pub use token::random_hex;

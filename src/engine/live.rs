@@ -37,9 +37,10 @@ use crate::lock::lock;
 use crate::merge::{merge_diff, Change};
 use crate::model::Model;
 use crate::protocol::{ClientId, Header, Message, MessageId, Mode, ModelName, ServerMessage};
+use crate::error::StoreError;
 use crate::store::{
     AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, RemoteFeed, RemoteSink, Store,
-    StoreError, StoredDiff,
+    StoredDiff,
 };
 use crate::subscriber::{CloseReason, Subscriber};
 

@@ -6,7 +6,8 @@ use serde_json::{Map, Value};
 use super::live::Start;
 use crate::merge::merge_diff;
 use crate::protocol::{Header, ServerMessage};
-use crate::store::{StoreError, StoredModel};
+use crate::error::StoreError;
+use crate::store::StoredModel;
 
 /// The live model's start from a stored model: the checkpoint with every later diff merged in,
 /// and every stored diff (with its `seq` and `epoch`, no `origin`) as resume history.

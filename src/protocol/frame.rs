@@ -2,19 +2,15 @@
 
 mod depth;
 
-use std::fmt;
-use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::header::Header;
+use super::identity::{MessageId, PROTOCOL_VERSION};
 use crate::config::Limits;
 use crate::error::{ErrorCode, FrameError};
-
-/// The protocol version this crate speaks; `header.version`, when present, must equal it.
-pub const PROTOCOL_VERSION: &str = "0.1";
 
 /// What a client's message asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,42 +28,6 @@ impl MessageKind {
             MessageKind::Update => "update",
             MessageKind::Signal => "signal",
         }
-    }
-}
-
-/// The `id` a client put in a message header: a JSON string or number, kept as its exact JSON
-/// text so that it is echoed back byte for byte.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct MessageId(Arc<str>);
-
-impl MessageId {
-    /// An id that is a JSON string.
-    pub fn string(id: &str) -> Self {
-        MessageId(Value::from(id).to_string().into())
-    }
-
-    /// An id that is a JSON number.
-    pub fn number(id: u64) -> Self {
-        MessageId(id.to_string().into())
-    }
-
-    /// Accepts the JSON text of a string or a number.
-    pub fn from_json(raw: &str) -> Option<Self> {
-        match serde_json::from_str::<Value>(raw) {
-            Ok(Value::String(_)) | Ok(Value::Number(_)) => Some(MessageId(raw.trim().into())),
-            _ => None,
-        }
-    }
-
-    /// The exact JSON text of the id (a string id keeps its quotes).
-    pub fn as_json(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

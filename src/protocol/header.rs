@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::frame::{MessageId, PROTOCOL_VERSION};
-use super::identity::ClientId;
+use super::identity::{ClientId, MessageId, PROTOCOL_VERSION};
 
 /// The header fields of a message besides `type` and `version` (absent ones are not written).
 #[derive(Default)]

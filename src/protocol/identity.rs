@@ -1,6 +1,13 @@
 //! Who a message comes from and how a subscriber receives: the protocol's identities.
 
 use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// The protocol version this crate speaks; `header.version`, when present, must equal it.
+pub const PROTOCOL_VERSION: &str = "0.1";
+
 
 /// The server's id of one session (a connection), unique within an [`Engine`](crate::Engine).
 ///
@@ -38,4 +45,40 @@ pub enum Mode {
     /// The original purly behaviour: no `seq`, no echo of the subscriber's own updates, no
     /// `ack`; an overflowing queue disconnects the subscriber.
     Compat,
+}
+
+/// The `id` a client put in a message header: a JSON string or number, kept as its exact JSON
+/// text so that it is echoed back byte for byte.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MessageId(Arc<str>);
+
+impl MessageId {
+    /// An id that is a JSON string.
+    pub fn string(id: &str) -> Self {
+        MessageId(Value::from(id).to_string().into())
+    }
+
+    /// An id that is a JSON number.
+    pub fn number(id: u64) -> Self {
+        MessageId(id.to_string().into())
+    }
+
+    /// Accepts the JSON text of a string or a number.
+    pub fn from_json(raw: &str) -> Option<Self> {
+        match serde_json::from_str::<Value>(raw) {
+            Ok(Value::String(_)) | Ok(Value::Number(_)) => Some(MessageId(raw.trim().into())),
+            _ => None,
+        }
+    }
+
+    /// The exact JSON text of the id (a string id keeps its quotes).
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }

@@ -8,9 +8,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::frame::MessageId;
 use super::header::Header;
-use super::identity::{ClientId, Mode};
+use super::identity::{ClientId, MessageId, Mode};
 use crate::error::{ErrorCode, FrameError};
 
 /// The `header.type` of a message the server sends.

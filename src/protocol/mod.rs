@@ -9,8 +9,8 @@ mod identity;
 mod message;
 mod name;
 
-pub use frame::{parse_frame, Content, Frame, Message, MessageId, MessageKind, PROTOCOL_VERSION};
+pub use frame::{parse_frame, Content, Frame, Message, MessageKind};
 pub(crate) use header::Header;
-pub use identity::{ClientId, Mode};
+pub use identity::{ClientId, MessageId, Mode, PROTOCOL_VERSION};
 pub use message::{encode_frame, parse_server_frame, ServerMessage, ServerMessageKind};
 pub use name::{ModelName, MAX_MODEL_NAME_LEN};

@@ -21,27 +21,11 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 
 use serde_json::{Map, Value};
-use thiserror::Error;
 
+use crate::error::StoreError;
 use crate::protocol::{ModelName, ServerMessage};
 
 pub use memory::MemoryStore;
-
-/// Why a store could not do what the engine asked.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The store's I/O failed (disk full, permissions, connection lost, ...).
-    #[error("store I/O failed: {0}")]
-    Io(String),
-    /// The store holds something it cannot read (a corrupt row, a diff that is not JSON, a
-    /// gap in the log).
-    #[error("the store holds unreadable data: {0}")]
-    Corrupt(String),
-    /// The store is closed or its worker is gone.
-    #[error("the store is closed")]
-    Closed,
-}
 
 /// One diff as the store keeps it: the version it made and its JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
