@@ -51,6 +51,11 @@ pub struct Config {
     /// publisher waits and helps deliver, so that a fan-out slower than its publishers slows
     /// them down instead of queueing without bound.
     pub max_fanout_backlog_bytes: usize,
+    /// The most diffs one append to the store carries (default 1,000). Diffs waiting beyond
+    /// two batches, or beyond half of [`max_queued_bytes`](Config::max_queued_bytes), make
+    /// publishers wait for the store: a store slower than its publishers paces them, and a
+    /// shared store's conflict re-runs a bounded number of frames.
+    pub max_batch_diffs: usize,
 }
 
 impl Default for Config {
@@ -63,6 +68,7 @@ impl Default for Config {
             history_len: 1024,
             history_bytes: 4 << 20,
             max_fanout_backlog_bytes: 16 << 20,
+            max_batch_diffs: 1000,
         }
     }
 }

@@ -32,12 +32,12 @@ use super::replay::{Replay, Replays};
 use super::snapshot::Snapshot;
 use super::transaction::{self, Outcome, Sender, Working};
 use crate::config::Config;
+use crate::error::StoreError;
 use crate::error::{ErrorCode, FrameError, SendError};
 use crate::lock::lock;
 use crate::merge::{merge_diff, Change};
 use crate::model::Model;
 use crate::protocol::{ClientId, Header, Message, MessageId, Mode, ModelName, ServerMessage};
-use crate::error::StoreError;
 use crate::store::{
     AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, RemoteFeed, RemoteSink, Store,
     StoredDiff,
@@ -73,6 +73,8 @@ pub(crate) struct LiveModel {
     /// publishers wait for the store. Half a subscriber's queue bound, so that what one commit
     /// releases at once (echoes included) fits in the queue of a client that reads.
     max_undurable: usize,
+    /// The most diffs in one batch (see [`Config::max_batch_diffs`]).
+    max_batch: usize,
     feed: OnceLock<RemoteFeed>,
     max_model_bytes: usize,
     state: Mutex<ModelState>,
@@ -100,6 +102,7 @@ struct ModelState {
     /// Bytes of `unsent`, and of the batch in flight.
     unsent_bytes: usize,
     in_flight_bytes: usize,
+    in_flight_diffs: usize,
     in_flight: bool,
     since_checkpoint: (u64, u64),
     /// Shared store: the frames not yet durable, to run again after another writer's commit.
@@ -156,6 +159,7 @@ impl LiveModel {
             shared: store.shared(),
             checkpoints: store.checkpoint_policy(),
             max_undurable: (config.max_queued_bytes / 2).min(config.max_fanout_backlog_bytes),
+            max_batch: config.max_batch_diffs.max(1),
             feed: OnceLock::new(),
             store,
             max_model_bytes: config.max_model_bytes,
@@ -176,6 +180,7 @@ impl LiveModel {
                 unsent: Vec::new(),
                 unsent_bytes: 0,
                 in_flight_bytes: 0,
+                in_flight_diffs: 0,
                 in_flight: false,
                 since_checkpoint: (0, 0),
                 replays: Replays::default(),
@@ -511,8 +516,13 @@ impl LiveModel {
         if state.in_flight || state.unsent.is_empty() || state.closed == Some(Closed::Reload) {
             return None;
         }
-        let diffs = std::mem::take(&mut state.unsent);
-        let base_version = state.version - diffs.len() as u64;
+        let base_version = state.version - state.unsent.len() as u64;
+        // A new model's first batch takes everything: its checkpoint must hold the first state.
+        let diffs: Vec<ServerMessage> = if base_version > 0 && state.unsent.len() > self.max_batch {
+            state.unsent.drain(..self.max_batch).collect()
+        } else {
+            std::mem::take(&mut state.unsent)
+        };
         let bytes: u64 = diffs.iter().map(|d| d.content_json().len() as u64).sum();
         state.since_checkpoint.0 += diffs.len() as u64;
         state.since_checkpoint.1 += bytes;
@@ -521,7 +531,9 @@ impl LiveModel {
         let due = base_version == 0
             || state.since_checkpoint.0 >= self.checkpoints.every_diffs
             || state.since_checkpoint.1 >= self.checkpoints.every_bytes;
-        let checkpoint = due.then(|| {
+        let last_version = base_version + diffs.len() as u64;
+        // The state is only at the batch's last version when nothing else waits.
+        let checkpoint = (due && last_version == state.version).then(|| {
             state.since_checkpoint = (0, 0);
             Checkpoint {
                 version: state.version,
@@ -529,7 +541,10 @@ impl LiveModel {
             }
         });
         state.in_flight = true;
-        state.in_flight_bytes = std::mem::take(&mut state.unsent_bytes);
+        let bytes = diffs.iter().map(ServerMessage::queued_len).sum::<usize>();
+        state.unsent_bytes -= bytes;
+        state.in_flight_bytes = bytes;
+        state.in_flight_diffs = diffs.len();
         Some(Batch {
             model: self.name.clone(),
             epoch: self.epoch.clone(),
@@ -556,6 +571,7 @@ impl LiveModel {
             let mut state = lock(&self.state);
             state.in_flight = false;
             state.in_flight_bytes = 0;
+            state.in_flight_diffs = 0;
             let outcome = match result {
                 Ok(Appended::Committed) => {
                     state.durable = state.durable.max(last);
@@ -801,7 +817,9 @@ impl LiveModel {
     /// Whether a publisher should help deliver, or wait for the store: the fan-out backlog or
     /// the bytes the store has not confirmed are over their bounds.
     fn over_bound(&self, state: &ModelState) -> bool {
-        state.over_backlog() || state.unsent_bytes + state.in_flight_bytes > self.max_undurable
+        state.over_backlog()
+            || state.unsent_bytes + state.in_flight_bytes > self.max_undurable
+            || state.unsent.len() + state.in_flight_diffs > 2 * self.max_batch
     }
 
     /// Waits until the store moves the durable version on (or the model closes).

@@ -4,9 +4,9 @@
 use serde_json::{Map, Value};
 
 use super::live::Start;
+use crate::error::StoreError;
 use crate::merge::merge_diff;
 use crate::protocol::{Header, ServerMessage};
-use crate::error::StoreError;
 use crate::store::StoredModel;
 
 /// The live model's start from a stored model: the checkpoint with every later diff merged in,

@@ -2,7 +2,6 @@
 
 mod depth;
 
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};

@@ -8,7 +8,6 @@ use serde_json::Value;
 /// The protocol version this crate speaks; `header.version`, when present, must equal it.
 pub const PROTOCOL_VERSION: &str = "0.1";
 
-
 /// The server's id of one session (a connection), unique within an [`Engine`](crate::Engine).
 ///
 /// It is the `header.origin` of the diffs and signals the session causes (stream mode).

@@ -208,7 +208,10 @@ fn main() {
                 "  {models:>2} model(s), {kind:<16}: {:>10.0}/s  ({:.2}x memory; rounds {:?})",
                 medians[k],
                 medians[k] / medians[0],
-                rates[k].iter().map(|r| (r / 1000.0).round() as u64).collect::<Vec<_>>()
+                rates[k]
+                    .iter()
+                    .map(|r| (r / 1000.0).round() as u64)
+                    .collect::<Vec<_>>()
             );
         }
     }
