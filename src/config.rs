@@ -51,10 +51,11 @@ pub struct Config {
     /// publisher waits and helps deliver, so that a fan-out slower than its publishers slows
     /// them down instead of queueing without bound.
     pub max_fanout_backlog_bytes: usize,
-    /// The most diffs one append to the store carries (default 1,000). Diffs waiting beyond
-    /// two batches, or beyond half of [`max_queued_bytes`](Config::max_queued_bytes), make
-    /// publishers wait for the store: a store slower than its publishers paces them, and a
-    /// shared store's conflict re-runs a bounded number of frames.
+    /// With a shared store (several nodes), the most diffs one append carries (default 1,000);
+    /// diffs waiting beyond two batches make publishers wait for the store, so that a conflict
+    /// re-runs a bounded number of frames. (With any store, diffs waiting beyond half of
+    /// [`max_queued_bytes`](Config::max_queued_bytes) make publishers wait too: a store slower
+    /// than its publishers paces them.)
     pub max_batch_diffs: usize,
 }
 

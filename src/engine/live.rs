@@ -159,7 +159,11 @@ impl LiveModel {
             shared: store.shared(),
             checkpoints: store.checkpoint_policy(),
             max_undurable: (config.max_queued_bytes / 2).min(config.max_fanout_backlog_bytes),
-            max_batch: config.max_batch_diffs.max(1),
+            max_batch: match store.shared() {
+                true => config.max_batch_diffs.max(1),
+                // A store with one writer never conflicts: the larger its groups, the faster.
+                false => usize::MAX / 4,
+            },
             feed: OnceLock::new(),
             store,
             max_model_bytes: config.max_model_bytes,

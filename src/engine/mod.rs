@@ -279,7 +279,10 @@ impl Engine {
 
     /// Merges `patch` into `model` (created if needed), in the model's order, as if a client
     /// had sent it: the difference is fanned out with `origin` [`SERVER_ORIGIN`]. Returns the
-    /// model's version after it (unchanged if the patch changed nothing).
+    /// model's version after it (unchanged if the patch changed nothing) once it is applied in
+    /// memory. Like a client's update, it is shown, and so kept, once the store holds it
+    /// ([`durable_version`](Engine::durable_version) reaches that version); should the store
+    /// fail first, the model is reloaded without it.
     pub fn update(&self, model: &str, patch: Map<String, Value>) -> Result<u64, WriteError> {
         // Kept for a retry, should the model close for a reload between lookup and write.
         let message = Message::update(patch);

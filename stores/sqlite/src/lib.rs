@@ -46,12 +46,12 @@
 //! Inspect it with the `sqlite3` tool (read-only while a server runs is safe):
 //!
 //! ```text
-//! models(name TEXT PRIMARY KEY, epoch TEXT, version INTEGER,
+//! models(name TEXT PRIMARY KEY, epoch TEXT,
 //!        checkpoint_version INTEGER, checkpoint TEXT)   -- checkpoint: the state as JSON
 //! log(model TEXT, first_version INTEGER, last_version INTEGER,
 //!     diffs TEXT, PRIMARY KEY (model, first_version))  -- one row per batch: a JSON array
 //!
-//! sqlite3 -readonly purly-data/purly.sqlite3 'SELECT name, version FROM models'
+//! sqlite3 -readonly purly-data/purly.sqlite3 'SELECT model, max(last_version) FROM log GROUP BY model'
 //! sqlite3 -readonly purly-data/purly.sqlite3 "SELECT l.first_version + j.key AS version,
 //!     j.value AS diff FROM log l, json_each(l.diffs) j WHERE l.model = 'model'"
 //! ```

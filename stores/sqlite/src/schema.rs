@@ -5,14 +5,15 @@ use rusqlite::Connection;
 /// The schema this build writes and reads (`PRAGMA user_version`).
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
-/// The tables. A model row holds its epoch, its latest version and its latest checkpoint; the
-/// log holds one row per committed batch (its diffs as a JSON array, versions `first_version`
-/// to `last_version`): those after the checkpoint, and the resume history before it.
+/// The tables. A model row holds its epoch and its latest checkpoint; the log holds one row
+/// per committed batch (its diffs as a JSON array, versions `first_version` to
+/// `last_version`): those after the checkpoint, and the resume history before it. A model's
+/// version is its log's last `last_version` (or its checkpoint's version): a commit writes
+/// one log row and nothing else.
 pub(crate) const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS models (
     name               TEXT    NOT NULL PRIMARY KEY,
     epoch              TEXT    NOT NULL,
-    version            INTEGER NOT NULL,
     checkpoint_version INTEGER NOT NULL,
     checkpoint         TEXT    NOT NULL
 ) WITHOUT ROWID;

@@ -96,7 +96,11 @@ fn append(
     let row = match known.get(&batch.model) {
         Some(row) => Some(row.clone()),
         None => tx
-            .prepare_cached("SELECT epoch, version FROM models WHERE name = ?1")?
+            .prepare_cached(
+                "SELECT epoch, max(checkpoint_version,
+                        coalesce((SELECT max(last_version) FROM log WHERE model = ?1), 0))
+                 FROM models WHERE name = ?1",
+            )?
             .query_row([name], |row| {
                 Ok((row.get(0)?, row.get::<_, i64>(1)? as u64))
             })
@@ -112,8 +116,8 @@ fn append(
         }
         None => {
             tx.prepare_cached(
-                "INSERT INTO models (name, epoch, version, checkpoint_version, checkpoint)
-                 VALUES (?1, ?2, 0, 0, '{}')",
+                "INSERT INTO models (name, epoch, checkpoint_version, checkpoint)
+                 VALUES (?1, ?2, 0, '{}')",
             )?
             .execute(params![name, &*batch.epoch])?;
         }
@@ -149,8 +153,6 @@ fn append(
             diffs
         ])?;
     }
-    tx.prepare_cached("UPDATE models SET version = ?2 WHERE name = ?1")?
-        .execute(params![name, last as i64])?;
     if let Some(checkpoint) = &batch.checkpoint {
         let state = match serde_json::to_string(&*checkpoint.state) {
             Ok(state) => state,
