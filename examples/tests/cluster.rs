@@ -51,28 +51,40 @@ async fn writer(addr: SocketAddr, k: usize) -> usize {
     confirmed
 }
 
+/// A follower's stream, resumed from `replica` when it has a version.
+async fn open(addr: SocketAddr, replica: &Replica) -> common::Ws {
+    let path = match (replica.version(), replica.epoch()) {
+        (Some(v), Some(e)) => format!("/shared/stream?since={v}&epoch={e}"),
+        _ => "/shared/stream".to_owned(),
+    };
+    stream_client(addr, &path).await
+}
+
+/// Applies the next frame to `replica`, recording every diff's (seq, content).
+async fn step(
+    ws: &mut common::Ws,
+    replica: &mut Replica,
+    diffs: &mut Vec<(u64, Map<String, Value>)>,
+) {
+    let messages = next_frame(ws).await.expect("the follower's stream ended");
+    for message in parse_server_frame(&Value::Array(messages).to_string()).unwrap() {
+        if let (Some(seq), false) = (message.seq(), message.is_snapshot()) {
+            diffs.push((seq, message.content().unwrap().clone()));
+        }
+        replica.apply(&message).unwrap();
+    }
+}
+
 /// Follows the model until version `until`, recording every diff's (seq, content).
 async fn follow(
     addr: SocketAddr,
     replica: &mut Replica,
     until: u64,
 ) -> Vec<(u64, Map<String, Value>)> {
-    let path = match (replica.version(), replica.epoch()) {
-        (Some(v), Some(e)) => format!("/shared/stream?since={v}&epoch={e}"),
-        _ => "/shared/stream".to_owned(),
-    };
-    let mut ws = stream_client(addr, &path).await;
+    let mut ws = open(addr, replica).await;
     let mut diffs = Vec::new();
     while replica.version() < Some(until) {
-        let messages = next_frame(&mut ws)
-            .await
-            .expect("the follower's stream ended");
-        for message in parse_server_frame(&Value::Array(messages).to_string()).unwrap() {
-            if let (Some(seq), false) = (message.seq(), message.is_snapshot()) {
-                diffs.push((seq, message.content().unwrap().clone()));
-            }
-            replica.apply(&message).unwrap();
-        }
+        step(&mut ws, replica, &mut diffs).await;
     }
     diffs
 }
@@ -86,12 +98,24 @@ async fn three_nodes_one_order() {
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     // Every write changes `w<k>`, so the model ends at exactly this version.
     let total = (WRITERS * UPDATES) as u64;
-    let followers: Vec<_> = addrs
-        .iter()
-        .map(|&addr| {
+    // Every follower has its snapshot (version 0) before the first write.
+    let mut opened = Vec::new();
+    for &addr in &addrs {
+        let mut replica = Replica::new(Mode::Stream);
+        let mut ws = open(addr, &replica).await;
+        let mut diffs = Vec::new();
+        step(&mut ws, &mut replica, &mut diffs).await;
+        assert_eq!(replica.version(), Some(0));
+        opened.push((ws, replica));
+    }
+    let followers: Vec<_> = opened
+        .into_iter()
+        .map(|(mut ws, mut replica)| {
             tokio::spawn(async move {
-                let mut replica = Replica::new(Mode::Stream);
-                let diffs = follow(addr, &mut replica, total).await;
+                let mut diffs = Vec::new();
+                while replica.version() < Some(total) {
+                    step(&mut ws, &mut replica, &mut diffs).await;
+                }
                 (diffs, replica)
             })
         })

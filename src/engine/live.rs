@@ -109,6 +109,9 @@ struct ModelState {
     replays: Replays,
     /// Shared store: the frame being applied, whose commands are tagged with it.
     applying: Option<u64>,
+    /// Shared store: the version after each frame in `unsent`, so that a batch never splits a
+    /// frame (a frame is made durable, or run again, whole).
+    frame_ends: VecDeque<u64>,
     /// Shared store: other writers' diffs not applied yet (a batch of ours is in flight, or
     /// an earlier version is still missing).
     remote: BTreeMap<u64, StoredDiff>,
@@ -189,6 +192,7 @@ impl LiveModel {
                 since_checkpoint: (0, 0),
                 replays: Replays::default(),
                 applying: None,
+                frame_ends: VecDeque::new(),
                 remote: BTreeMap::new(),
             }),
             durable_moved: Condvar::new(),
@@ -339,8 +343,12 @@ impl LiveModel {
         let kept = messages.clone();
         let mut changes = Vec::new();
         state.applying = Some(id);
+        let before = state.version;
         let outcome = self.apply_frame(state, from, messages, Some(&mut changes));
         state.applying = None;
+        if state.version > before {
+            state.frame_ends.push_back(state.version);
+        }
         if state.version > state.durable {
             state.replays.push(Replay {
                 id,
@@ -445,6 +453,7 @@ impl LiveModel {
         }
         state.unsent.clear();
         state.unsent_bytes = 0;
+        state.frame_ends.clear();
         let blocked = state.take_blocked(durable);
         for diff in run {
             let map: Map<String, Value> = serde_json::from_str(&diff.json).map_err(|e| {
@@ -522,11 +531,30 @@ impl LiveModel {
         }
         let base_version = state.version - state.unsent.len() as u64;
         // A new model's first batch takes everything: its checkpoint must hold the first state.
-        let diffs: Vec<ServerMessage> = if base_version > 0 && state.unsent.len() > self.max_batch {
-            state.unsent.drain(..self.max_batch).collect()
-        } else {
-            std::mem::take(&mut state.unsent)
-        };
+        // Otherwise a batch holds at most `max_batch` diffs, cut between two frames.
+        let mut take = state.unsent.len();
+        if base_version > 0 && take > self.max_batch {
+            let limit = base_version + self.max_batch as u64;
+            let cut = state
+                .frame_ends
+                .iter()
+                .take_while(|&&end| end <= limit)
+                .last()
+                .or(state.frame_ends.front())
+                .copied();
+            if let Some(end) = cut {
+                take = (end - base_version) as usize;
+            }
+        }
+        let diffs: Vec<ServerMessage> = state.unsent.drain(..take).collect();
+        let last_sent = base_version + take as u64;
+        while state
+            .frame_ends
+            .front()
+            .is_some_and(|&end| end <= last_sent)
+        {
+            state.frame_ends.pop_front();
+        }
         let bytes: u64 = diffs.iter().map(|d| d.content_json().len() as u64).sum();
         state.since_checkpoint.0 += diffs.len() as u64;
         state.since_checkpoint.1 += bytes;
@@ -950,6 +978,7 @@ impl ModelState {
         self.backlog = self.commands.iter().map(|q| q.len).sum();
         self.unsent.clear();
         self.unsent_bytes = 0;
+        self.frame_ends.clear();
         self.remote.clear();
         // What they changed is dropped with the model: it is reloaded from the store.
         self.replays = Replays::default();

@@ -27,6 +27,10 @@
 //! (the model's `check` included) and appends again. Per model and node at most one append
 //! is in flight; frames arriving meanwhile form the next batch.
 //!
+//! The store runs its I/O on a runtime thread of its own ("purly-redis"), so that it never
+//! waits for the embedder's runtime, whose threads the engine may hold while publishers wait
+//! for the store.
+//!
 //! A node follows the channel of a model only while it holds the model (a session, or an
 //! idle model not yet evicted), so it receives no traffic for the others. A gap seen on the
 //! channel (a lost publish, a reconnection) is read from the stream first.
@@ -111,9 +115,9 @@ pub enum ConnectError {
     /// Redis did not answer.
     #[error("cannot reach Redis: {0}")]
     Unreachable(redis::RedisError),
-    /// Not called inside a Tokio runtime.
-    #[error("RedisStore::connect must run inside a Tokio runtime")]
-    NoRuntime,
+    /// The store's own runtime thread could not be started.
+    #[error("cannot start the Redis store's runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Models kept in Redis and shared by every node that uses the same Redis (see the crate docs).
@@ -121,7 +125,10 @@ pub struct RedisStore {
     client: redis::Client,
     commands: ConnectionManager,
     blocking: Mutex<Option<redis::Connection>>,
-    runtime: tokio::runtime::Handle,
+    /// The store's own runtime: its I/O never waits for the embedder's threads, which the
+    /// engine may hold while publishers wait for the store.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
     watches: Watches,
     control: mpsc::UnboundedSender<Control>,
     received: Arc<AtomicU64>,
@@ -133,19 +140,31 @@ impl RedisStore {
     /// Connects to Redis at `url` (credentials and `rediss://` as redis-rs reads them) and
     /// starts the feed that follows the models this node holds.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, ConnectError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConnectError::NoRuntime)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("purly-redis")
+            .enable_all()
+            .build()
+            .map_err(ConnectError::Runtime)?;
+        let handle = runtime.handle().clone();
         let client = redis::Client::open(url).map_err(ConnectError::Url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))
             .set_number_of_retries(2);
-        let commands = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(ConnectError::Unreachable)?;
+        let manager = handle.spawn(ConnectionManager::new_with_config(client.clone(), config));
+        let commands = match manager.await {
+            Ok(connected) => connected.map_err(ConnectError::Unreachable)?,
+            Err(join) => {
+                return Err(ConnectError::Runtime(std::io::Error::other(
+                    join.to_string(),
+                )))
+            }
+        };
         let watches: Watches = Arc::new(Mutex::new(HashMap::new()));
         let (control, receiver) = mpsc::unbounded_channel();
         let received = Arc::new(AtomicU64::new(0));
-        let feed = runtime.spawn(feed::run(
+        let feed = handle.spawn(feed::run(
             client.clone(),
             commands.clone(),
             watches.clone(),
@@ -156,7 +175,8 @@ impl RedisStore {
             client,
             commands,
             blocking: Mutex::new(None),
-            runtime,
+            runtime: Some(runtime),
+            handle,
             watches,
             control,
             received,
@@ -256,7 +276,7 @@ impl Store for RedisStore {
     fn append(&self, batch: Batch, done: AppendDone) {
         let mut commands = self.commands.clone();
         let keep = self.options.keep_history;
-        self.runtime.spawn(async move {
+        self.handle.spawn(async move {
             let keys = Keys::new(&batch.model);
             let payload = feed::batch_payload(&batch.epoch, batch.base_version + 1, &batch.diffs);
             let checkpoint = batch
@@ -371,6 +391,11 @@ fn appended(reply: &redis::Value) -> Result<Appended, StoreError> {
 impl Drop for RedisStore {
     fn drop(&mut self) {
         self.feed.abort();
+        if let Some(runtime) = self.runtime.take() {
+            // Allowed from any context, async included; appends in flight end unanswered,
+            // which their models take as a failure.
+            runtime.shutdown_background();
+        }
     }
 }
 

@@ -243,3 +243,74 @@ async fn redis_away_refuses_writes_and_everything_converges_after() {
     assert_eq!(again_a.state(), again_b.state());
     let _ = Value::Null;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_larger_than_a_batch_stay_whole_across_conflicts() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let mut config = purly::Config::default();
+    config.max_batch_diffs = 2;
+    let mut options = RedisOptions::default();
+    options.timeout = Duration::from_millis(500);
+    let mut engines = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::connect(&redis.url(), options.clone())
+            .await
+            .unwrap();
+        engines.push(
+            Engine::builder()
+                .config(config.clone())
+                .store(store)
+                .build(),
+        );
+    }
+    let mut watch = Client::connect(&engines[1], "m").unwrap();
+    recv(&mut watch).await;
+    const FRAMES: u64 = 150;
+    let writers: Vec<_> = engines
+        .iter()
+        .enumerate()
+        .map(|(w, engine)| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let mut client = Client::connect(&engine, "m").unwrap();
+                for i in 0..FRAMES {
+                    // Three updates in one frame, each a diff: more than a batch holds.
+                    let frame = purly::Frame::new(
+                        (0..3)
+                            .map(|k| {
+                                let content = json!({ format!("w{w}k{k}"): i, "last": format!("{w}-{i}-{k}") });
+                                purly::Message::update(content.as_object().cloned().unwrap())
+                            })
+                            .collect(),
+                    );
+                    client.send(frame).unwrap();
+                }
+                // Settles on the last frame's diffs: wait until this client saw its own last value.
+                let deadline = std::time::Instant::now() + TIMEOUT;
+                while client.state().get(&format!("w{w}k2")) != Some(&json!(FRAMES - 1))
+                    || client.replica().version() < engine.durable_version("m")
+                {
+                    assert!(std::time::Instant::now() < deadline, "writer {w} never saw its writes");
+                    recv(&mut client).await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let total = 2 * FRAMES * 3;
+    let seqs = until_version(&mut watch, total).await;
+    assert_eq!(seqs.len() as u64, total, "every diff once, in order");
+    let mut fresh = Client::connect(&engines[0], "m").unwrap();
+    recv(&mut fresh).await;
+    until_version(&mut fresh, total).await;
+    assert_eq!(fresh.state(), watch.state());
+    for w in 0..2 {
+        for k in 0..3 {
+            assert_eq!(watch.state()[&format!("w{w}k{k}")], FRAMES - 1);
+        }
+    }
+}
