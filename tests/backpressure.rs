@@ -23,6 +23,26 @@ struct Gate {
     entered: Mutex<Option<mpsc::Sender<()>>>,
 }
 
+impl Gate {
+    /// A closed, unarmed gate, and the receiver told when a delivery first waits at it.
+    fn new() -> (Arc<Gate>, mpsc::Receiver<()>) {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let gate = Arc::new(Gate {
+            armed: AtomicBool::new(false),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+            entered: Mutex::new(Some(entered_tx)),
+        });
+        (gate, entered_rx)
+    }
+
+    /// Lets every waiting and later delivery through.
+    fn release(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
 impl Subscriber for Gate {
     fn deliver(&self, _: &ServerMessage, _: bool) -> Delivery {
         if self.armed.load(Ordering::SeqCst) {
@@ -53,13 +73,7 @@ fn the_fan_out_backlog_stays_bounded() {
     let mut config = Config::default();
     config.max_fanout_backlog_bytes = BOUND;
     let engine = Engine::new(config);
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let gate = Arc::new(Gate {
-        armed: AtomicBool::new(false),
-        open: Mutex::new(false),
-        opened: Condvar::new(),
-        entered: Mutex::new(Some(entered_tx)),
-    });
+    let (gate, entered_rx) = Gate::new();
     let _gated = engine
         .join("m", gate.clone(), JoinOptions::stream())
         .unwrap();
@@ -117,8 +131,7 @@ fn the_fan_out_backlog_stays_bounded() {
     );
 
     // Delivery resumes: every update arrives, in order, and the backlog stays bounded.
-    *gate.open.lock().unwrap() = true;
-    gate.opened.notify_all();
+    gate.release();
     while progress.load(Ordering::SeqCst) < UPDATES {
         assert!(engine.fanout_backlog("m").unwrap() <= BOUND + message);
         std::thread::yield_now();
@@ -194,13 +207,7 @@ fn publishing_from_inside_a_delivery_never_deadlocks_even_over_the_bound() {
 #[test]
 fn acks_count_toward_the_fan_out_backlog() {
     let engine = Engine::default();
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let gate = Arc::new(Gate {
-        armed: AtomicBool::new(false),
-        open: Mutex::new(false),
-        opened: Condvar::new(),
-        entered: Mutex::new(Some(entered_tx)),
-    });
+    let (gate, entered_rx) = Gate::new();
     let _gated = engine
         .join("m", gate.clone(), JoinOptions::stream())
         .unwrap();
@@ -226,7 +233,6 @@ fn acks_count_toward_the_fan_out_backlog() {
         engine.fanout_backlog("m").unwrap() > after_join,
         "an ack waiting for fan-out counts toward the bound (backlog {before} -> {after_join})"
     );
-    *gate.open.lock().unwrap() = true;
-    gate.opened.notify_all();
+    gate.release();
     stuck.join().unwrap();
 }

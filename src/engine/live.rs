@@ -599,33 +599,42 @@ impl LiveModel {
 
     /// The store answered for the batch that ends at `last`.
     fn appended(self: &Arc<Self>, last: u64, result: Result<Appended, StoreError>) {
-        let batch = {
-            let mut state = lock(&self.state);
-            state.in_flight = false;
-            state.in_flight_bytes = 0;
-            state.in_flight_diffs = 0;
-            let outcome = match result {
-                Ok(Appended::Committed) => {
-                    state.durable = state.durable.max(last);
-                    let durable = state.durable;
-                    state.replays.settle(durable);
-                    self.catch_up(&mut state, None)
-                }
-                Ok(Appended::Conflict {
-                    version,
-                    epoch,
-                    missed,
-                }) => self.catch_up(&mut state, Some((version, epoch, missed))),
-                Err(error) => Err(error.to_string()),
-            };
-            match outcome {
-                Ok(()) => self.next_batch(&mut state),
-                Err(why) => {
-                    self.fail(&mut state, &why);
-                    None
-                }
+        let mut state = lock(&self.state);
+        state.in_flight = false;
+        state.in_flight_bytes = 0;
+        state.in_flight_diffs = 0;
+        let outcome = match result {
+            Ok(Appended::Committed) => {
+                state.durable = state.durable.max(last);
+                let durable = state.durable;
+                state.replays.settle(durable);
+                self.catch_up(&mut state, None)
+            }
+            Ok(Appended::Conflict {
+                version,
+                epoch,
+                missed,
+            }) => self.catch_up(&mut state, Some((version, epoch, missed))),
+            Err(error) => Err(error.to_string()),
+        };
+        self.move_on(state, outcome);
+    }
+
+    /// After the store (or another writer) moved the model on: the next batch, or the failure,
+    /// then whatever that released.
+    fn move_on(
+        self: &Arc<Self>,
+        mut state: MutexGuard<'_, ModelState>,
+        outcome: Result<(), String>,
+    ) {
+        let batch = match outcome {
+            Ok(()) => self.next_batch(&mut state),
+            Err(why) => {
+                self.fail(&mut state, &why);
+                None
             }
         };
+        drop(state);
         self.durable_moved.notify_all();
         if let Some(batch) = batch {
             self.send_batch(batch);
@@ -667,40 +676,26 @@ impl LiveModel {
 
     /// Another writer's commits, from the shared store's feed.
     fn receive_remote(self: &Arc<Self>, epoch: &str, diffs: Vec<StoredDiff>) {
-        let batch = {
-            let mut state = lock(&self.state);
-            if state.closed.is_some() {
-                return;
+        let mut state = lock(&self.state);
+        if state.closed.is_some() {
+            return;
+        }
+        let outcome = if epoch != &*self.epoch {
+            Err(format!(
+                "the model was created again elsewhere (epoch {epoch})"
+            ))
+        } else {
+            let durable = state.durable;
+            for diff in diffs.into_iter().filter(|d| d.version > durable) {
+                state.remote.insert(diff.version, diff);
             }
-            let outcome = if epoch != &*self.epoch {
-                Err(format!(
-                    "the model was created again elsewhere (epoch {epoch})"
-                ))
-            } else {
-                let durable = state.durable;
-                for diff in diffs.into_iter().filter(|d| d.version > durable) {
-                    state.remote.insert(diff.version, diff);
-                }
-                match state.in_flight {
-                    // The batch in flight will conflict, or commit first: its answer applies them.
-                    true => Ok(()),
-                    false => self.catch_up(&mut state, None),
-                }
-            };
-            match outcome {
-                Ok(()) => self.next_batch(&mut state),
-                Err(why) => {
-                    self.fail(&mut state, &why);
-                    None
-                }
+            match state.in_flight {
+                // The batch in flight will conflict, or commit first: its answer applies them.
+                true => Ok(()),
+                false => self.catch_up(&mut state, None),
             }
         };
-        self.durable_moved.notify_all();
-        if let Some(batch) = batch {
-            self.send_batch(batch);
-        }
-        self.run_commands();
-        self.unwatch_if_closed();
+        self.move_on(state, outcome);
     }
 
     /// The store failed: nothing past the durable version is ever shown; every session gets
