@@ -30,7 +30,7 @@ use super::fanout::{Command, Fanout, First, Registered};
 use super::history::History;
 use super::replay::{Replay, Replays};
 use super::snapshot::Snapshot;
-use super::transaction::{self, Outcome, Sender, Working};
+use super::transaction::{self, Outcome, Sender, Working, Write};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::error::{ErrorCode, FrameError, SendError};
@@ -131,13 +131,12 @@ pub(crate) struct ResumePoint<'a> {
     pub(crate) epoch: &'a str,
 }
 
-/// A server-side change: the patch to merge, computed from the current state.
-pub(crate) type Modify<'a> = dyn FnMut(&Map<String, Value>) -> Option<Map<String, Value>> + 'a;
-
-/// What a writer wants applied: a frame's messages, or a change computed from the state.
-pub(crate) enum Write<'a> {
-    Messages(Vec<Message>),
-    Modify(&'a mut Modify<'a>),
+/// Why a write was not applied.
+pub(crate) enum Unapplied {
+    /// The model is closed; the write is handed back (to apply to the model reloaded).
+    Closed(Write),
+    /// The frame was refused.
+    Refused(SendError),
 }
 
 impl LiveModel {
@@ -302,24 +301,13 @@ impl LiveModel {
 
     /// Applies a write atomically in the model's order: every update is merged, or none is.
     /// Returns the version after it.
-    pub(crate) fn write(
-        self: &Arc<Self>,
-        from: Sender,
-        write: Write<'_>,
-    ) -> Result<u64, SendError> {
+    pub(crate) fn write(self: &Arc<Self>, from: Sender, write: Write) -> Result<u64, Unapplied> {
         let (outcome, over_bound, batch) = {
             let mut state = lock(&self.state);
             if state.closed.is_some() {
-                return Err(SendError::Closed);
+                return Err(Unapplied::Closed(write));
             }
-            let messages = match write {
-                Write::Messages(messages) => messages,
-                Write::Modify(change) => match change(&state.state) {
-                    Some(patch) => vec![Message::update(patch)],
-                    None => Vec::new(),
-                },
-            };
-            let outcome = self.apply_locked(&mut state, from, messages);
+            let outcome = self.apply_locked(&mut state, from, write);
             let batch = self.next_batch(&mut state);
             (outcome, self.over_bound(&state), batch)
         };
@@ -327,20 +315,29 @@ impl LiveModel {
             self.send_batch(batch);
         }
         self.deliver_or_wait(over_bound);
-        outcome
+        outcome.map_err(Unapplied::Refused)
     }
 
     fn apply_locked(
         &self,
         state: &mut ModelState,
         from: Sender,
-        messages: Vec<Message>,
+        write: Write,
     ) -> Result<u64, SendError> {
         if !self.shared {
+            let messages = write.into_messages(&state.state);
             return self.apply_frame(state, from, messages, None);
         }
+        // Kept whole, to run again after another writer's commit: a modification is
+        // computed again from the state it will then apply to.
+        let (messages, kept) = match write {
+            Write::Messages(messages) => (messages.clone(), Write::Messages(messages)),
+            Write::Modify(mut change) => {
+                let messages = transaction::patch(&mut change, &state.state);
+                (messages, Write::Modify(change))
+            }
+        };
         let id = state.replays.next_id();
-        let kept = messages.clone();
         let mut changes = Vec::new();
         state.applying = Some(id);
         let before = state.version;
@@ -353,7 +350,7 @@ impl LiveModel {
             state.replays.push(Replay {
                 id,
                 from,
-                messages: kept,
+                write: kept,
                 changes,
                 last: state.version,
             });
@@ -480,7 +477,7 @@ impl LiveModel {
                 Some(id) => {
                     if let Some(replay) = frames.remove(&id) {
                         // A refusal now is queued to its sender like any other.
-                        let _ = self.apply_locked(state, replay.from, replay.messages);
+                        let _ = self.apply_locked(state, replay.from, replay.write);
                     }
                 }
                 None => {

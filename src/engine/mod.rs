@@ -32,8 +32,8 @@ use crate::store::{MemoryStore, RemoteFeed, RemoteSink, Store};
 use crate::subscriber::{CloseReason, Subscriber};
 use crate::token::random_hex;
 
-use live::{Closed, LiveModel, ResumePoint, Start, Write};
-use transaction::Sender;
+use live::{Closed, LiveModel, ResumePoint, Start, Unapplied};
+use transaction::{Sender, Write};
 
 pub use session::Session;
 pub use snapshot::Snapshot;
@@ -284,39 +284,35 @@ impl Engine {
     /// ([`durable_version`](Engine::durable_version) reaches that version); should the store
     /// fail first, the model is reloaded without it.
     pub fn update(&self, model: &str, patch: Map<String, Value>) -> Result<u64, WriteError> {
-        // Kept for a retry, should the model close for a reload between lookup and write.
-        let message = Message::update(patch);
-        self.write(model, |live| {
-            live.write(server(), Write::Messages(vec![message.clone()]))
-        })
+        self.write(model, Write::Messages(vec![Message::update(patch)]))
     }
 
     /// Reads and changes `model` atomically: `change` sees the current state and returns the
     /// patch to merge (or `None` to change nothing), with no other change in between. Otherwise
-    /// as [`update`](Engine::update). `change` runs under the model's lock: keep it quick.
+    /// as [`update`](Engine::update). `change` runs under the model's lock: keep it quick. With
+    /// a shared store it may run again: when another node's commit comes first, it is called
+    /// again on the state that includes it, so the read-modify-write stays atomic in the
+    /// model's one order across nodes.
     pub fn modify(
         &self,
         model: &str,
-        mut change: impl FnMut(&Map<String, Value>) -> Option<Map<String, Value>>,
+        change: impl FnMut(&Map<String, Value>) -> Option<Map<String, Value>> + Send + 'static,
     ) -> Result<u64, WriteError> {
-        self.write(model, |live| {
-            live.write(server(), Write::Modify(&mut change))
-        })
+        self.write(model, Write::Modify(Box::new(change)))
     }
 
-    fn write(
-        &self,
-        model: &str,
-        mut apply: impl FnMut(&Arc<LiveModel>) -> Result<u64, SendError>,
-    ) -> Result<u64, WriteError> {
+    fn write(&self, model: &str, mut write: Write) -> Result<u64, WriteError> {
         let name = ModelName::new(model).map_err(JoinError::from)?;
         loop {
             let Some(live) = self.live(&name, true)? else {
                 continue;
             };
-            match apply(&live) {
-                Err(SendError::Closed) if live.needs_reload() => continue,
-                result => return Ok(result?),
+            match live.write(server(), write) {
+                Ok(version) => return Ok(version),
+                // Closed for a reload between lookup and write: the write goes to the new one.
+                Err(Unapplied::Closed(back)) if live.needs_reload() => write = back,
+                Err(Unapplied::Closed(_)) => return Err(SendError::Closed.into()),
+                Err(Unapplied::Refused(error)) => return Err(error.into()),
             }
         }
     }

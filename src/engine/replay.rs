@@ -6,16 +6,16 @@ use std::collections::VecDeque;
 
 use serde_json::{Map, Value};
 
-use super::transaction::Sender;
+use super::transaction::{Sender, Write};
 use crate::merge::Change;
-use crate::protocol::Message;
 
 /// One frame applied but not yet durable.
 pub(crate) struct Replay {
     /// Tags the frame's queued commands.
     pub(crate) id: u64,
     pub(crate) from: Sender,
-    pub(crate) messages: Vec<Message>,
+    /// The frame, or the server's modification, to run again.
+    pub(crate) write: Write,
     /// What it changed, in order.
     pub(crate) changes: Vec<Change>,
     /// The model's version after it.
@@ -66,7 +66,7 @@ impl Replays {
 mod tests {
     use super::*;
     use crate::merge::merge_diff;
-    use crate::protocol::{ClientId, Mode};
+    use crate::protocol::{ClientId, Message, Mode};
     use serde_json::json;
 
     fn obj(value: Value) -> Map<String, Value> {
@@ -90,7 +90,7 @@ mod tests {
             replays.push(Replay {
                 id,
                 from,
-                messages: vec![Message::update(obj(update))],
+                write: Write::Messages(vec![Message::update(obj(update))]),
                 changes: vec![change],
                 last,
             });

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::live::{LiveModel, Write};
-use super::transaction::Sender;
+use super::live::{LiveModel, Unapplied};
+use super::transaction::{Sender, Write};
 use super::Access;
 use crate::config::Limits;
 use crate::error::{ErrorCode, FrameError, SendError};
@@ -102,9 +102,14 @@ impl Session {
             let error = FrameError::new(ErrorCode::Forbidden, "this session is read-only");
             return Err(self.live.refuse(self.sender.id, error, frame.ids()));
         }
-        self.live
+        match self
+            .live
             .write(self.sender, Write::Messages(frame.messages))
-            .map(drop)
+        {
+            Ok(_) => Ok(()),
+            Err(Unapplied::Closed(_)) => Err(SendError::Closed),
+            Err(Unapplied::Refused(error)) => Err(error),
+        }
     }
 }
 

@@ -13,6 +13,30 @@ use crate::protocol::{
     ServerMessageKind,
 };
 
+/// A server-side change: the patch to merge, computed from the state it applies to.
+pub(crate) type Modify = dyn FnMut(&Map<String, Value>) -> Option<Map<String, Value>> + Send;
+
+/// What a writer wants applied: a frame's messages, or a change computed from the state.
+pub(crate) enum Write {
+    Messages(Vec<Message>),
+    Modify(Box<Modify>),
+}
+
+impl Write {
+    /// The messages to apply to `state`.
+    pub(crate) fn into_messages(self, state: &Map<String, Value>) -> Vec<Message> {
+        match self {
+            Write::Messages(messages) => messages,
+            Write::Modify(mut change) => patch(&mut change, state),
+        }
+    }
+}
+
+/// The update a modification makes of `state` (none if it declines).
+pub(crate) fn patch(change: &mut Box<Modify>, state: &Map<String, Value>) -> Vec<Message> {
+    change(state).map(Message::update).into_iter().collect()
+}
+
 /// A model's state as the transaction sees it: the object, its serialized size and its version.
 pub(crate) struct Working<'a> {
     pub(crate) state: &'a mut Map<String, Value>,

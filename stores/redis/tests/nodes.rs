@@ -314,3 +314,71 @@ async fn frames_larger_than_a_batch_stay_whole_across_conflicts() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modify_stays_atomic_across_nodes() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let (a, _sa) = node(&redis).await;
+    let (b, _sb) = node(&redis).await;
+    a.update("counter", json!({"n": 0}).as_object().cloned().unwrap())
+        .unwrap();
+    const EACH: u64 = 200;
+    let tasks: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .map(|engine| {
+            tokio::task::spawn_blocking(move || {
+                for _ in 0..EACH {
+                    engine
+                        .modify("counter", |state| {
+                            let n = state.get("n").and_then(Value::as_u64).unwrap_or(0);
+                            Some(
+                                json!({ "n": n + 1 })
+                                    .as_object()
+                                    .cloned()
+                                    .unwrap_or_default(),
+                            )
+                        })
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        tokio::time::timeout(TIMEOUT, task).await.unwrap().unwrap();
+    }
+    // Every increment is applied once, in the one order, whichever node made it.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while a.durable_version("counter") != a.read("counter", |_, v| v)
+        || b.durable_version("counter") != b.read("counter", |_, v| v)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        (
+            a.state("counter").unwrap()["n"].clone(),
+            a.read("counter", |_, v| v)
+        ),
+        (json!(4 * EACH), Some(1 + 4 * EACH)),
+        "node a; node b: {:?} at {:?}",
+        b.state("counter").map(|s| s["n"].clone()),
+        b.read("counter", |_, v| v)
+    );
+    let mut watch = Client::connect(&b, "counter").unwrap();
+    recv(&mut watch).await;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while watch.state().get("n") != Some(&json!(4 * EACH)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the counter ended at {:?}, not {}",
+            watch.state().get("n"),
+            4 * EACH
+        );
+        recv(&mut watch).await;
+    }
+}
