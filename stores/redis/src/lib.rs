@@ -109,7 +109,8 @@ impl Default for RedisOptions {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The URL is not a Redis URL redis-rs reads (`redis://`, `rediss://`, `unix://`).
+    /// The URL is not a Redis URL this build reads (`redis://` or `unix://`; `rediss://` needs
+    /// redis-rs's TLS support, which this crate does not enable yet).
     #[error("invalid Redis URL: {0}")]
     Url(redis::RedisError),
     /// Redis did not answer.
@@ -137,7 +138,8 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to Redis at `url` (credentials and `rediss://` as redis-rs reads them) and
+    /// Connects to Redis at `url` (`redis://[user:password@]host:port[/db]`, credentials as
+    /// redis-rs reads them; no TLS yet) and
     /// starts the feed that follows the models this node holds.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, ConnectError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
