@@ -174,6 +174,49 @@ fn cold_start(models: usize, bytes: usize) -> (Duration, u64) {
     (started.elapsed(), size)
 }
 
+/// The process's resident memory, from `/proc/self/status` (0 where there is none).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Writes `models` models of ~`bytes` each, lets them go idle and evicts them, `rounds`
+/// times with new models each round: resident memory before, then after each round's writes
+/// and after its eviction. Memory that stays flat from round to round is reused, not leaked.
+fn eviction(models: usize, bytes: usize, rounds: usize) -> (u64, Vec<(u64, u64, usize)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(Kind::Sqlite(Durability::Process), dir.path());
+    let before = rss_bytes();
+    let pad = "y".repeat(bytes);
+    let mut measured = Vec::new();
+    for round in 0..rounds {
+        let name = |m: usize| format!("e{round}-{m}");
+        for m in 0..models {
+            let patch = json!({ "m": m, "pad": pad }).as_object().cloned().unwrap();
+            engine.update(&name(m), patch).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while (0..models).any(|m| engine.durable_version(&name(m)) != Some(1)) {
+            assert!(Instant::now() < deadline, "never durable");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let loaded = rss_bytes();
+        engine.evict_idle();
+        let evicted = engine.evict_idle();
+        measured.push((loaded, rss_bytes(), evicted));
+    }
+    drop(engine);
+    if let Some(store) = store {
+        store.close();
+    }
+    (before, measured)
+}
+
 fn main() {
     let quick = std::env::var_os("STORE_BENCH_QUICK").is_some();
     let per_model = if quick { 5_000 } else { 50_000 };
@@ -216,6 +259,22 @@ fn main() {
         }
     }
     if only_saturation {
+        return;
+    }
+    if std::env::var_os("STORE_BENCH_EVICTION").is_some() {
+        let (before, rounds) = eviction(10_000, 10_000, 3);
+        println!(
+            "idle eviction, 10,000 new models of ~10 KB per round: resident {} MB before",
+            before >> 20
+        );
+        for (round, (loaded, after, evicted)) in rounds.iter().enumerate() {
+            println!(
+                "  round {}: {} MB with the round's models in memory, {} MB after {evicted} evicted",
+                round + 1,
+                loaded >> 20,
+                after >> 20
+            );
+        }
         return;
     }
     println!("publisher echo latency at 1,000 updates/s (send -> echo, over a session):");
