@@ -324,6 +324,16 @@ async fn modify_stays_atomic_across_nodes() {
     let (b, _sb) = node(&redis).await;
     a.update("counter", json!({"n": 0}).as_object().cloned().unwrap())
         .unwrap();
+    // The start is durable before anyone counts: else an increment of the other node could
+    // come first in the model's order, and the start would then, correctly, reset it.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while a.durable_version("counter") != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the start never became durable"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     const EACH: u64 = 200;
     let tasks: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
         .into_iter()
@@ -348,14 +358,18 @@ async fn modify_stays_atomic_across_nodes() {
     for task in tasks {
         tokio::time::timeout(TIMEOUT, task).await.unwrap().unwrap();
     }
-    // Every increment is applied once, in the one order, whichever node made it.
+    // Every increment is applied once, in the one order, whichever node made it: both nodes
+    // reach version 1 + 800 (each modify made a diff) with the counter at 800.
     let deadline = std::time::Instant::now() + TIMEOUT;
-    while a.durable_version("counter") != a.read("counter", |_, v| v)
-        || b.durable_version("counter") != b.read("counter", |_, v| v)
+    while a.durable_version("counter") != Some(1 + 4 * EACH)
+        || b.durable_version("counter") != Some(1 + 4 * EACH)
     {
         assert!(
             std::time::Instant::now() < deadline,
-            "the nodes never caught up"
+            "the nodes never reached version {}: {:?} and {:?}",
+            1 + 4 * EACH,
+            a.durable_version("counter"),
+            b.durable_version("counter")
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
