@@ -102,8 +102,8 @@ struct ModelState {
     /// Bytes of `unsent`, and of the batch in flight.
     unsent_bytes: usize,
     in_flight_bytes: usize,
+    /// Diffs of the batch in flight (0: none is).
     in_flight_diffs: usize,
-    in_flight: bool,
     since_checkpoint: (u64, u64),
     /// Shared store: the frames not yet durable, to run again after another writer's commit.
     replays: Replays,
@@ -187,7 +187,6 @@ impl LiveModel {
                 unsent_bytes: 0,
                 in_flight_bytes: 0,
                 in_flight_diffs: 0,
-                in_flight: false,
                 since_checkpoint: (0, 0),
                 replays: Replays::default(),
                 applying: None,
@@ -523,7 +522,7 @@ impl LiveModel {
 
     /// The next batch for the store, if none is in flight and diffs wait.
     fn next_batch(&self, state: &mut ModelState) -> Option<Batch> {
-        if state.in_flight || state.unsent.is_empty() || state.closed == Some(Closed::Reload) {
+        if state.in_flight() || state.unsent.is_empty() || state.closed == Some(Closed::Reload) {
             return None;
         }
         let base_version = state.version - state.unsent.len() as u64;
@@ -544,23 +543,27 @@ impl LiveModel {
             }
         }
         let diffs: Vec<ServerMessage> = state.unsent.drain(..take).collect();
-        let last_sent = base_version + take as u64;
+        let last_version = base_version + take as u64;
         while state
             .frame_ends
             .front()
-            .is_some_and(|&end| end <= last_sent)
+            .is_some_and(|&end| end <= last_version)
         {
             state.frame_ends.pop_front();
         }
-        let bytes: u64 = diffs.iter().map(|d| d.content_json().len() as u64).sum();
-        state.since_checkpoint.0 += diffs.len() as u64;
-        state.since_checkpoint.1 += bytes;
+        let (content_bytes, queued_bytes) = diffs.iter().fold((0, 0), |(content, queued), d| {
+            (
+                content + d.content_json().len() as u64,
+                queued + d.queued_len(),
+            )
+        });
+        state.since_checkpoint.0 += take as u64;
+        state.since_checkpoint.1 += content_bytes;
         // A new model's first batch always carries its state: that keeps its initial state
         // (the model's `initial_state`), which no diff holds.
         let due = base_version == 0
             || state.since_checkpoint.0 >= self.checkpoints.every_diffs
             || state.since_checkpoint.1 >= self.checkpoints.every_bytes;
-        let last_version = base_version + diffs.len() as u64;
         // The state is only at the batch's last version when nothing else waits.
         let checkpoint = (due && last_version == state.version).then(|| {
             state.since_checkpoint = (0, 0);
@@ -569,11 +572,9 @@ impl LiveModel {
                 state: state.state.clone(),
             }
         });
-        state.in_flight = true;
-        let bytes = diffs.iter().map(ServerMessage::queued_len).sum::<usize>();
-        state.unsent_bytes -= bytes;
-        state.in_flight_bytes = bytes;
-        state.in_flight_diffs = diffs.len();
+        state.unsent_bytes -= queued_bytes;
+        state.in_flight_bytes = queued_bytes;
+        state.in_flight_diffs = take;
         Some(Batch {
             model: self.name.clone(),
             epoch: self.epoch.clone(),
@@ -597,7 +598,6 @@ impl LiveModel {
     /// The store answered for the batch that ends at `last`.
     fn appended(self: &Arc<Self>, last: u64, result: Result<Appended, StoreError>) {
         let mut state = lock(&self.state);
-        state.in_flight = false;
         state.in_flight_bytes = 0;
         state.in_flight_diffs = 0;
         let outcome = match result {
@@ -686,7 +686,7 @@ impl LiveModel {
             for diff in diffs.into_iter().filter(|d| d.version > durable) {
                 state.remote.insert(diff.version, diff);
             }
-            match state.in_flight {
+            match state.in_flight() {
                 // The batch in flight will conflict, or commit first: its answer applies them.
                 true => Ok(()),
                 false => self.catch_up(&mut state, None),
@@ -752,7 +752,7 @@ impl LiveModel {
         let idle = state.sessions == 0
             && state.closed.is_none()
             && state.commands.is_empty()
-            && !state.in_flight
+            && !state.in_flight()
             && state.unsent.is_empty()
             && state.durable == state.version;
         if !idle {
@@ -852,7 +852,7 @@ impl LiveModel {
         let _state = self
             .durable_moved
             .wait_while(state, |s| {
-                s.durable == durable && s.closed.is_none() && s.in_flight
+                s.durable == durable && s.closed.is_none() && s.in_flight()
             })
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         drop(_state);
@@ -924,6 +924,10 @@ impl ModelState {
         let blocked: Vec<Queued> = self.commands.drain(first..).collect();
         self.backlog -= blocked.iter().map(|q| q.len).sum::<usize>();
         blocked
+    }
+
+    fn in_flight(&self) -> bool {
+        self.in_flight_diffs > 0
     }
 
     fn over_backlog(&self) -> bool {

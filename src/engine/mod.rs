@@ -458,9 +458,6 @@ impl Engine {
         if in_memory_store && !create {
             return Ok(None);
         }
-        if in_memory_store && self.model_count() >= limit {
-            return Err(JoinError::TooManyModels { limit });
-        }
         // Loaded outside the table's lock, so that a slow read holds up no other model.
         let stored = match in_memory_store {
             true => None,

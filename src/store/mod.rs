@@ -97,6 +97,21 @@ impl Batch {
     pub fn bytes(&self) -> usize {
         self.diffs.iter().map(|d| d.content_json().len()).sum()
     }
+
+    /// The batch's diffs as one JSON array (`[diff,diff,...]`), joined without re-encoding:
+    /// how stores keep or publish a batch.
+    pub fn diffs_json(&self) -> String {
+        let mut out = String::with_capacity(self.bytes() + self.diffs.len() + 2);
+        out.push('[');
+        for (i, diff) in self.diffs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(diff.content_json());
+        }
+        out.push(']');
+        out
+    }
 }
 
 /// How an append ended.

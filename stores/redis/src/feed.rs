@@ -46,32 +46,14 @@ struct Published<'a> {
     removed: Option<&'a str>,
 }
 
-/// The payload published for a batch.
-pub(crate) fn batch_payload(epoch: &str, first: u64, diffs: &[purly::ServerMessage]) -> String {
-    let mut out = String::with_capacity(
-        64 + diffs
-            .iter()
-            .map(|d| d.content_json().len() + 1)
-            .sum::<usize>(),
-    );
-    out.push_str(r#"{"e":"#);
-    out.push_str(&serde_json::Value::from(epoch).to_string());
-    out.push_str(r#","v":"#);
-    out.push_str(&first.to_string());
-    out.push_str(r#","d":["#);
-    for (i, diff) in diffs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(diff.content_json());
-    }
-    out.push_str("]}");
-    out
-}
-
-/// The payload published when a model is removed.
-pub(crate) fn removal_payload(epoch: &str) -> String {
-    format!(r#"{{"removed":{}}}"#, serde_json::Value::from(epoch))
+/// The payload published for a batch: its epoch, first version and diffs.
+pub(crate) fn batch_payload(batch: &purly::Batch) -> String {
+    format!(
+        r#"{{"e":{},"v":{},"d":{}}}"#,
+        serde_json::Value::from(&*batch.epoch),
+        batch.base_version + 1,
+        batch.diffs_json()
+    )
 }
 
 /// Runs the feed until the store is dropped (its control channel closes).

@@ -280,7 +280,7 @@ impl Store for RedisStore {
         let keep = self.options.keep_history;
         self.handle.spawn(async move {
             let keys = Keys::new(&batch.model);
-            let payload = feed::batch_payload(&batch.epoch, batch.base_version + 1, &batch.diffs);
+            let payload = feed::batch_payload(&batch);
             let checkpoint = batch
                 .checkpoint
                 .as_ref()
@@ -334,14 +334,12 @@ impl Store for RedisStore {
 
     fn remove(&self, model: &ModelName) -> Result<(), StoreError> {
         let keys = Keys::new(model);
-        let epoch = self.load(model)?.map(|m| m.epoch).unwrap_or_default();
         self.blocking(|c| {
             scripts::REMOVE
                 .key(&keys.meta)
                 .key(&keys.log)
                 .key(&keys.snap)
                 .arg(&keys.channel)
-                .arg(feed::removal_payload(&epoch))
                 .invoke::<i64>(c)
         })
         .map(drop)

@@ -74,12 +74,14 @@ return {epoch, redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+')}
     )
 });
 
-/// Removes a model and tells every node. KEYS: meta, log, snap. ARGV: channel, payload.
+/// Removes a model and tells every node (`{"removed": epoch}`). KEYS: meta, log, snap.
+/// ARGV: channel.
 pub(crate) static REMOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[1], cjson.encode({removed = epoch}))
 return 1
 ",
     )

@@ -134,15 +134,7 @@ fn append(
         }
     }
     if !batch.diffs.is_empty() {
-        let mut diffs = String::with_capacity(batch.bytes() + batch.diffs.len() + 2);
-        diffs.push('[');
-        for (i, diff) in batch.diffs.iter().enumerate() {
-            if i > 0 {
-                diffs.push(',');
-            }
-            diffs.push_str(diff.content_json());
-        }
-        diffs.push(']');
+        let diffs = batch.diffs_json();
         tx.prepare_cached(
             "INSERT INTO log (model, first_version, last_version, diffs) VALUES (?1, ?2, ?3, ?4)",
         )?
