@@ -331,6 +331,22 @@ mod tests {
         (error.code, error.index)
     }
 
+    /// Found by the `frame` fuzz target: without exact float parsing, a long integer literal
+    /// was read one unit in the last place off, so the model held a number the client never
+    /// sent and the frame did not survive a round trip.
+    #[test]
+    fn long_numbers_are_read_exactly_and_round_trip() {
+        let input = r#"[{"header":{"type":"update"},"content":{"n":44444404000000000000000000000000000000000000000001}}]"#;
+        let frame = parse_frame(input.as_bytes(), &Limits::default()).unwrap();
+        let again = parse_frame(frame.to_json().as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(again, frame);
+        let Content::Object(content) = &frame.messages[0].content else {
+            panic!("an update's content is read into an object");
+        };
+        let n = content["n"].as_f64().unwrap();
+        assert_eq!(n, "4.4444404e49".parse::<f64>().unwrap());
+    }
+
     #[test]
     fn parses_the_original_clients_frames() {
         let frame = parse_frame(
