@@ -3,6 +3,8 @@
 # (examples/baseline.rs), alternating purly / baseline, and prints each result and the ratios.
 # purly runs in memory (--memory), as the baseline does: the store costs are measured on
 # their own (cargo bench -p purly-sqlite --bench store).
+# purly's per-connection rate limit is off (--max-frames-per-sec 0): the baseline has none, and
+# the load generator's one publisher per model is exactly the client that limit would slow.
 # Loopback only; every load is bounded in count (--updates) and in time (--limit).
 #
 #   bash examples/compare.sh            # ~2 minutes on 2 cores
@@ -18,7 +20,7 @@ servers=()
 trap 'kill "${servers[@]}" 2>/dev/null || true; rm -f "$results"' EXIT
 
 start() { # name port -> pid of a fresh server
-    if [ "$1" = purly ]; then "$bin/server" --memory --addr "127.0.0.1:$2" >/dev/null 2>&1 &
+    if [ "$1" = purly ]; then "$bin/server" --memory --max-frames-per-sec 0 --addr "127.0.0.1:$2" >/dev/null 2>&1 &
     else "$bin/baseline" --addr "127.0.0.1:$2" >/dev/null 2>&1 &
     fi
     local pid=$!

@@ -2,6 +2,8 @@
 # 1,000 subscribers of one model spread over 3 purly nodes on one Redis, against the same load
 # on 1 in-memory node, alternating. All processes (Redis, the nodes, the load generator) share
 # this machine's cores: the 3-node figures measure the cluster's overhead, not its capacity.
+# purly's per-connection rate limit is off (--max-frames-per-sec 0): the baseline has none, and
+# the load generator's one publisher per model is exactly the client that limit would slow.
 # Loopback only; every load is bounded in count and time. Needs redis-server on the PATH.
 #
 #   bash examples/compare_nodes.sh          # ~2 minutes on 2 cores
@@ -25,7 +27,7 @@ wait_port 8290
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS" >&2
     # One in-memory node.
-    "$bin/server" --memory --addr 127.0.0.1:8280 >/dev/null 2>&1 &
+    "$bin/server" --memory --max-frames-per-sec 0 --addr 127.0.0.1:8280 >/dev/null 2>&1 &
     single=$!; pids+=("$single"); wait_port 8280
     for workload in "saturated --updates 5000" "rate50k --updates 300 --rate 50"; do
         set -- $workload
@@ -37,7 +39,7 @@ for round in $(seq "$ROUNDS"); do
     # Three nodes on Redis.
     nodes=()
     for port in 8281 8282 8283; do
-        "$bin/server" --redis redis://127.0.0.1:8290 --addr "127.0.0.1:$port" >/dev/null 2>&1 &
+        "$bin/server" --redis redis://127.0.0.1:8290 --max-frames-per-sec 0 --addr "127.0.0.1:$port" >/dev/null 2>&1 &
         nodes+=($!); pids+=($!); wait_port "$port"
     done
     for workload in "saturated --updates 5000" "rate50k --updates 300 --rate 50"; do

@@ -25,79 +25,94 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
+use clap::{Parser, ValueEnum};
 use purly::Engine;
-use purly_hyper::Purly;
+use purly_hyper::{Purly, RateLimit, ServerConfig};
 use purly_redis::{RedisOptions, RedisStore};
 use purly_sqlite::{Durability, SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+/// The purly server: every model's stream, state and page over HTTP/WebSocket, kept across
+/// restarts.
+#[derive(Debug, Parser)]
+#[command(name = "server", version)]
 struct Args {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
+    /// The path prefix of every route: `{prefix}{model}/stream`, `/state` and the page.
+    #[arg(long, default_value = "/")]
     prefix: String,
-    /// `None` with `--memory` or `--redis`.
-    data: Option<PathBuf>,
+    /// The directory of the model store (`purly.sqlite3`), created if missing.
+    #[arg(long, value_name = "DIR", default_value = "purly-data")]
+    data: PathBuf,
+    /// Keep models in memory only: a restart loses them.
+    #[arg(long, conflicts_with_all = ["redis", "data"])]
+    memory: bool,
+    /// Be one node of a cluster whose models live in this Redis (credentials in the URL; no
+    /// TLS yet), in place of `--data`.
+    #[arg(long, value_name = "URL", conflicts_with = "data")]
     redis: Option<String>,
-    durability: Durability,
-    idle: Duration,
+    /// What a commit survives: `process` (the process dying) or `os` (also an OS crash or
+    /// power loss, one fsync per commit).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Process)]
+    durability: DurabilityArg,
+    /// A model with no client leaves memory after 1 to 2 times this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_secs: u64,
+    /// The most connections served at once; past it new ones get HTTP 503.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_connections: usize,
+    /// The most connections from one IP address (default: no limit).
+    #[arg(long, value_name = "N")]
+    max_connections_per_peer: Option<usize>,
+    /// The frames per second one connection may send, sustained and in a burst (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    max_frames_per_sec: u32,
 }
 
-const USAGE: &str = "usage: server [--addr HOST:PORT] [--prefix PATH] \
-[--data DIR | --memory | --redis URL] [--durability process|os] [--idle-secs N]";
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    Process,
+    Os,
+}
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
-        prefix: "/".to_owned(),
-        data: Some(PathBuf::from("purly-data")),
-        redis: None,
-        durability: Durability::Process,
-        idle: Duration::from_secs(60),
-    };
-    let mut words = std::env::args().skip(1);
-    while let Some(word) = words.next() {
-        let mut value = |name: &str| words.next().ok_or(format!("{name} needs a value"));
-        match word.as_str() {
-            "--addr" => {
-                let value = value("--addr")?;
-                args.addr = value.parse().map_err(|e| format!("--addr {value}: {e}"))?;
-            }
-            "--prefix" => args.prefix = value("--prefix")?,
-            "--data" => args.data = Some(PathBuf::from(value("--data")?)),
-            "--memory" => args.data = None,
-            "--redis" => {
-                args.redis = Some(value("--redis")?);
-                args.data = None;
-            }
-            "--durability" => {
-                args.durability = match value("--durability")?.as_str() {
-                    "process" => Durability::Process,
-                    "os" => Durability::Os,
-                    other => return Err(format!("--durability {other}: process or os")),
-                }
-            }
-            "--idle-secs" => {
-                let value = value("--idle-secs")?;
-                let secs: u64 = value
-                    .parse()
-                    .map_err(|e| format!("--idle-secs {value}: {e}"))?;
-                args.idle = Duration::from_secs(secs.max(1));
-            }
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+impl Args {
+    /// `None` with `--memory` or `--redis`.
+    fn data_dir(&self) -> Option<&PathBuf> {
+        (!self.memory && self.redis.is_none()).then_some(&self.data)
+    }
+
+    fn durability(&self) -> Durability {
+        match self.durability {
+            DurabilityArg::Process => Durability::Process,
+            DurabilityArg::Os => Durability::Os,
         }
     }
-    Ok(args)
+
+    fn server_config(&self) -> ServerConfig {
+        let mut config = ServerConfig::default();
+        config.max_connections = self.max_connections;
+        config.max_connections_per_peer = self.max_connections_per_peer;
+        config.rate_limit = (self.max_frames_per_sec > 0).then(|| {
+            let mut limit = RateLimit::default();
+            limit.frames_per_second = f64::from(self.max_frames_per_sec);
+            limit.frame_burst = f64::from(self.max_frames_per_sec);
+            limit
+        });
+        config
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -105,13 +120,7 @@ async fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::stdout().is_terminal())
         .init();
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            tracing::error!("{message}");
-            return ExitCode::from(2);
-        }
-    };
+    raise_file_limit();
     let (engine, store) = match open_store(&args).await {
         Ok(opened) => opened,
         Err(message) => {
@@ -119,11 +128,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let purly = Purly::builder(engine).prefix(&args.prefix).build();
+    let purly = Purly::builder(engine)
+        .config(args.server_config())
+        .prefix(&args.prefix)
+        .build();
     // Idle models leave memory (a no-op in memory mode, where they live nowhere else).
     {
         let engine = purly.engine().clone();
-        let idle = args.idle;
+        let idle = Duration::from_secs(args.idle_secs);
         tokio::spawn(async move {
             let mut sweep = tokio::time::interval(idle);
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -149,25 +161,7 @@ async fn main() -> ExitCode {
         "purly serving on http://{local}{prefix} (streams at ws://{local}{prefix}{{model}}/stream)"
     );
 
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let purly = purly.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = purly.serve_tcp(socket).await {
-                            tracing::debug!(%peer, %error, "http connection ended");
-                        }
-                    });
-                }
-                Err(error) => tracing::warn!(%error, "accept failed"),
-            },
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
+    purly.serve(listener, shutdown_signal()).await;
     tracing::info!(
         "shutting down: closing {} connection(s)",
         purly.connections()
@@ -186,6 +180,27 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Raises the soft limit on open files to the hard limit: each connection holds one.
+fn raise_file_limit() {
+    let (soft, hard) = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok(limits) => limits,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit");
+            return;
+        }
+    };
+    match rlimit::increase_nofile_limit(hard) {
+        Ok(now) => tracing::info!(
+            "open-file limit: {now} (soft limit was {soft}, hard limit {hard}); \
+             each connection holds one"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            "open-file limit stays {soft} (hard limit {hard}): cannot raise it"
+        ),
+    }
+}
+
 /// The engine on the store the arguments name, and the SQLite store's handle (to close it).
 async fn open_store(args: &Args) -> Result<(Engine, Option<Arc<SqliteStore>>), String> {
     if let Some(url) = &args.redis {
@@ -198,18 +213,18 @@ async fn open_store(args: &Args) -> Result<(Engine, Option<Arc<SqliteStore>>), S
         );
         return Ok((Engine::builder().store(store).build(), None));
     }
-    let Some(dir) = &args.data else {
+    let Some(dir) = args.data_dir() else {
         tracing::info!("models live in memory only (--memory): a restart loses them");
         return Ok((Engine::default(), None));
     };
-    let options = SqliteOptions::default().durability(args.durability);
+    let options = SqliteOptions::default().durability(args.durability());
     let store = SqliteStore::open(dir, options)
         .map_err(|error| format!("cannot open the model store: {error}"))?;
     let store = Arc::new(store);
     tracing::info!(
         "models persist in {} (durability: {:?})",
         store.path().display(),
-        args.durability
+        args.durability()
     );
     Ok((Engine::builder().store(store.clone()).build(), Some(store)))
 }

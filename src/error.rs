@@ -37,6 +37,9 @@ pub enum ErrorCode {
     /// The store could not make the frame durable, or failed after it was applied in memory
     /// (PROTOCOL.md section 8): nothing of it was kept; reconnect and retry.
     Unavailable,
+    /// The connection sent frames faster than its transport allows; the frame was not applied.
+    /// Slow down: a client that keeps going is disconnected (purly-hyper closes with 1008).
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::Rejected => "rejected",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }

@@ -91,6 +91,16 @@ impl Session {
         self.live.refuse(self.sender.id, error, Vec::new())
     }
 
+    /// Refuses a whole frame of text that the transport will not apply (e.g. `rate_limited`),
+    /// naming its messages' ids when the frame can be read, so that the client knows which of
+    /// its updates were not applied.
+    pub fn refuse_text(&self, text: &str, error: FrameError) -> SendError {
+        let ids = parse_frame(text.as_bytes(), &self.limits)
+            .map(|frame| frame.ids())
+            .unwrap_or_default();
+        self.live.refuse(self.sender.id, error, ids)
+    }
+
     /// Asks for a fresh snapshot after the subscriber reported [`Delivery::Lagged`](crate::Delivery::Lagged).
     /// It is delivered to the subscriber in order: diffs after it follow it, none before it do.
     pub fn resync(&self) -> Result<(), SendError> {

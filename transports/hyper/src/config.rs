@@ -6,7 +6,7 @@ use std::time::Duration;
 ///
 /// The engine's own limits (frame size, depth, queue bound...) live in
 /// [`purly::Config`]; these are the transport's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ServerConfig {
     /// The path prefix the routes live under (default `/`): `{prefix}{model}/stream`,
@@ -30,6 +30,66 @@ pub struct ServerConfig {
     /// The read buffer of each connection, in bytes (default 2 KiB). tungstenite allocates it
     /// up front, so it dominates the memory of an idle connection (its default is 128 KiB).
     pub read_buffer_bytes: usize,
+    /// How long a client has to send a complete request head (default 10 s), counted from the
+    /// moment the server waits for one: from the accept, and again after every response on a
+    /// keep-alive connection. A half-sent or too slow request is closed (hyper's header read
+    /// timeout, on a Tokio timer). It also bounds the wait for the WebSocket upgrade request.
+    pub header_read_timeout: Duration,
+    /// How long a plain HTTP connection may stay open with no request in flight (default 5 s)
+    /// before it is closed; at most `header_read_timeout`, which also runs while a keep-alive
+    /// connection waits for its next request.
+    pub keep_alive_timeout: Duration,
+    /// How long the WebSocket handshake may take once the upgrade was answered (default 10 s).
+    pub upgrade_timeout: Duration,
+    /// Compat mode: how long a client may go without sending a frame (default 60 s; the
+    /// original clients send one every turn). Past it the connection is closed with 1008.
+    pub compat_idle_timeout: Duration,
+    /// The most connections served at once (default 100,000), WebSocket and plain HTTP
+    /// together. Past it a new connection is answered with HTTP 503 and closed; the open ones
+    /// are untouched. Counted by [`Purly::serve_connection`](crate::Purly::serve_connection)
+    /// and what calls it; a `Purly` mounted as a service elsewhere counts its streams only.
+    pub max_connections: usize,
+    /// The most connections from one IP address (default: no limit, since clients behind one
+    /// NAT or proxy share an address). Past it: HTTP 503, as for `max_connections`.
+    pub max_connections_per_peer: Option<usize>,
+    /// The most frames and bytes one connection may send (default [`RateLimit::default`]);
+    /// `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A per-connection token bucket on incoming frames (PROTOCOL.md section 5): one client
+/// cannot monopolize the order of a model that others share.
+///
+/// A frame past the limit is not applied; its sender gets an `error` with code
+/// `rate_limited` (naming the frame's ids). A client that keeps sending regardless is closed
+/// with code 1008 after `max_refused` refusals in a row. Control frames (pings, pongs) are
+/// not counted.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// Frames per second, sustained (default 1,000).
+    pub frames_per_second: f64,
+    /// Frames that may arrive at once above the sustained rate (default 1,000).
+    pub frame_burst: f64,
+    /// Bytes of frame text per second, sustained (default 4 MiB).
+    pub bytes_per_second: f64,
+    /// Bytes that may arrive at once (default 8 MiB; a frame larger than this is counted as
+    /// this much, so that the largest frame the engine accepts always fits).
+    pub byte_burst: f64,
+    /// Refusals in a row after which the connection is closed with 1008 (default 100).
+    pub max_refused: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            frames_per_second: 1_000.0,
+            frame_burst: 1_000.0,
+            bytes_per_second: f64::from(4u32 << 20),
+            byte_burst: f64::from(8u32 << 20),
+            max_refused: 100,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -42,6 +102,13 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(60),
             allowed_origins: Vec::new(),
             read_buffer_bytes: 2 << 10,
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(5),
+            upgrade_timeout: Duration::from_secs(10),
+            compat_idle_timeout: Duration::from_secs(60),
+            max_connections: 100_000,
+            max_connections_per_peer: None,
+            rate_limit: Some(RateLimit::default()),
         }
     }
 }

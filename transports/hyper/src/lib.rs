@@ -64,13 +64,17 @@
 //! - It does not run the HTTP server: you own the listener and the accept loop (see above).
 //! - It does not check `Sec-WebSocket-Extensions` (no compression is negotiated).
 
+mod accept;
 mod access;
+mod admission;
 mod builder;
 #[cfg(feature = "client")]
 mod client;
 mod config;
 mod http;
+mod keep_alive;
 mod page;
+mod rate_limit;
 mod route;
 mod service;
 mod socket_loop;
@@ -80,7 +84,7 @@ pub use access::{Authorize, Decision, PeerAddr, RequestInfo};
 pub use builder::PurlyBuilder;
 #[cfg(feature = "client")]
 pub use client::{Ended, WsClient, WsClientError, CLOSE_TIMEOUT};
-pub use config::ServerConfig;
+pub use config::{RateLimit, ServerConfig};
 pub use http::Body;
 pub use route::RouteKind;
 pub use service::{Handled, Purly, ResponseFuture};

@@ -18,8 +18,10 @@ use purly::{Engine, ModelName};
 use tokio_util::task::TaskTracker;
 
 use crate::access::{Authorize, Decision, PeerAddr, RequestInfo};
+use crate::admission::{Admission, Refusal};
 use crate::config::ServerConfig;
 use crate::http::{error_response, Body, StateResponse};
+use crate::keep_alive::Activity;
 use crate::page;
 use crate::route::{route, RouteKind, Routed};
 use crate::upgrade::{upgrade, Streams};
@@ -43,6 +45,7 @@ struct Shared {
     authorize: Option<Box<Authorize>>,
     websocket: WebSocketConfig,
     connections: TaskTracker,
+    admission: Arc<Admission>,
 }
 
 /// What [`Purly::try_handle`] did with a request.
@@ -70,6 +73,10 @@ impl Purly {
         authorize: Option<Box<Authorize>>,
         websocket: WebSocketConfig,
     ) -> Self {
+        let admission = Arc::new(Admission::new(
+            config.max_connections,
+            config.max_connections_per_peer,
+        ));
         Purly {
             inner: Arc::new(Shared {
                 engine,
@@ -77,6 +84,7 @@ impl Purly {
                 authorize,
                 websocket,
                 connections: TaskTracker::new(),
+                admission,
             }),
         }
     }
@@ -95,6 +103,12 @@ impl Purly {
     /// How many WebSocket connections are open.
     pub fn connections(&self) -> usize {
         self.inner.connections.len()
+    }
+
+    /// How many connections [`serve_connection`](Purly::serve_connection) holds open, plain
+    /// HTTP and WebSocket together: what [`ServerConfig::max_connections`] caps.
+    pub fn open_connections(&self) -> usize {
+        self.inner.admission.open()
     }
 
     /// Serves `request` if it is for one of purly's routes, or hands it back untouched. Only
@@ -166,6 +180,11 @@ impl Purly {
     /// byte stream works (a TCP socket, a TLS stream, a Unix socket), wrapped for hyper (e.g.
     /// `hyper_util::rt::TokioIo::new(stream)`); `peer` is handed to the authorization hook.
     /// For TCP, [`serve_tcp`](Purly::serve_tcp) also sets TCP_NODELAY.
+    ///
+    /// The connection is held to [`ServerConfig`]'s limits: past `max_connections` (or
+    /// `max_connections_per_peer`) it is answered with HTTP 503 and closed; a request head
+    /// must arrive within `header_read_timeout`; with no request in flight it is closed after
+    /// `keep_alive_timeout`.
     pub async fn serve_connection<IO>(
         &self,
         io: IO,
@@ -174,16 +193,67 @@ impl Purly {
     where
         IO: Read + Write + Unpin + Send + 'static,
     {
+        let config = &self.inner.config;
+        let permit = match self.inner.admission.admit(peer.map(|p| p.ip())) {
+            Ok(permit) => Arc::new(permit),
+            Err(refusal) => return self.refuse_connection(io, peer, refusal).await,
+        };
+        let activity = Activity::new();
         let purly = self.clone();
+        let busy = activity.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             if let Some(peer) = peer {
                 request.extensions_mut().insert(PeerAddr(peer));
             }
-            purly.respond(request)
+            // An upgraded connection keeps its place until its WebSocket task ends.
+            request.extensions_mut().insert(permit.clone());
+            let in_flight = busy.begin();
+            let response = purly.respond(request);
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
         });
-        http1::Builder::new()
+        let connection = http1_builder(config.header_read_timeout)
             .serve_connection(io, service)
-            .with_upgrades()
+            .with_upgrades();
+        tokio::pin!(connection);
+        tokio::select! {
+            ended = connection.as_mut() => return ended,
+            () = activity.idle_for(config.keep_alive_timeout) => {}
+        }
+        // Idle too long: close once nothing is in flight (at once, since nothing is).
+        connection.as_mut().graceful_shutdown();
+        connection.await
+    }
+
+    /// Answers every request on a connection past a cap with 503, then closes it.
+    async fn refuse_connection<IO>(
+        &self,
+        io: IO,
+        peer: Option<std::net::SocketAddr>,
+        refusal: Refusal,
+    ) -> Result<(), hyper::Error>
+    where
+        IO: Read + Write + Unpin + Send + 'static,
+    {
+        tracing::debug!(?peer, ?refusal, "connection refused");
+        let service = service_fn(move |_: Request<Incoming>| {
+            std::future::ready(Ok::<_, Infallible>(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                refusal.message(),
+            )))
+        });
+        // The refused get little time to send their request: they hold a file descriptor.
+        let timeout = self
+            .inner
+            .config
+            .header_read_timeout
+            .min(REFUSAL_READ_TIMEOUT);
+        http1_builder(timeout)
+            .keep_alive(false)
+            .serve_connection(io, service)
             .await
     }
 
@@ -219,6 +289,18 @@ impl Purly {
             peer: request.extensions().get::<PeerAddr>().map(|p| p.0),
         })
     }
+}
+
+/// How long a connection refused for a cap has to send its request before it is dropped.
+const REFUSAL_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// hyper's HTTP/1 server with a Tokio timer and a header read timeout.
+fn http1_builder(header_read_timeout: std::time::Duration) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder
 }
 
 fn not_found() -> Response<Body> {

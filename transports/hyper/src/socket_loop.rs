@@ -13,9 +13,10 @@ use purly::{
     encode_frame, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received, ServerMessage,
     Session,
 };
-use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, sleep, sleep_until, timeout, Instant, MissedTickBehavior};
 
 use crate::config::ServerConfig;
+use crate::rate_limit::{FrameLimiter, Verdict};
 
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,10 @@ where
         config,
         missed_pings: 0,
         batch: Vec::new(),
+        limiter: config
+            .rate_limit
+            .clone()
+            .map(|limit| FrameLimiter::new(limit, std::time::Instant::now())),
     };
     match session.mode() {
         Mode::Stream => socket_loop.stream().await,
@@ -60,6 +65,8 @@ struct SocketLoop<'a, S> {
     missed_pings: u32,
     /// Reused for every write: the queued messages of one frame.
     batch: Vec<ServerMessage>,
+    /// The connection's rate limit, if any.
+    limiter: Option<FrameLimiter>,
 }
 
 /// What one received WebSocket message asks of the loop.
@@ -124,13 +131,20 @@ where
         }
         let mut ping = self.ping_timer();
         let mut next_turn = Instant::now() + period;
+        let idle_timeout = self.config.compat_idle_timeout;
+        let idle = sleep(idle_timeout);
+        tokio::pin!(idle);
         loop {
             tokio::select! {
                 incoming = self.ws.next() => match self.receive(incoming).await {
                     Incoming::End(ending) => return ending,
                     Incoming::Control => continue,
-                    Incoming::Frame => {}
+                    Incoming::Frame => idle.as_mut().reset(Instant::now() + idle_timeout),
                 },
+                () = &mut idle => {
+                    let why = format!("no frame for {} s", idle_timeout.as_secs_f64());
+                    return self.close(CloseCode::Policy, &why).await;
+                }
                 reason = poll_fn(|cx| self.outbox.poll_closed(cx)) => {
                     return self.close_for(reason).await;
                 }
@@ -158,11 +172,24 @@ where
         self.missed_pings = 0;
         match incoming {
             Some(Ok(Message::Text(text))) => {
-                // A refusal is queued to this session as an error message; nothing else to do.
-                let _ = self.session.send_text(&text);
+                match self.rate_verdict(text.len()) {
+                    // A refusal is queued to this session as an error message; nothing else.
+                    Verdict::Admit => drop(self.session.send_text(&text)),
+                    Verdict::Refuse => {
+                        let error = FrameError::new(
+                            ErrorCode::RateLimited,
+                            "frames arrive faster than this connection may send; slow down",
+                        );
+                        self.session.refuse_text(&text, error);
+                    }
+                    Verdict::Close => return self.rate_limit_close().await,
+                }
                 Incoming::Frame
             }
-            Some(Ok(Message::Binary(_))) => {
+            Some(Ok(Message::Binary(bytes))) => {
+                if self.rate_verdict(bytes.len()) == Verdict::Close {
+                    return self.rate_limit_close().await;
+                }
                 self.session.refuse(FrameError::new(
                     ErrorCode::BinaryNotSupported,
                     "purly frames are JSON text; binary frames are not supported",
@@ -177,6 +204,19 @@ where
             ),
             Some(Err(error)) => Incoming::End(Ending::PeerLost(error.to_string())),
         }
+    }
+
+    /// What the rate limit says of a frame of `len` bytes arriving now.
+    fn rate_verdict(&mut self, len: usize) -> Verdict {
+        match &mut self.limiter {
+            Some(limiter) => limiter.check(len, std::time::Instant::now()),
+            None => Verdict::Admit,
+        }
+    }
+
+    async fn rate_limit_close(&mut self) -> Incoming {
+        let reason = "rate limit exceeded; frames kept coming after rate_limited";
+        Incoming::End(self.close(CloseCode::Policy, reason).await)
     }
 
     fn ping_timer(&self) -> tokio::time::Interval {

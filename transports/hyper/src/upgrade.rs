@@ -10,6 +10,7 @@ use purly::{Engine, JoinOptions, ModelName, Outbox};
 use tokio_util::task::TaskTracker;
 
 use crate::access::{origin_allowed, Decision, PeerAddr};
+use crate::admission::Permit;
 use crate::config::ServerConfig;
 use crate::http::{error_response, join_refused, Body};
 use crate::socket_loop::{self, Ending};
@@ -40,6 +41,15 @@ pub(crate) fn upgrade<B>(
     }
     if !origin_allowed(request.headers(), &streams.config.allowed_origins) {
         return error_response(StatusCode::FORBIDDEN, "cross-site WebSocket refused");
+    }
+    // Held by the connection's task: an upgraded connection keeps its place under the cap.
+    // Without one (mounted in another server), the streams alone are held to the cap.
+    let permit = request.extensions_mut().remove::<Arc<Permit>>();
+    if permit.is_none() && streams.connections.len() >= streams.config.max_connections {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is at its connection limit; retry later",
+        );
     }
     let stream_mode = offers_stream_protocol(&request);
     let mut options = if stream_mode {
@@ -75,10 +85,15 @@ pub(crate) fn upgrade<B>(
     let config = streams.config.clone();
     let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
     streams.connections.spawn(async move {
-        let mut ws = match websocket.await {
-            Ok(ws) => ws,
-            Err(error) => {
+        let _permit = permit;
+        let mut ws = match tokio::time::timeout(config.upgrade_timeout, websocket).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(error)) => {
                 tracing::debug!(%model, %error, "upgrade failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%model, "upgrade timed out");
                 return;
             }
         };

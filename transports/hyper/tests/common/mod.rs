@@ -87,12 +87,9 @@ impl Server {
     pub(crate) async fn start_on(listener: TcpListener, purly: Purly) -> Server {
         let addr = listener.local_addr().unwrap();
         let handler = purly.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                let purly = handler.clone();
-                tokio::spawn(async move { purly.serve_tcp(socket).await });
-            }
-        });
+        // The accept loop embedders use; stopped by aborting it.
+        let accept =
+            tokio::spawn(async move { handler.serve(listener, std::future::pending()).await });
         Server {
             addr,
             purly,

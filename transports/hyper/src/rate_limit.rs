@@ -1,0 +1,149 @@
+//! The per-connection token buckets of [`RateLimit`]: frames and bytes a connection may send.
+
+use std::time::Instant;
+
+use crate::config::RateLimit;
+
+/// Whether a frame may be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Within the limit.
+    Admit,
+    /// Over it: refuse the frame.
+    Refuse,
+    /// Over it, `max_refused` times in a row: close the connection.
+    Close,
+}
+
+/// One connection's two buckets and its run of refusals.
+#[derive(Debug)]
+pub(crate) struct FrameLimiter {
+    limit: RateLimit,
+    frames: Bucket,
+    bytes: Bucket,
+    refused_in_a_row: u32,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Self {
+        Bucket {
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.last = now;
+    }
+}
+
+impl FrameLimiter {
+    pub(crate) fn new(limit: RateLimit, now: Instant) -> Self {
+        FrameLimiter {
+            frames: Bucket::full(limit.frame_burst, now),
+            bytes: Bucket::full(limit.byte_burst, now),
+            limit,
+            refused_in_a_row: 0,
+        }
+    }
+
+    /// Counts a frame of `len` bytes arriving at `now`.
+    pub(crate) fn check(&mut self, len: usize, now: Instant) -> Verdict {
+        let limit = &self.limit;
+        self.frames
+            .refill(limit.frames_per_second, limit.frame_burst, now);
+        self.bytes.refill(limit.bytes_per_second, limit.byte_burst, now);
+        // A frame larger than the byte burst costs the whole burst, so it fits a full bucket.
+        let cost = (len as f64).min(limit.byte_burst);
+        if self.frames.tokens >= 1.0 && self.bytes.tokens >= cost {
+            self.frames.tokens -= 1.0;
+            self.bytes.tokens -= cost;
+            self.refused_in_a_row = 0;
+            return Verdict::Admit;
+        }
+        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
+        if self.refused_in_a_row > limit.max_refused {
+            Verdict::Close
+        } else {
+            Verdict::Refuse
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limit(frames_per_second: f64, frame_burst: f64, max_refused: u32) -> RateLimit {
+        RateLimit {
+            frames_per_second,
+            frame_burst,
+            max_refused,
+            ..RateLimit::default()
+        }
+    }
+
+    #[test]
+    fn a_burst_then_the_sustained_rate() {
+        let start = Instant::now();
+        let mut limiter = FrameLimiter::new(limit(10.0, 5.0, 100), start);
+        for _ in 0..5 {
+            assert_eq!(limiter.check(10, start), Verdict::Admit);
+        }
+        assert_eq!(limiter.check(10, start), Verdict::Refuse);
+        // 10 frames a second: one more every 100 ms.
+        let later = start + Duration::from_millis(100);
+        assert_eq!(limiter.check(10, later), Verdict::Admit);
+        assert_eq!(limiter.check(10, later), Verdict::Refuse);
+        // The bucket never holds more than the burst.
+        let much_later = start + Duration::from_secs(60);
+        for _ in 0..5 {
+            assert_eq!(limiter.check(10, much_later), Verdict::Admit);
+        }
+        assert_eq!(limiter.check(10, much_later), Verdict::Refuse);
+    }
+
+    #[test]
+    fn bytes_are_limited_too_and_a_huge_frame_still_fits_a_full_bucket() {
+        let start = Instant::now();
+        let mut limiter = FrameLimiter::new(
+            RateLimit {
+                bytes_per_second: 1_000.0,
+                byte_burst: 1_000.0,
+                ..RateLimit::default()
+            },
+            start,
+        );
+        assert_eq!(limiter.check(600, start), Verdict::Admit);
+        assert_eq!(limiter.check(600, start), Verdict::Refuse);
+        let later = start + Duration::from_secs(1);
+        assert_eq!(limiter.check(1_000_000, later), Verdict::Admit);
+    }
+
+    #[test]
+    fn a_client_that_keeps_going_is_closed_and_one_that_slows_down_is_not() {
+        let start = Instant::now();
+        let mut limiter = FrameLimiter::new(limit(1.0, 1.0, 3), start);
+        assert_eq!(limiter.check(1, start), Verdict::Admit);
+        for _ in 0..3 {
+            assert_eq!(limiter.check(1, start), Verdict::Refuse);
+        }
+        // It slowed down: an admitted frame starts the count again.
+        let later = start + Duration::from_secs(1);
+        assert_eq!(limiter.check(1, later), Verdict::Admit);
+        for _ in 0..3 {
+            assert_eq!(limiter.check(1, later), Verdict::Refuse);
+        }
+        assert_eq!(limiter.check(1, later), Verdict::Close);
+    }
+}
