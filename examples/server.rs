@@ -7,6 +7,7 @@
 //! cargo run --example server -- --data /var/lib/purly --durability os
 //! cargo run --example server -- --memory                       # nothing kept on disk
 //! cargo run --example server -- --redis redis://127.0.0.1:6379  # one of several nodes
+//! cargo run --example server -- --help                         # every flag and its default
 //! ```
 //!
 //! Models persist in `./purly-data/purly.sqlite3` (`--data DIR` for another directory; the
@@ -21,7 +22,10 @@
 //! With the defaults, the original purly getting-started works unchanged: clients connect to
 //! `ws://127.0.0.1:8000/model/stream`. It logs one line per connection and per disconnection
 //! (set `RUST_LOG` to change what is logged), and stops cleanly on Ctrl-C or SIGTERM: every
-//! client gets a close frame with code 1001.
+//! client gets a close frame with code 1001. It raises its soft open-file limit to the hard
+//! limit at start (each connection holds a descriptor) and logs both; past
+//! `--max-connections` new connections get HTTP 503, and a client sending more than
+//! `--max-frames-per-sec` frames a second gets `rate_limited` errors, then a close with 1008.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

@@ -2,9 +2,11 @@
 //! with plain tokio-tungstenite clients. Every wait has a timeout.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -33,16 +35,35 @@ pub(crate) fn server_binary() -> PathBuf {
     server
 }
 
+/// The most log lines a [`ServerProcess`] keeps (the latest).
+const KEPT_LOG_LINES: usize = 10_000;
+
 /// A server process; killed (SIGKILL) when dropped.
 pub(crate) struct ServerProcess {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
+    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl ServerProcess {
     /// Starts the server on a free port with `args`, and waits until it serves.
     pub(crate) async fn start(args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(server_binary())
+        ServerProcess::launch(Command::new(server_binary()), args).await
+    }
+
+    /// [`start`](ServerProcess::start) with the open-file limit (soft and hard) set to
+    /// `limit`, as `ulimit -n` does.
+    pub(crate) async fn start_with_file_limit(limit: u32, args: &[&str]) -> ServerProcess {
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(server_binary());
+        ServerProcess::launch(command, args).await
+    }
+
+    async fn launch(mut command: Command, args: &[&str]) -> ServerProcess {
+        let mut child = command
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
@@ -53,8 +74,10 @@ impl ServerProcess {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        let log = Arc::new(Mutex::new(VecDeque::new()));
         let addr = tokio::time::timeout(TIMEOUT, async {
             while let Some(line) = lines.next_line().await.unwrap() {
+                remember(&log, &line);
                 if let Some(rest) = line.split("serving on http://").nth(1) {
                     let addr = rest.split('/').next().unwrap();
                     return addr.parse::<SocketAddr>().unwrap();
@@ -65,8 +88,50 @@ impl ServerProcess {
         .await
         .expect("the server did not start serving in time");
         // Keep reading its log so that a full pipe never blocks it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ServerProcess { child, addr }
+        let kept = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                remember(&kept, &line);
+            }
+        });
+        ServerProcess { child, addr, log }
+    }
+
+    /// How many of the kept log lines contain `text`.
+    pub(crate) fn log_count(&self, text: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains(text))
+            .count()
+    }
+
+    /// Waits until a log line contains `text`.
+    pub(crate) async fn wait_for_log(&self, text: &str) {
+        tokio::time::timeout(TIMEOUT, async {
+            while self.log_count(text) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the server never logged {text:?}"));
+    }
+
+    /// The CPU time (user and system) the process has used so far, from `/proc`.
+    pub(crate) fn cpu_time(&self) -> Duration {
+        let pid = self.child.id().expect("the server is running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name, which ends with the last ')': utime is the 12th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // The kernel's USER_HZ is 100 on every Linux architecture purly builds for.
+        Duration::from_millis(ticks * 10)
     }
 
     /// SIGKILL, and wait until the process is gone.
@@ -81,6 +146,15 @@ impl ServerProcess {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
+}
+
+/// Keeps `line`, dropping the oldest past [`KEPT_LOG_LINES`].
+fn remember(log: &Mutex<VecDeque<String>>, line: &str) {
+    let mut log = log.lock().unwrap();
+    if log.len() == KEPT_LOG_LINES {
+        log.pop_front();
+    }
+    log.push_back(line.to_owned());
 }
 
 /// A stream-mode client of `path` (e.g. `/m/stream?since=3&epoch=e`).

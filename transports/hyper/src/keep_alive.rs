@@ -39,7 +39,10 @@ impl Activity {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let idle_since = *self.idle_since.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle_since = *self
+            .idle_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Some(idle_since + timeout)
     }
 

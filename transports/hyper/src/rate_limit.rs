@@ -60,7 +60,8 @@ impl FrameLimiter {
         let limit = &self.limit;
         self.frames
             .refill(limit.frames_per_second, limit.frame_burst, now);
-        self.bytes.refill(limit.bytes_per_second, limit.byte_burst, now);
+        self.bytes
+            .refill(limit.bytes_per_second, limit.byte_burst, now);
         // A frame larger than the byte burst costs the whole burst, so it fits a full bucket.
         let cost = (len as f64).min(limit.byte_burst);
         if self.frames.tokens >= 1.0 && self.bytes.tokens >= cost {

@@ -214,7 +214,16 @@ where
         }
     }
 
+    /// Sends what is queued (the refusals so far), then closes with 1008.
     async fn rate_limit_close(&mut self) -> Incoming {
+        if let Some(Received::Closed(reason)) = self.outbox.try_recv(&mut self.batch) {
+            return Incoming::End(self.close_for(reason).await);
+        }
+        if !self.batch.is_empty() {
+            if let Err(ending) = self.write_batch(self.session.mode()).await {
+                return Incoming::End(ending);
+            }
+        }
         let reason = "rate limit exceeded; frames kept coming after rate_limited";
         Incoming::End(self.close(CloseCode::Policy, reason).await)
     }
