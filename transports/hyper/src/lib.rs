@@ -23,14 +23,20 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let purly = Purly::new(Engine::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
-//! loop {
-//!     let (socket, _) = listener.accept().await?;
-//!     let purly = purly.clone();
-//!     // HTTP/1.1 with upgrades, TCP_NODELAY, the peer address for the authorization hook.
-//!     tokio::spawn(async move { purly.serve_tcp(socket).await });
-//! }
+//! // Each connection on its own task (HTTP/1.1 with upgrades, TCP_NODELAY, timeouts and
+//! // caps), backing off when out of file descriptors, until Ctrl-C.
+//! purly
+//!     .serve(listener, async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
+//!     .await;
+//! purly.shutdown().await; // every client gets a close frame with 1001
+//! # Ok(())
 //! # }
 //! ```
+//!
+//! For an accept loop of your own, its body is [`Purly::serve_tcp`] (or
+//! [`Purly::serve_connection`] on any byte stream, e.g. TLS).
 //!
 //! To combine purly with your own hyper service instead, serve `Purly` itself (it is a
 //! `hyper::service::Service`) with `.with_upgrades()` on the connection, or call
@@ -51,6 +57,11 @@
 //!   takes over 60 s drops the peer.
 //! - A connection's read buffer is 2 KiB (tungstenite's default is 128 KiB), so idle
 //!   connections stay small.
+//! - Hostile clients ([`ServerConfig`]): a request head must arrive within 10 s, an idle
+//!   plain-HTTP connection is closed after 5 s, a silent compat client after 60 s (1008);
+//!   past 100,000 connections (or an optional cap per address) new ones get HTTP 503; a
+//!   connection sending over 1,000 frames a second (a token bucket, [`RateLimit`]) gets
+//!   `rate_limited` errors, then a close with 1008.
 //!
 //! ## Authorization
 //! [`PurlyBuilder::authorize`] sees each request ([`RequestInfo`]: route, model, path,
@@ -61,7 +72,7 @@
 //!
 //! ## What this crate does not do
 //! - No TLS: terminate it in front (a proxy) or in your own accept loop.
-//! - It does not run the HTTP server: you own the listener and the accept loop (see above).
+//! - It does not bind the listener: you own it, and may run your own accept loop (see above).
 //! - It does not check `Sec-WebSocket-Extensions` (no compression is negotiated).
 
 mod accept;
