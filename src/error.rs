@@ -43,6 +43,29 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order.
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::NotAnArray,
+        ErrorCode::InvalidMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::TooDeep,
+        ErrorCode::TooManyMessages,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::ModelTooLarge,
+        ErrorCode::Forbidden,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::Rejected,
+        ErrorCode::Unavailable,
+        ErrorCode::RateLimited,
+    ];
+
+    /// The code's position in [`ErrorCode::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -174,4 +197,20 @@ pub enum StoreError {
     /// The store is closed or its worker is gone.
     #[error("the store is closed")]
     Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn every_code_is_listed_once_at_its_index() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i, "{code}");
+        }
+        let mut names: Vec<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
 }

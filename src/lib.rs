@@ -105,6 +105,7 @@ mod outbox;
 mod protocol;
 mod store;
 mod subscriber;
+pub mod telemetry;
 mod token;
 
 pub use client::{

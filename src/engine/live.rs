@@ -23,6 +23,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::time::Instant;
+
+use metrics::Gauge;
 
 use serde_json::{Map, Value};
 
@@ -43,6 +46,7 @@ use crate::store::{
     StoredDiff,
 };
 use crate::subscriber::{CloseReason, Subscriber};
+use crate::telemetry::EngineMetrics;
 
 /// Why a live model stopped taking operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +84,7 @@ pub(crate) struct LiveModel {
     state: Mutex<ModelState>,
     durable_moved: Condvar,
     fanout: Mutex<Fanout>,
+    pub(crate) metrics: Arc<EngineMetrics>,
 }
 
 struct ModelState {
@@ -92,8 +97,9 @@ struct ModelState {
     history: History,
     snapshot: Option<Arc<Snapshot>>,
     commands: VecDeque<Queued>,
-    /// Bytes of the messages in `commands`.
+    /// Bytes of the messages in `commands`, and their share of the engine's gauge.
     backlog: usize,
+    backlog_gauge: Gauge,
     max_backlog: usize,
     closed: Option<Closed>,
     sessions: usize,
@@ -102,8 +108,9 @@ struct ModelState {
     /// Bytes of `unsent`, and of the batch in flight.
     unsent_bytes: usize,
     in_flight_bytes: usize,
-    /// Diffs of the batch in flight (0: none is).
+    /// Diffs of the batch in flight (0: none is), and when it was sent.
     in_flight_diffs: usize,
+    in_flight_since: Option<Instant>,
     since_checkpoint: (u64, u64),
     /// Shared store: the frames not yet durable, to run again after another writer's commit.
     replays: Replays,
@@ -120,6 +127,8 @@ struct ModelState {
 struct Queued {
     after: u64,
     len: usize,
+    /// When it was queued (for the publish-to-enqueue latency).
+    at: Instant,
     /// The frame (shared store) whose outcome this is.
     frame: Option<u64>,
     command: Command,
@@ -146,6 +155,7 @@ impl LiveModel {
         start: Start,
         store: Arc<dyn Store>,
         config: &Config,
+        metrics: Arc<EngineMetrics>,
     ) -> Arc<Self> {
         let state = Arc::new(start.state);
         let size = crate::merge::json_len(&*state);
@@ -179,6 +189,7 @@ impl LiveModel {
                 snapshot: None,
                 commands: VecDeque::new(),
                 backlog: 0,
+                backlog_gauge: metrics.fanout_backlog.clone(),
                 max_backlog: config.max_fanout_backlog_bytes,
                 closed: None,
                 sessions: 0,
@@ -187,6 +198,7 @@ impl LiveModel {
                 unsent_bytes: 0,
                 in_flight_bytes: 0,
                 in_flight_diffs: 0,
+                in_flight_since: None,
                 since_checkpoint: (0, 0),
                 replays: Replays::default(),
                 applying: None,
@@ -195,6 +207,7 @@ impl LiveModel {
             }),
             durable_moved: Condvar::new(),
             fanout: Mutex::new(Fanout::default()),
+            metrics,
         })
     }
 
@@ -575,6 +588,8 @@ impl LiveModel {
         state.unsent_bytes -= queued_bytes;
         state.in_flight_bytes = queued_bytes;
         state.in_flight_diffs = take;
+        state.in_flight_since = Some(Instant::now());
+        self.metrics.store_batch_diffs.record(take as f64);
         Some(Batch {
             model: self.name.clone(),
             epoch: self.epoch.clone(),
@@ -585,6 +600,14 @@ impl LiveModel {
     }
 
     fn send_batch(self: &Arc<Self>, batch: Batch) {
+        let _span = tracing::debug_span!(
+            "store_batch",
+            model = %self.name,
+            base_version = batch.base_version,
+            diffs = batch.diffs.len(),
+            checkpoint = batch.checkpoint.is_some()
+        )
+        .entered();
         let live = Arc::downgrade(self);
         let last = batch.last_version();
         let done = AppendDone::new(move |result| {
@@ -600,6 +623,11 @@ impl LiveModel {
         let mut state = lock(&self.state);
         state.in_flight_bytes = 0;
         state.in_flight_diffs = 0;
+        if let Some(since) = state.in_flight_since.take() {
+            let elapsed = since.elapsed();
+            EngineMetrics::seconds(&self.metrics.store_batch_seconds, elapsed);
+            tracing::trace!(model = %self.name, last, ?elapsed, ok = result.is_ok(), "store batch answered");
+        }
         let outcome = match result {
             Ok(Appended::Committed) => {
                 state.durable = state.durable.max(last);
@@ -611,7 +639,15 @@ impl LiveModel {
                 version,
                 epoch,
                 missed,
-            }) => self.catch_up(&mut state, Some((version, epoch, missed))),
+            }) => {
+                self.metrics.store_conflicts.increment(1);
+                let outcome = self.catch_up(&mut state, Some((version, epoch, missed)));
+                if outcome.is_ok() && !state.unsent.is_empty() {
+                    // The next batch carries the frames rebased on the other node's commits.
+                    self.metrics.store_retries.increment(1);
+                }
+                outcome
+            }
             Err(error) => Err(error.to_string()),
         };
         self.move_on(state, outcome);
@@ -699,6 +735,7 @@ impl LiveModel {
     /// `unavailable` and is closed; the next lookup reloads the model from the store.
     fn fail(&self, state: &mut ModelState, why: &str) {
         tracing::warn!(model = %self.name, durable = state.durable, error = why, "store failed; closing the model");
+        self.metrics.store_failures.increment(1);
         let durable = state.durable;
         state.drop_undurable(durable);
         state.closed = Some(Closed::Reload);
@@ -815,7 +852,7 @@ impl LiveModel {
             };
             let delivering = Delivering::enter();
             loop {
-                let commands = lock(&self.state).release();
+                let commands = lock(&self.state).release(&self.metrics.publish_to_enqueue);
                 if commands.is_empty() {
                     break;
                 }
@@ -905,10 +942,11 @@ impl ModelState {
 
     fn push(&mut self, after: u64, command: Command) {
         let len = command.queued_len(self.size.max(0) as usize);
-        self.backlog += len;
+        self.set_backlog(self.backlog + len);
         self.commands.push_back(Queued {
             after,
             len,
+            at: Instant::now(),
             frame: self.applying,
             command,
         });
@@ -922,7 +960,7 @@ impl ModelState {
             .position(|q| q.after > durable)
             .unwrap_or(self.commands.len());
         let blocked: Vec<Queued> = self.commands.drain(first..).collect();
-        self.backlog -= blocked.iter().map(|q| q.len).sum::<usize>();
+        self.set_backlog(self.backlog - blocked.iter().map(|q| q.len).sum::<usize>());
         blocked
     }
 
@@ -940,16 +978,35 @@ impl ModelState {
             .is_some_and(|q| q.after <= self.durable)
     }
 
-    /// Takes the commands whose changes are all durable, in order.
-    fn release(&mut self) -> Vec<Command> {
+    /// Takes the commands whose changes are all durable, in order, and records how long each
+    /// waited in the queue.
+    fn release(&mut self, latency: &metrics::Histogram) -> Vec<Command> {
+        if !self.releasable() {
+            return Vec::new();
+        }
         let mut released = Vec::new();
+        let mut bytes = 0;
+        let now = Instant::now();
         while self.releasable() {
             if let Some(queued) = self.commands.pop_front() {
-                self.backlog -= queued.len;
+                bytes += queued.len;
+                EngineMetrics::seconds(latency, now.saturating_duration_since(queued.at));
                 released.push(queued.command);
             }
         }
+        if bytes > 0 {
+            self.set_backlog(self.backlog - bytes);
+        }
         released
+    }
+
+    /// Sets the backlog, moving the engine's gauge by the difference.
+    fn set_backlog(&mut self, backlog: usize) {
+        let delta = backlog as f64 - self.backlog as f64;
+        self.backlog = backlog;
+        if delta != 0.0 {
+            self.backlog_gauge.increment(delta);
+        }
     }
 
     /// Forgets everything after the durable version: queued commands that would show it, and
@@ -971,7 +1028,7 @@ impl ModelState {
             kept.push_back(queued);
         }
         self.commands = kept;
-        self.backlog = self.commands.iter().map(|q| q.len).sum();
+        self.set_backlog(self.commands.iter().map(|q| q.len).sum());
         self.unsent.clear();
         self.unsent_bytes = 0;
         self.frame_ends.clear();

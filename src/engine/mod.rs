@@ -30,6 +30,7 @@ use crate::model::{DefaultModel, Model, ModelFactory, Rejection};
 use crate::protocol::{ClientId, Message, Mode, ModelName};
 use crate::store::{MemoryStore, RemoteFeed, RemoteSink, Store};
 use crate::subscriber::{CloseReason, Subscriber};
+use crate::telemetry::EngineMetrics;
 use crate::token::random_hex;
 
 use live::{Closed, LiveModel, ResumePoint, Start, Unapplied};
@@ -139,6 +140,7 @@ struct EngineInner {
     models: RwLock<HashMap<ModelName, Arc<LiveModel>>>,
     next_client: AtomicU64,
     shut_down: AtomicBool,
+    metrics: Arc<EngineMetrics>,
 }
 
 /// Builds an [`Engine`]: its limits, its models' policy, its store and its epochs.
@@ -180,7 +182,8 @@ impl EngineBuilder {
         self
     }
 
-    /// The engine.
+    /// The engine. Its metrics are registered with the [`metrics`] recorder installed now
+    /// (see [`telemetry`](crate::telemetry)): install yours before.
     pub fn build(self) -> Engine {
         Engine {
             inner: Arc::new(EngineInner {
@@ -191,6 +194,7 @@ impl EngineBuilder {
                 models: RwLock::new(HashMap::new()),
                 next_client: AtomicU64::new(SERVER_ORIGIN.get() + 1),
                 shut_down: AtomicBool::new(false),
+                metrics: Arc::new(EngineMetrics::register()),
             }),
         }
     }
@@ -257,6 +261,7 @@ impl Engine {
     ) -> Result<Session, JoinError> {
         let name = ModelName::new(model)?;
         let id = ClientId(self.inner.next_client.fetch_add(1, Ordering::Relaxed));
+        let _span = tracing::debug_span!("join", model = %name, client = %id, mode = ?options.mode, resume = options.resume.is_some()).entered();
         loop {
             let Some(live) = self.live(&name, true)? else {
                 continue;
@@ -382,7 +387,14 @@ impl Engine {
     /// [`CloseReason::ModelRemoved`], and a later join creates it afresh with a new epoch.
     /// Returns whether it was in memory.
     pub fn remove_model(&self, model: &str) -> bool {
-        let removed = write_lock(&self.inner.models).remove(model);
+        let removed = {
+            let mut models = write_lock(&self.inner.models);
+            let removed = models.remove(model);
+            if removed.is_some() {
+                self.inner.metrics.models_in_memory.decrement(1.0);
+            }
+            removed
+        };
         if let Some(live) = &removed {
             live.close(CloseReason::ModelRemoved);
         }
@@ -413,6 +425,7 @@ impl Engine {
                     .is_some_and(|l| Arc::ptr_eq(l, &live))
                 {
                     models.remove(&live.name);
+                    self.inner.metrics.models_in_memory.decrement(1.0);
                     evicted += 1;
                 }
             }
@@ -497,6 +510,7 @@ impl Engine {
             start,
             self.inner.store.clone(),
             &self.inner.config,
+            self.inner.metrics.clone(),
         );
         let mut models = write_lock(&self.inner.models);
         // Checked again under the write lock, so that shutdown sees every model it must close.
@@ -511,7 +525,10 @@ impl Engine {
         } else if models.len() >= limit {
             return Err(JoinError::TooManyModels { limit });
         }
-        models.insert(name.clone(), live.clone());
+        if models.insert(name.clone(), live.clone()).is_none() {
+            // Several engines may share one recorder: each moves the gauge by its own count.
+            self.inner.metrics.models_in_memory.increment(1.0);
+        }
         drop(models);
         if self.inner.store.shared() {
             let sink: Arc<dyn RemoteSink> = live.clone();

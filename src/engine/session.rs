@@ -8,7 +8,7 @@ use super::transaction::{Sender, Write};
 use super::Access;
 use crate::config::Limits;
 use crate::error::{ErrorCode, FrameError, SendError};
-use crate::protocol::{parse_frame, ClientId, Frame, Mode, ModelName};
+use crate::protocol::{parse_frame, ClientId, Frame, MessageId, MessageKind, Mode, ModelName};
 
 /// One subscriber attached to one model, returned by [`Engine::join`](crate::Engine::join).
 ///
@@ -30,6 +30,7 @@ impl Session {
         access: Access,
         limits: Limits,
     ) -> Self {
+        live.metrics.sessions(mode).increment(1.0);
         Session {
             live,
             sender: Sender { id, mode },
@@ -71,16 +72,23 @@ impl Session {
     /// Parses, validates and applies one frame given as bytes (UTF-8 JSON text). Everything is
     /// read and checked here, before the model's lock is taken.
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+        let _span = tracing::trace_span!("frame", model = %self.live.name, client = %self.sender.id, bytes = bytes.len()).entered();
+        self.live.metrics.frames_received.increment(1);
         match parse_frame(bytes, &self.limits) {
             Ok(frame) => self.apply(frame),
-            Err(error) => Err(self.live.refuse(self.sender.id, error, Vec::new())),
+            Err(error) => Err(self.refuse_ids(error, Vec::new())),
         }
     }
 
     /// Validates and applies a frame built in code (no JSON text involved).
     pub fn send(&self, mut frame: Frame) -> Result<(), SendError> {
+        let _span =
+            tracing::trace_span!("frame", model = %self.live.name, client = %self.sender.id)
+                .entered();
+        self.live.metrics.frames_received.increment(1);
         if let Err(error) = frame.validate(&self.limits) {
-            return Err(self.live.refuse(self.sender.id, error, frame.ids()));
+            let ids = frame.ids();
+            return Err(self.refuse_ids(error, ids));
         }
         self.apply(frame)
     }
@@ -88,7 +96,7 @@ impl Session {
     /// Refuses something the transport received, as if it were a frame: e.g.
     /// `binary_not_supported` for a binary WebSocket frame.
     pub fn refuse(&self, error: FrameError) -> SendError {
-        self.live.refuse(self.sender.id, error, Vec::new())
+        self.refuse_ids(error, Vec::new())
     }
 
     /// Refuses a whole frame of text that the transport will not apply (e.g. `rate_limited`),
@@ -98,33 +106,61 @@ impl Session {
         let ids = parse_frame(text.as_bytes(), &self.limits)
             .map(|frame| frame.ids())
             .unwrap_or_default();
-        self.live.refuse(self.sender.id, error, ids)
+        self.refuse_ids(error, ids)
     }
 
     /// Asks for a fresh snapshot after the subscriber reported [`Delivery::Lagged`](crate::Delivery::Lagged).
     /// It is delivered to the subscriber in order: diffs after it follow it, none before it do.
     pub fn resync(&self) -> Result<(), SendError> {
+        let _span =
+            tracing::debug_span!("resync", model = %self.live.name, client = %self.sender.id)
+                .entered();
+        self.live.metrics.resyncs.increment(1);
         self.live.resync(self.sender.id)
+    }
+
+    /// Queues the error answering a refused frame whose messages had `ids`, and counts it.
+    fn refuse_ids(&self, error: FrameError, ids: Vec<MessageId>) -> SendError {
+        self.live.metrics.refused(error.code);
+        self.live.refuse(self.sender.id, error, ids)
     }
 
     fn apply(&self, frame: Frame) -> Result<(), SendError> {
         if self.access == Access::ReadOnly && !frame.messages.is_empty() {
             let error = FrameError::new(ErrorCode::Forbidden, "this session is read-only");
-            return Err(self.live.refuse(self.sender.id, error, frame.ids()));
+            let ids = frame.ids();
+            return Err(self.refuse_ids(error, ids));
         }
+        let updates = frame
+            .messages
+            .iter()
+            .filter(|m| m.kind == MessageKind::Update)
+            .count();
+        let signals = frame.messages.len() - updates;
         match self
             .live
             .write(self.sender, Write::Messages(frame.messages))
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                let metrics = &self.live.metrics;
+                metrics.updates_received.increment(updates as u64);
+                metrics.signals_received.increment(signals as u64);
+                Ok(())
+            }
             Err(Unapplied::Closed(_)) => Err(SendError::Closed),
-            Err(Unapplied::Refused(error)) => Err(error),
+            Err(Unapplied::Refused(error)) => {
+                if let SendError::Frame(refusal) = &error {
+                    self.live.metrics.refused(refusal.code);
+                }
+                Err(error)
+            }
         }
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.live.metrics.sessions(self.sender.mode).decrement(1.0);
         self.live.leave(self.sender.id);
     }
 }

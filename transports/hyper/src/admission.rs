@@ -5,12 +5,16 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use metrics::Gauge;
+
 /// Counts the open connections against [`ServerConfig`](crate::ServerConfig)'s caps.
 #[derive(Debug)]
 pub(crate) struct Admission {
     max_total: usize,
     max_per_peer: Option<usize>,
     counts: Mutex<Counts>,
+    /// The open connections, as a metric.
+    gauge: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -47,11 +51,12 @@ pub(crate) struct Permit {
 }
 
 impl Admission {
-    pub(crate) fn new(max_total: usize, max_per_peer: Option<usize>) -> Self {
+    pub(crate) fn new(max_total: usize, max_per_peer: Option<usize>, gauge: Gauge) -> Self {
         Admission {
             max_total,
             max_per_peer,
             counts: Mutex::new(Counts::default()),
+            gauge,
         }
     }
 
@@ -69,6 +74,7 @@ impl Admission {
             *open += 1;
         }
         counts.total += 1;
+        self.gauge.increment(1.0);
         Ok(Permit {
             admission: self.clone(),
             peer: peer.filter(|_| self.max_per_peer.is_some()),
@@ -90,6 +96,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut counts = self.admission.lock();
         counts.total = counts.total.saturating_sub(1);
+        self.admission.gauge.decrement(1.0);
         if let Some(peer) = self.peer {
             if let Some(open) = counts.per_peer.get_mut(&peer) {
                 *open = open.saturating_sub(1);
@@ -109,7 +116,7 @@ mod tests {
 
     #[test]
     fn caps_count_and_free_their_places() {
-        let admission = Arc::new(Admission::new(3, Some(2)));
+        let admission = Arc::new(Admission::new(3, Some(2), Gauge::noop()));
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
         let first = admission.admit(Some(a)).unwrap();
@@ -126,7 +133,7 @@ mod tests {
 
     #[test]
     fn addresses_leave_the_map_with_their_last_connection() {
-        let admission = Arc::new(Admission::new(10, Some(1)));
+        let admission = Arc::new(Admission::new(10, Some(1), Gauge::noop()));
         let permits: Vec<_> = (0..5u8)
             .map(|i| admission.admit(Some([10, 0, 0, i].into())).unwrap())
             .collect();

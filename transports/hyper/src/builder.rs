@@ -1,10 +1,12 @@
 //! [`PurlyBuilder`]: the prefix, allowed origins, authorization hook and transport settings.
 
+use hyper::Response;
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use purly::Engine;
 
 use crate::access::{Authorize, Decision, RequestInfo};
 use crate::config::{normalize_prefix, ServerConfig};
+use crate::http::Body;
 use crate::service::Purly;
 
 /// Builds a [`Purly`] handler. The chained settings do not depend on their order: a
@@ -16,6 +18,13 @@ pub struct PurlyBuilder {
     prefix: Option<String>,
     origins: Vec<String>,
     authorize: Option<Box<Authorize>>,
+    extra_routes: Vec<ExtraRoute>,
+}
+
+/// A path the handler answers itself, before purly's routes (see [`PurlyBuilder::route`]).
+pub(crate) struct ExtraRoute {
+    pub(crate) path: String,
+    pub(crate) handler: Box<dyn Fn() -> Response<Body> + Send + Sync>,
 }
 
 impl Purly {
@@ -32,6 +41,7 @@ impl Purly {
             prefix: None,
             origins: Vec::new(),
             authorize: None,
+            extra_routes: Vec::new(),
         }
     }
 }
@@ -66,6 +76,22 @@ impl PurlyBuilder {
         self
     }
 
+    /// Answers requests for exactly `path` (e.g. `/metrics`) with `handler`, before purly's
+    /// routes: a name under the prefix that is then not a model (PROTOCOL.md section 9). For
+    /// small read-only endpoints beside purly's, such as metrics or a health check; the
+    /// `server` example serves Prometheus metrics this way.
+    pub fn route(
+        mut self,
+        path: impl Into<String>,
+        handler: impl Fn() -> Response<Body> + Send + Sync + 'static,
+    ) -> Self {
+        self.extra_routes.push(ExtraRoute {
+            path: path.into(),
+            handler: Box::new(handler),
+        });
+        self
+    }
+
     /// The handler.
     pub fn build(self) -> Purly {
         let mut config = self.config;
@@ -80,7 +106,13 @@ impl PurlyBuilder {
             .write_buffer_size(0)
             .max_message_size(Some(limits.max_frame_bytes))
             .max_frame_size(Some(limits.max_frame_bytes));
-        Purly::from_parts(self.engine, config, self.authorize, websocket)
+        Purly::from_parts(
+            self.engine,
+            config,
+            self.authorize,
+            websocket,
+            self.extra_routes,
+        )
     }
 }
 

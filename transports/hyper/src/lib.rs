@@ -81,6 +81,7 @@ mod admission;
 mod builder;
 #[cfg(feature = "client")]
 mod client;
+mod client_files;
 mod config;
 mod http;
 mod keep_alive;
@@ -89,12 +90,14 @@ mod rate_limit;
 mod route;
 mod service;
 mod socket_loop;
+pub mod telemetry;
 mod upgrade;
 
 pub use access::{Authorize, Decision, PeerAddr, RequestInfo};
 pub use builder::PurlyBuilder;
 #[cfg(feature = "client")]
 pub use client::{Ended, WsClient, WsClientError, CLOSE_TIMEOUT};
+pub use client_files::{CLIENT_MODULE_SOURCE, CLIENT_TYPES_SOURCE};
 pub use config::{RateLimit, ServerConfig};
 pub use http::Body;
 pub use route::RouteKind;

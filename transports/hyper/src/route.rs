@@ -14,11 +14,27 @@ pub enum RouteKind {
     Page,
 }
 
+/// The JavaScript client's files, served below the prefix: their names are not models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientFile {
+    /// `{prefix}purly-client.js`.
+    Module,
+    /// `{prefix}purly-client.d.ts`.
+    Types,
+}
+
+/// Names below the prefix that are the client's files, not models (PROTOCOL.md section 9).
+pub(crate) const CLIENT_MODULE: &str = "purly-client.js";
+/// See [`CLIENT_MODULE`].
+pub(crate) const CLIENT_TYPES: &str = "purly-client.d.ts";
+
 /// What a path means to purly.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Routed {
     /// Not a purly path: the embedder's (or a 404).
     Elsewhere,
+    /// One of the JavaScript client's files.
+    Client(ClientFile),
     /// A purly route with an invalid model name (HTTP 400).
     BadName(RouteKind, InvalidModelName),
     /// A purly route.
@@ -29,6 +45,11 @@ pub(crate) fn route(path: &str, prefix: &str) -> Routed {
     let Some(rest) = path.strip_prefix(prefix) else {
         return Routed::Elsewhere;
     };
+    match rest {
+        CLIENT_MODULE => return Routed::Client(ClientFile::Module),
+        CLIENT_TYPES => return Routed::Client(ClientFile::Types),
+        _ => {}
+    }
     let (name, kind) = match rest.split_once('/') {
         None => (rest, RouteKind::Page),
         Some((name, "stream")) => (name, RouteKind::Stream),
@@ -84,5 +105,21 @@ mod tests {
         );
         assert_eq!(route("/api/users", "/model/"), Routed::Elsewhere);
         assert_eq!(route("/model/", "/model/"), Routed::Elsewhere);
+    }
+
+    #[test]
+    fn the_client_files_are_not_models() {
+        assert_eq!(
+            route("/purly-client.js", "/"),
+            Routed::Client(ClientFile::Module)
+        );
+        assert_eq!(
+            route("/sync/purly-client.d.ts", "/sync/"),
+            Routed::Client(ClientFile::Types)
+        );
+        assert_eq!(
+            route("/purly-client.js/stream", "/"),
+            model(RouteKind::Stream, "purly-client.js")
+        );
     }
 }

@@ -19,11 +19,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::{Authorize, Decision, PeerAddr, RequestInfo};
 use crate::admission::{Admission, Refusal};
+use crate::builder::ExtraRoute;
+use crate::client_files;
 use crate::config::ServerConfig;
 use crate::http::{error_response, Body, StateResponse};
 use crate::keep_alive::Activity;
 use crate::page;
 use crate::route::{route, RouteKind, Routed};
+use crate::telemetry::TransportMetrics;
 use crate::upgrade::{upgrade, Streams};
 
 /// Serves purly's routes (PROTOCOL.md section 1) for an [`Engine`]: the WebSocket stream of
@@ -46,6 +49,8 @@ struct Shared {
     websocket: WebSocketConfig,
     connections: TaskTracker,
     admission: Arc<Admission>,
+    metrics: Arc<TransportMetrics>,
+    extra_routes: Vec<ExtraRoute>,
 }
 
 /// What [`Purly::try_handle`] did with a request.
@@ -72,10 +77,13 @@ impl Purly {
         config: ServerConfig,
         authorize: Option<Box<Authorize>>,
         websocket: WebSocketConfig,
+        extra_routes: Vec<ExtraRoute>,
     ) -> Self {
+        let metrics = Arc::new(TransportMetrics::register());
         let admission = Arc::new(Admission::new(
             config.max_connections,
             config.max_connections_per_peer,
+            metrics.http_connections.clone(),
         ));
         Purly {
             inner: Arc::new(Shared {
@@ -85,6 +93,8 @@ impl Purly {
                 websocket,
                 connections: TaskTracker::new(),
                 admission,
+                metrics,
+                extra_routes,
             }),
         }
     }
@@ -129,8 +139,22 @@ impl Purly {
     }
 
     fn dispatch<B>(&self, request: Request<B>) -> Dispatched<B> {
-        let (kind, model) = match route(request.uri().path(), &self.inner.config.prefix) {
+        let path = request.uri().path();
+        if let Some(extra) = self.inner.extra_routes.iter().find(|r| r.path == path) {
+            return Dispatched::Now(Handled::Response((extra.handler)()));
+        }
+        let (kind, model) = match route(path, &self.inner.config.prefix) {
             Routed::Elsewhere => return Dispatched::Now(Handled::NotPurly(request)),
+            Routed::Client(file) => {
+                let response = match *request.method() {
+                    Method::GET | Method::HEAD => client_files::response(file),
+                    _ => error_response(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "purly's routes answer GET only",
+                    ),
+                };
+                return Dispatched::Now(Handled::Response(response));
+            }
             Routed::BadName(_, error) => {
                 let response = error_response(StatusCode::BAD_REQUEST, &error.to_string());
                 return Dispatched::Now(Handled::Response(response));
@@ -157,6 +181,7 @@ impl Purly {
                     config: &self.inner.config,
                     websocket: self.inner.websocket,
                     connections: &self.inner.connections,
+                    metrics: &self.inner.metrics,
                 };
                 upgrade(streams, request, model, decision)
             }
@@ -239,6 +264,7 @@ impl Purly {
         IO: Read + Write + Unpin + Send + 'static,
     {
         tracing::debug!(?peer, ?refusal, "connection refused");
+        self.inner.metrics.refused(refusal);
         let service = service_fn(move |_: Request<Incoming>| {
             std::future::ready(Ok::<_, Infallible>(error_response(
                 StatusCode::SERVICE_UNAVAILABLE,

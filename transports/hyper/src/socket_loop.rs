@@ -17,6 +17,7 @@ use tokio::time::{interval_at, sleep, sleep_until, timeout, Instant, MissedTickB
 
 use crate::config::ServerConfig;
 use crate::rate_limit::{FrameLimiter, Verdict};
+use crate::telemetry::TransportMetrics;
 
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,7 @@ pub(crate) async fn run<S>(
     session: &Session,
     outbox: &Arc<Outbox>,
     config: &ServerConfig,
+    metrics: &TransportMetrics,
 ) -> Ending
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
@@ -44,6 +46,7 @@ where
         session,
         outbox,
         config,
+        metrics,
         missed_pings: 0,
         batch: Vec::new(),
         limiter: config
@@ -62,6 +65,7 @@ struct SocketLoop<'a, S> {
     session: &'a Session,
     outbox: &'a Arc<Outbox>,
     config: &'a ServerConfig,
+    metrics: &'a TransportMetrics,
     missed_pings: u32,
     /// Reused for every write: the queued messages of one frame.
     batch: Vec<ServerMessage>,
@@ -242,6 +246,9 @@ where
                 self.missed_pings
             )));
         }
+        if self.missed_pings > 0 {
+            self.metrics.pings_missed.increment(1);
+        }
         self.missed_pings += 1;
         self.send(Message::Ping(Default::default())).await
     }
@@ -249,6 +256,11 @@ where
     /// Writes the batch as one frame and empties it (keeping its capacity).
     async fn write_batch(&mut self, mode: Mode) -> Result<(), Ending> {
         let frame = encode_frame(&self.batch, mode);
+        self.metrics.frames_sent.increment(1);
+        self.metrics
+            .messages_sent
+            .increment(self.batch.len() as u64);
+        self.metrics.queued_bytes.record(frame.len() as f64);
         self.batch.clear();
         self.send(Message::text(frame)).await
     }
@@ -351,7 +363,8 @@ mod tests {
         let (outgoing, mut from_loop) = mpsc::unbounded_channel();
         let mut pipe = Pipe { incoming, outgoing };
         let config = ServerConfig::default();
-        let task = async { run(&mut pipe, &session, &outbox, &config).await };
+        let metrics = TransportMetrics::register();
+        let task = async { run(&mut pipe, &session, &outbox, &config, &metrics).await };
         let test = async {
             assert!(next_text(&mut from_loop)
                 .await

@@ -14,6 +14,7 @@ use crate::admission::Permit;
 use crate::config::ServerConfig;
 use crate::http::{error_response, join_refused, Body};
 use crate::socket_loop::{self, Ending};
+use crate::telemetry::TransportMetrics;
 
 /// The subprotocol a client offers to get stream mode (PROTOCOL.md section 4).
 pub const STREAM_SUBPROTOCOL: &str = "purly.stream";
@@ -24,6 +25,7 @@ pub(crate) struct Streams<'a> {
     pub(crate) config: &'a Arc<ServerConfig>,
     pub(crate) websocket: WebSocketConfig,
     pub(crate) connections: &'a TaskTracker,
+    pub(crate) metrics: &'a Arc<TransportMetrics>,
 }
 
 /// Joins the model and upgrades: the response to send, with the connection's task spawned.
@@ -83,6 +85,7 @@ pub(crate) fn upgrade<B>(
         );
     }
     let config = streams.config.clone();
+    let metrics = streams.metrics.clone();
     let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
     streams.connections.spawn(async move {
         let _permit = permit;
@@ -98,16 +101,31 @@ pub(crate) fn upgrade<B>(
             }
         };
         let (id, mode) = (session.id(), session.mode());
-        tracing::info!(%model, client = %id, ?mode, ?peer, "connected");
-        let ending = socket_loop::run(&mut ws, &session, &outbox, &config).await;
+        let span = tracing::info_span!("connection", %model, client = %id, ?mode, ?peer);
+        let _entered = span.enter();
+        tracing::info!("connected");
+        metrics.connections(mode).increment(1.0);
+        drop(_entered);
+        let ending = tracing::Instrument::instrument(
+            socket_loop::run(&mut ws, &session, &outbox, &config, &metrics),
+            span.clone(),
+        )
+        .await;
         drop(session);
+        metrics.connections(mode).decrement(1.0);
+        let _entered = span.enter();
         match ending {
-            Ending::PeerClosed => tracing::info!(%model, client = %id, "disconnected"),
+            Ending::PeerClosed => {
+                metrics.closed_by_peer();
+                tracing::info!("disconnected");
+            }
             Ending::PeerLost(why) => {
-                tracing::info!(%model, client = %id, %why, "disconnected: peer lost")
+                metrics.lost();
+                tracing::info!(%why, "disconnected: peer lost");
             }
             Ending::ClosedByServer(code) => {
-                tracing::info!(%model, client = %id, code, "disconnected: closed by server")
+                metrics.closed_by_server(code);
+                tracing::info!(code, "disconnected: closed by server");
             }
         }
     });

@@ -1,0 +1,82 @@
+// Types of purly-client.js (served beside it as `{prefix}purly-client.d.ts`).
+
+/** A JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+/** A JSON object: a model's state, an update (a merge patch) or a signal's content. */
+export type JsonObject = { [key: string]: Json };
+
+/** The state of a client's connection. */
+export type Status = "connecting" | "live" | "reconnecting" | "closed";
+
+/** What changed `state`, for a `subscribe` listener. */
+export interface Change {
+  /**
+   * `snapshot`: a whole new state from the server; `server`: a diff from the server;
+   * `local`: this client's own update; `rollback`: a refused update was taken back.
+   */
+  source: "snapshot" | "server" | "local" | "rollback";
+  /** The top-level keys of the state that may have changed. */
+  keys: string[];
+}
+
+export interface ConnectOptions {
+  /** The WebSocket constructor (default: the global one), e.g. `ws` under Node. */
+  WebSocket?: new (url: string, protocol: string) => WebSocket;
+  /** The first wait before reconnecting, in ms (default 250); it doubles on each failure. */
+  minReconnectDelay?: number;
+  /** The longest wait before reconnecting, in ms (default 5000). */
+  maxReconnectDelay?: number;
+}
+
+/** An error frame from the server (PROTOCOL.md section 5). */
+export class PurlyError extends Error {
+  /** The error code, e.g. `rejected`, `model_too_large`, `rate_limited`, `unavailable`. */
+  readonly code: string;
+  /** The server's explanation. */
+  readonly detail: string;
+  /** The position of the refused message in its frame, if one was at fault. */
+  readonly index: number | undefined;
+}
+
+export class PurlyClient {
+  /** The stream URL (without the resume point). */
+  readonly url: URL;
+  /** Resolves with the first state the server sends. */
+  readonly ready: Promise<JsonObject>;
+  /** The server's state with this client's pending updates merged on top. Do not mutate. */
+  readonly state: JsonObject;
+  /** How many updates wait for the server's confirmation. */
+  readonly pending: number;
+  /** The model's version this copy holds (null before the first state). */
+  readonly version: number | null;
+  /** The epoch of that version. */
+  readonly epoch: string | null;
+  /** The connection's state. */
+  readonly status: Status;
+
+  /**
+   * Merges `patch` into `state` at once and sends it. Resolves with the version that includes
+   * it once the server confirms it; rejects with a `PurlyError` if the server refuses it.
+   */
+  update(patch: JsonObject): Promise<number>;
+  /** Relays `content` to the model's other clients; returns whether it was sent. */
+  signal(content: JsonObject): boolean;
+  /** Sends an update and a signal in one frame: both are applied, or neither. */
+  send(frame: { update?: JsonObject; signal?: JsonObject }): Promise<number | null>;
+  /** Calls `listener` after every change of `state`; returns a function that unsubscribes. */
+  subscribe(listener: (state: JsonObject, diff: JsonObject | null, change: Change) => void): () => void;
+  /** Status changes. Returns a function that stops listening. */
+  on(event: "status", listener: (status: Status) => void): () => void;
+  /** Every error frame (also those that reject an update's promise). */
+  on(event: "error", listener: (error: PurlyError) => void): () => void;
+  /** Signals from the model's other clients. */
+  on(event: "signal", listener: (content: JsonObject, from: { origin: number }) => void): () => void;
+  /** Closes the connection for good; pending updates are rejected. */
+  close(): void;
+}
+
+/** Connects to a model's stream (`ws://host/{model}/stream`, or an http(s) or relative URL). */
+export function connect(url: string | URL, options?: ConnectOptions): PurlyClient;
+
+/** Nested merge (RFC 7386 JSON Merge Patch), in place where `target` is an object. */
+export function merge(target: Json | undefined, patch: Json): Json;

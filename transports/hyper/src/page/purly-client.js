@@ -1,0 +1,395 @@
+// purly-client.js: a dependency-free ES module that keeps a copy of one purly model in sync
+// over a stream-mode WebSocket (PROTOCOL.md sections 2, 4 and 5). Served by purly-hyper at
+// `{prefix}purly-client.js`; its types are in `purly-client.d.ts` beside it.
+//
+//   import { connect } from "/purly-client.js";
+//   const client = connect("/counter/stream");
+//   client.subscribe((state) => render(state));
+//   await client.update({ count: (client.state.count ?? 0) + 1 });
+//
+// `client.state` is "the server's state + my pending updates": an update shows at once, and
+// its promise settles when the server confirms it (its echo or an `ack`) or refuses it (an
+// `error` naming its id). After a dropped connection the client reconnects with
+// `?since=VERSION&epoch=EPOCH`, receives exactly what it missed, and sends every update still
+// unconfirmed once more, with its id, so that its confirmation still reaches it.
+
+const SUBPROTOCOL = "purly.stream";
+
+function isObject(value) {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+function has(object, key) {
+  return Object.prototype.hasOwnProperty.call(object, key);
+}
+
+function blank() {
+  return Object.create(null);
+}
+
+// A deep copy whose objects have no prototype, so that keys like `__proto__` stay data.
+function copy(value) {
+  if (Array.isArray(value)) return value.map(copy);
+  if (!isObject(value)) return value;
+  const out = blank();
+  for (const key of Object.keys(value)) out[key] = copy(value[key]);
+  return out;
+}
+
+/** Nested merge (RFC 7386 JSON Merge Patch); merges in place where `target` is an object. */
+export function merge(target, patch) {
+  if (!isObject(patch)) return copy(patch);
+  const out = isObject(target) ? target : blank();
+  for (const key of Object.keys(patch)) {
+    if (patch[key] === null) delete out[key];
+    else out[key] = merge(out[key], patch[key]);
+  }
+  return out;
+}
+
+/** An `error` frame from the server: why an update (or a frame) was refused. */
+export class PurlyError extends Error {
+  constructor(code, message, index) {
+    super(`${code}: ${message}`);
+    this.name = "PurlyError";
+    /** The error code (PROTOCOL.md section 5), e.g. `rejected` or `rate_limited`. */
+    this.code = code;
+    /** The server's explanation. */
+    this.detail = message;
+    /** The position of the refused message in its frame, if one was at fault. */
+    this.index = index;
+  }
+}
+
+// The stream URL for `url`: http(s) becomes ws(s), a relative URL is resolved against the page.
+function streamUrl(url) {
+  const base = typeof location !== "undefined" ? location.href : undefined;
+  const resolved = new URL(url, base);
+  if (resolved.protocol === "http:") resolved.protocol = "ws:";
+  if (resolved.protocol === "https:") resolved.protocol = "wss:";
+  return resolved;
+}
+
+/**
+ * Connects to a model's stream (`ws://host/{model}/stream`; `http(s):` and relative URLs work
+ * too) and returns its client at once; `client.ready` resolves with the first state.
+ */
+export function connect(url, options = {}) {
+  return new PurlyClient(url, options);
+}
+
+export class PurlyClient {
+  constructor(url, options = {}) {
+    this.url = streamUrl(url);
+    this._WebSocket = options.WebSocket || globalThis.WebSocket;
+    this._minDelay = options.minReconnectDelay ?? 250;
+    this._maxDelay = options.maxReconnectDelay ?? 5000;
+    this._retryDelay = this._minDelay;
+    this._confirmed = blank();
+    this._view = null; // confirmed + pending, rebuilt on demand
+    this._pending = []; // [{ id, patch, resolve, reject }], oldest first
+    this._idPrefix = Math.random().toString(36).slice(2, 10);
+    this._nextId = 0;
+    this._listeners = new Set();
+    this._events = { status: new Set(), error: new Set(), signal: new Set() };
+    this._socket = null;
+    this._timer = null;
+    /** The model's version this copy holds (null before the first state). */
+    this.version = null;
+    /** The epoch of that version. */
+    this.epoch = null;
+    /** `connecting`, `live`, `reconnecting` or `closed`. */
+    this.status = "connecting";
+    this.ready = new Promise((resolve, reject) => {
+      this._ready = { resolve, reject };
+    });
+    // Nobody may be waiting for `ready`: do not report its rejection on close as unhandled.
+    this.ready.catch(() => {});
+    this._open();
+  }
+
+  /** The server's state with this client's pending updates merged on top (do not mutate). */
+  get state() {
+    if (this._view === null) {
+      this._view = this._pending.length === 0 ? this._confirmed : copy(this._confirmed);
+      for (const p of this._pending) merge(this._view, p.patch);
+    }
+    return this._view;
+  }
+
+  /** How many updates wait for the server's confirmation. */
+  get pending() {
+    return this._pending.length;
+  }
+
+  /**
+   * Merges `patch` into the state at once and sends it. The promise resolves with the version
+   * that includes it once the server confirms it, or rejects with a `PurlyError` if the
+   * server refuses it (or with an Error if the client is closed first).
+   */
+  update(patch) {
+    return this.send({ update: patch });
+  }
+
+  /** Relays `content` to the model's other clients; returns whether it was sent (live). */
+  signal(content) {
+    if (!isObject(content)) throw new TypeError("a signal's content is an object");
+    return this._send([{ header: { type: "signal", version: "0.1" }, content: content }]);
+  }
+
+  /**
+   * Sends an update and a signal in one frame: both are applied, or neither (the signal is
+   * relayed only if the update is accepted). Either may be left out. Returns the update's
+   * promise (or a resolved one without an update).
+   */
+  send({ update, signal } = {}) {
+    if (this.status === "closed") return Promise.reject(new Error("the client is closed"));
+    const messages = [];
+    let promise = Promise.resolve(this.version);
+    if (update !== undefined) {
+      if (!isObject(update)) throw new TypeError("an update is an object");
+      const patch = copy(update);
+      const id = `${this._idPrefix}-${++this._nextId}`;
+      promise = new Promise((resolve, reject) => {
+        this._pending.push({ id, patch, resolve, reject });
+      });
+      messages.push(updateMessage(id, patch));
+      this._changed(patch, { source: "local", keys: Object.keys(patch) });
+    }
+    if (signal !== undefined) {
+      if (!isObject(signal)) throw new TypeError("a signal's content is an object");
+      messages.push({ header: { type: "signal", version: "0.1" }, content: signal });
+    }
+    // Not live: the update waits and goes out on reconnecting; a signal is dropped.
+    if (messages.length > 0) this._send(messages);
+    return promise;
+  }
+
+  /**
+   * Calls `listener(state, diff, info)` after every change of `state`: `info.source` is
+   * `snapshot` (a whole new state; `diff` is it), `server` (a diff from the server, `diff`),
+   * `local` (this client's update, `diff`) or `rollback` (a refused update was taken back;
+   * `diff` is null); `info.keys` lists the top-level keys that may have changed. Returns a
+   * function that unsubscribes.
+   */
+  subscribe(listener) {
+    this._listeners.add(listener);
+    return () => this._listeners.delete(listener);
+  }
+
+  /**
+   * Listens to `status` (the new status), `error` (a `PurlyError` for every error frame, also
+   * those that reject an update's promise) or `signal` (`content, { origin }`). Returns a
+   * function that stops listening.
+   */
+  on(event, listener) {
+    const listeners = this._events[event];
+    if (!listeners) throw new TypeError(`no event ${event}: status, error or signal`);
+    listeners.add(listener);
+    return () => listeners.delete(listener);
+  }
+
+  /** Closes the connection for good; pending updates are rejected. */
+  close() {
+    if (this.status === "closed") return;
+    clearTimeout(this._timer);
+    const socket = this._socket;
+    this._socket = null;
+    if (socket) socket.close(1000);
+    this._setStatus("closed");
+    const pending = this._pending;
+    this._pending = [];
+    this._view = null;
+    for (const p of pending) p.reject(new Error("the client is closed"));
+    this._ready.reject(new Error("the client closed before the first state"));
+  }
+
+  // ---- the connection ----
+
+  _open() {
+    const url = new URL(this.url);
+    if (this.version !== null && this.epoch !== null) {
+      url.searchParams.set("since", String(this.version));
+      url.searchParams.set("epoch", this.epoch);
+    }
+    const socket = new this._WebSocket(url.href, SUBPROTOCOL);
+    this._socket = socket;
+    socket.onopen = () => {
+      if (this._socket !== socket) return;
+      this._retryDelay = this._minDelay;
+      this._setStatus("live");
+      // Whether the server applied these before the drop cannot be known: send each once more
+      // with its id; the first confirmation of an id settles it, a later one is ignored.
+      if (this._pending.length > 0) {
+        this._send(this._pending.map((p) => updateMessage(p.id, p.patch)));
+      }
+    };
+    socket.onmessage = (event) => {
+      if (this._socket !== socket) return;
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (_) {
+        return;
+      }
+      if (Array.isArray(frame)) this._receive(frame);
+    };
+    socket.onclose = () => {
+      if (this._socket !== socket) return;
+      this._socket = null;
+      this._setStatus("reconnecting");
+      this._timer = setTimeout(() => this._open(), this._retryDelay);
+      this._retryDelay = Math.min(this._retryDelay * 2, this._maxDelay);
+    };
+  }
+
+  _send(messages) {
+    const socket = this._socket;
+    if (!socket || socket.readyState !== 1) return false;
+    socket.send(JSON.stringify(messages));
+    return true;
+  }
+
+  // Starts over from a snapshot: the next connection asks for no resume point.
+  _resubscribe() {
+    this.version = null;
+    this.epoch = null;
+    if (this._socket) this._socket.close();
+  }
+
+  _receive(frame) {
+    for (const message of frame) {
+      const header = isObject(message) && isObject(message.header) ? message.header : null;
+      if (!header) continue;
+      const content = isObject(message.content) ? message.content : blank();
+      switch (header.type) {
+        case "update":
+          if (!this._update(header, content)) return;
+          break;
+        case "ack":
+          this._confirm(header.id, header.seq, []);
+          break;
+        case "error":
+          this._error(header, content);
+          break;
+        case "signal":
+          this._emit("signal", content, { origin: header.origin });
+          break;
+      }
+    }
+  }
+
+  // Returns false when the rest of the frame must be dropped (a gap: starting over).
+  _update(header, content) {
+    if (header.snapshot === true) {
+      const keys = new Set([...Object.keys(this._confirmed), ...Object.keys(content)]);
+      this._confirmed = copy(content);
+      this.version = header.seq ?? null;
+      this.epoch = header.epoch ?? null;
+      this._view = null;
+      this._notify(content, { source: "snapshot", keys: [...keys] });
+      this._ready.resolve(this.state);
+      return true;
+    }
+    if (typeof header.seq === "number" && this.version !== null) {
+      if (header.epoch !== this.epoch || header.seq > this.version + 1) {
+        this._resubscribe();
+        return false;
+      }
+      if (header.seq <= this.version) {
+        // Already applied (a resend's echo after the replay): only its confirmation counts.
+        this._confirm(header.id, header.seq, []);
+        return true;
+      }
+    }
+    for (const key of Object.keys(content)) {
+      const value = content[key] === null ? undefined : merge(this._confirmed[key], content[key]);
+      if (value === undefined) delete this._confirmed[key];
+      else this._confirmed[key] = value;
+    }
+    if (typeof header.seq === "number") this.version = header.seq;
+    if (header.epoch !== undefined && this.epoch === null) this.epoch = header.epoch;
+    this._view = null;
+    const keys = Object.keys(content);
+    this._confirm(header.id, header.seq, keys);
+    this._notify(content, { source: "server", keys });
+    if (this.version !== null) this._ready.resolve(this.state);
+    return true;
+  }
+
+  // Settles the pending update with `id`, if it is ours and still pending.
+  _confirm(id, seq, keys) {
+    if (id === undefined || id === null) return;
+    const at = this._pending.findIndex((p) => p.id === id);
+    if (at < 0) return;
+    const [done] = this._pending.splice(at, 1);
+    for (const key of Object.keys(done.patch)) keys.push(key);
+    this._view = null;
+    done.resolve(seq ?? this.version);
+  }
+
+  _error(header, content) {
+    const error = new PurlyError(
+      String(content.code ?? "unknown"),
+      String(content.message ?? ""),
+      typeof content.index === "number" ? content.index : undefined,
+    );
+    const ids = Array.isArray(header.ids) ? header.ids : [];
+    const keys = [];
+    for (const id of ids) {
+      const at = this._pending.findIndex((p) => p.id === id);
+      if (at < 0) continue;
+      const [refused] = this._pending.splice(at, 1);
+      keys.push(...Object.keys(refused.patch));
+      refused.reject(error);
+    }
+    if (keys.length > 0) {
+      this._view = null;
+      this._notify(null, { source: "rollback", keys });
+    }
+    this._emit("error", error);
+  }
+
+  _changed(patch, info) {
+    this._view = null;
+    this._notify(patch, info);
+  }
+
+  _notify(diff, info) {
+    const state = this.state;
+    for (const listener of [...this._listeners]) {
+      try {
+        listener(state, diff, info);
+      } catch (error) {
+        reportLater(error);
+      }
+    }
+  }
+
+  _emit(event, ...args) {
+    for (const listener of [...this._events[event]]) {
+      try {
+        listener(...args);
+      } catch (error) {
+        reportLater(error);
+      }
+    }
+  }
+
+  _setStatus(status) {
+    if (this.status === status) return;
+    this.status = status;
+    this._emit("status", status);
+  }
+}
+
+function updateMessage(id, patch) {
+  return { header: { type: "update", version: "0.1", id: id }, content: patch };
+}
+
+// A listener's exception must not break the client: report it outside the client's call.
+function reportLater(error) {
+  setTimeout(() => {
+    throw error;
+  });
+}

@@ -1,0 +1,278 @@
+//! `purly-client.js` in headless Chromium, as a web app of one's own would use it: served by
+//! purly-hyper at `/purly-client.js` and imported by an app page that is not purly's.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::browser::{chromium, Page};
+use common::{Server, TIMEOUT};
+use purly::serde_json::{self, Map, Value};
+use purly::{Engine, Model, Rejection};
+use purly_hyper::hyper::Response;
+use purly_hyper::{Body, Purly, WsClient};
+use purly_sqlite::SqliteStore;
+
+/// An app page of one's own: it imports the client and hands it to the test.
+const APP: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>app</title></head><body>
+<script type="module">
+  import * as purly from "/purly-client.js";
+  window.purly = purly;
+  document.body.dataset.ready = "yes";
+</script></body></html>"#;
+
+fn app() -> Response<Body> {
+    let mut response = Response::new(Body::from(APP));
+    response
+        .headers_mut()
+        .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+    response
+}
+
+/// Refuses updates that set `forbidden`, and counts the updates that set `offline`.
+struct Policy {
+    offline: Arc<AtomicUsize>,
+}
+
+impl Model for Policy {
+    fn check(&self, _: &Map<String, Value>, update: &Map<String, Value>) -> Result<(), Rejection> {
+        if update.contains_key("offline") {
+            self.offline.fetch_add(1, Ordering::SeqCst);
+        }
+        match update.contains_key("forbidden") {
+            true => Err(Rejection::new("forbidden is not yours to set")),
+            false => Ok(()),
+        }
+    }
+}
+
+/// An engine on a SQLite store in `dir` (so that a restart keeps versions and epochs), with
+/// the [`Policy`] model.
+fn engine(dir: &Path, offline: &Arc<AtomicUsize>) -> (Engine, Arc<SqliteStore>) {
+    let store = Arc::new(SqliteStore::open(dir, Default::default()).unwrap());
+    let offline = offline.clone();
+    let engine = Engine::builder()
+        .store(store.clone())
+        .model_factory(move |_| {
+            Ok(Box::new(Policy {
+                offline: offline.clone(),
+            }))
+        })
+        .build();
+    (engine, store)
+}
+
+fn purly(engine: Engine) -> Purly {
+    Purly::builder(engine).route("/app", app).build()
+}
+
+/// Opens the app page and connects a client to model `m` as `window.c`, recording every
+/// change's source in `window.sources` and every error's code in `window.errors`.
+async fn open_client(browser: &common::browser::Browser, server: &Server) -> Page {
+    let mut page = browser.open(&server.http("/app")).await;
+    assert!(page.wait_for("document.body.dataset.ready === 'yes'").await);
+    let first = page
+        .eval(
+            "(async () => {
+                window.sources = []; window.errors = []; window.statuses = [];
+                window.c = purly.connect('/m/stream');
+                c.subscribe((state, diff, change) => sources.push(change.source));
+                c.on('error', (e) => errors.push(e.code));
+                c.on('status', (s) => statuses.push(s));
+                return JSON.stringify(await c.ready);
+            })()",
+        )
+        .await;
+    assert!(first.is_string(), "{first}");
+    page
+}
+
+async fn js_state(page: &mut Page) -> Value {
+    let text = page.eval("JSON.stringify(c.state)").await;
+    serde_json::from_str(text.as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn two_browser_clients_and_a_rust_client_converge() {
+    let Some(browser) = chromium().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let offline = Arc::new(AtomicUsize::new(0));
+    let (engine, _store) = engine(dir.path(), &offline);
+    let server = Server::start(purly(engine.clone())).await;
+    let mut first = open_client(&browser, &server).await;
+    let mut second = open_client(&browser, &server).await;
+    let mut rust = WsClient::connect(&server.url("/m/stream")).await.unwrap();
+
+    // All three write the same keys and their own, at the same time.
+    let writes = |who: &str| {
+        format!(
+            "Promise.all(Array.from({{ length: 40 }}, (_, i) =>
+                c.update({{ shared: '{who}' + i, ['{who}' + i]: i, nested: {{ ['{who}']: i }} }})))
+             .then((versions) => versions.length)"
+        )
+    };
+    let rust_writes = async {
+        for i in 0..40 {
+            rust.update(purly::serde_json::json!({ "shared": format!("rust{i}"), format!("rust{i}"): i, "nested": {"rust": i} }))
+                .await
+                .unwrap();
+        }
+        rust.settle().await.unwrap();
+    };
+    let (script_a, script_b) = (writes("a"), writes("b"));
+    let (a, b, ()) = tokio::join!(first.eval(&script_a), second.eval(&script_b), rust_writes);
+    assert_eq!((a, b), (Value::from(40), Value::from(40)));
+
+    // Every copy reaches the engine's version, with nothing pending, and equals its state.
+    let version = engine.durable_version("m").unwrap();
+    assert_eq!(version, 120, "every update changed the model");
+    for page in [&mut first, &mut second] {
+        assert!(
+            page.wait_for(&format!("c.version === {version} && c.pending === 0"))
+                .await
+        );
+    }
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while rust.replica().version() != Some(version) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Rust client lags"
+        );
+        tokio::time::timeout(TIMEOUT, rust.recv()).await.unwrap();
+    }
+    let truth = Value::Object(engine.state("m").unwrap());
+    assert_eq!(js_state(&mut first).await, truth);
+    assert_eq!(js_state(&mut second).await, truth);
+    assert_eq!(Value::Object(rust.state().clone()), truth);
+    assert_eq!(truth["nested"].as_object().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn an_error_frame_rejects_the_update_and_reaches_the_app() {
+    let Some(browser) = chromium().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let offline = Arc::new(AtomicUsize::new(0));
+    let (engine, _store) = engine(dir.path(), &offline);
+    let server = Server::start(purly(engine.clone())).await;
+    let mut page = open_client(&browser, &server).await;
+    let outcome = page
+        .eval(
+            "(async () => {
+                const refused = c.update({ forbidden: 1, other: 2 });
+                const shown = 'forbidden' in c.state; // applied locally at once
+                const reason = await refused.then(() => 'confirmed', (e) => e.code + ': ' + e.detail);
+                const kept = await c.update({ allowed: 1 });
+                return { shown, reason, after: JSON.stringify(c.state), errors, kept, sources };
+            })()",
+        )
+        .await;
+    assert_eq!(outcome["shown"], true, "{outcome}");
+    assert_eq!(
+        outcome["reason"], "rejected: forbidden is not yours to set",
+        "{outcome}"
+    );
+    assert_eq!(
+        outcome["after"], r#"{"allowed":1}"#,
+        "rolled back: {outcome}"
+    );
+    assert_eq!(outcome["errors"], serde_json::json!(["rejected"]));
+    assert_eq!(outcome["kept"], 1);
+    assert_eq!(
+        outcome["sources"],
+        serde_json::json!(["snapshot", "local", "rollback", "local", "server"])
+    );
+    assert_eq!(
+        Value::Object(engine.state("m").unwrap()),
+        serde_json::json!({"allowed": 1})
+    );
+}
+
+#[tokio::test]
+async fn a_restart_is_survived_with_resume_and_pending_updates_are_sent_once() {
+    let Some(browser) = chromium().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let offline = Arc::new(AtomicUsize::new(0));
+    let (engine, store) = engine(dir.path(), &offline);
+    let server = Server::start(purly(engine.clone())).await;
+    let addr = server.addr;
+    let mut page = open_client(&browser, &server).await;
+    for i in 0..5 {
+        engine
+            .update(
+                "m",
+                purly::serde_json::json!({ "before": i })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+            .unwrap();
+    }
+    assert!(page.wait_for("c.version === 5").await);
+    let epoch = page.eval("c.epoch").await;
+
+    // The server goes away: the client reconnects in the background, and an update made
+    // meanwhile waits in the client.
+    server.purly.shutdown().await;
+    drop(server);
+    drop(engine);
+    store.close();
+    drop(store);
+    assert!(page.wait_for("c.status === 'reconnecting'").await);
+    page.eval("window.offline = c.update({ offline: true }); true")
+        .await;
+    assert_eq!(page.eval("c.state.offline").await, true);
+
+    // The same store on the same address: same epoch, same versions. Two more changes land
+    // before the client is back; it must receive exactly those, not a snapshot.
+    let (engine, _store) = self::engine(dir.path(), &offline);
+    for i in 0..2 {
+        engine
+            .update(
+                "m",
+                purly::serde_json::json!({ "after": i })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+            .unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let server = Server::start_on(listener, purly(engine.clone())).await;
+    let confirmed = page.eval("window.offline").await;
+    assert_eq!(
+        confirmed, 8,
+        "the offline update is the version after the two missed"
+    );
+    assert!(
+        page.wait_for("c.status === 'live' && c.pending === 0")
+            .await
+    );
+    assert_eq!(page.eval("c.epoch").await, epoch);
+    assert_eq!(
+        page.eval("sources.filter((s) => s === 'snapshot').length")
+            .await,
+        1,
+        "resumed with the missed diffs, not a snapshot: {}",
+        page.eval("JSON.stringify(sources)").await
+    );
+    assert_eq!(
+        page.eval("JSON.stringify(statuses)").await,
+        r#"["live","reconnecting","live"]"#
+    );
+    assert_eq!(offline.load(Ordering::SeqCst), 1, "sent exactly once");
+    assert_eq!(
+        js_state(&mut page).await,
+        Value::Object(engine.state("m").unwrap())
+    );
+    drop(server);
+}
