@@ -35,8 +35,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use purly::Engine;
-use purly_hyper::{Purly, RateLimit, ServerConfig};
+use purly_hyper::hyper::Response;
+use purly_hyper::{Body, Purly, RateLimit, ServerConfig};
 use purly_redis::{RedisOptions, RedisStore};
 use purly_sqlite::{Durability, SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
@@ -125,6 +127,8 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
     raise_file_limit();
+    // Before the engine and the handler are built: they register their metrics with it.
+    let metrics = install_metrics();
     let (engine, store) = match open_store(&args).await {
         Ok(opened) => opened,
         Err(message) => {
@@ -132,10 +136,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let purly = Purly::builder(engine)
+    let mut builder = Purly::builder(engine)
         .config(args.server_config())
-        .prefix(&args.prefix)
-        .build();
+        .prefix(&args.prefix);
+    if let Some(metrics) = metrics {
+        builder = builder.route("/metrics", move || metrics_response(&metrics));
+    }
+    let purly = builder.build();
     // Idle models leave memory (a no-op in memory mode, where they live nowhere else).
     {
         let engine = purly.engine().clone();
@@ -182,6 +189,37 @@ async fn main() -> ExitCode {
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Installs the Prometheus recorder (served at `/metrics`), with its upkeep every 5 s.
+fn install_metrics() -> Option<PrometheusHandle> {
+    match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => {
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
+            Some(handle)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "metrics are off: cannot install the Prometheus recorder");
+            None
+        }
+    }
+}
+
+/// The metrics in Prometheus' text format.
+fn metrics_response(metrics: &PrometheusHandle) -> Response<Body> {
+    let mut response = Response::new(Body::from(metrics.render()));
+    response.headers_mut().insert(
+        "content-type",
+        purly_hyper::hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
 }
 
 /// Raises the soft limit on open files to the hard limit: each connection holds one.

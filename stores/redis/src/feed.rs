@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::keys::{channel, model_of_channel, Keys};
 use crate::reply;
 use crate::scripts;
+use crate::telemetry::{FEED_GAPS, FEED_RECONNECTS};
 
 /// A model this node follows: where its commits go and the last version handed over.
 pub(crate) struct Watch {
@@ -128,6 +129,7 @@ pub(crate) async fn run(
             }
         }
         tracing::warn!("redis feed: connection lost; reconnecting");
+        metrics::counter!(FEED_RECONNECTS).increment(1);
     }
 }
 
@@ -174,6 +176,7 @@ async fn deliver(
         return;
     };
     if first > last + 1 {
+        metrics::counter!(FEED_GAPS).increment(1);
         catch_up(commands, watches, model).await;
         return;
     }

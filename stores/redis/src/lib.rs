@@ -63,6 +63,7 @@ mod feed;
 mod keys;
 mod reply;
 mod scripts;
+pub mod telemetry;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -67,6 +67,7 @@
 mod lock;
 mod options;
 mod schema;
+pub mod telemetry;
 mod writer;
 
 use std::path::{Path, PathBuf};

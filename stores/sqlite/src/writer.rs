@@ -10,6 +10,8 @@ use purly::serde_json;
 use purly::{AppendDone, Appended, Batch, ModelName, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use crate::telemetry::{GROUP_OPS, TRANSACTION_SECONDS};
+
 /// Work for the writer.
 pub(crate) enum Op {
     Append(Batch, AppendDone),
@@ -36,7 +38,10 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let outcomes = write_group(&mut connection, &group, keep_history, &mut known);
+        metrics::histogram!(TRANSACTION_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(GROUP_OPS).record(group.len() as f64);
         if outcomes.is_err() {
             // Rolled back: what the transaction noted may not have happened.
             known.clear();

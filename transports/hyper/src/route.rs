@@ -41,7 +41,9 @@ pub(crate) enum Routed {
     Model(RouteKind, ModelName),
 }
 
-pub(crate) fn route(path: &str, prefix: &str) -> Routed {
+/// What `path` names below `prefix`. `reserved` are names that are not models there (the
+/// embedder's extra routes); the client's file names never are.
+pub(crate) fn route(path: &str, prefix: &str, reserved: &[String]) -> Routed {
     let Some(rest) = path.strip_prefix(prefix) else {
         return Routed::Elsewhere;
     };
@@ -56,7 +58,11 @@ pub(crate) fn route(path: &str, prefix: &str) -> Routed {
         Some((name, "state")) => (name, RouteKind::State),
         Some(_) => return Routed::Elsewhere,
     };
-    if name.is_empty() {
+    if name.is_empty()
+        || name == CLIENT_MODULE
+        || name == CLIENT_TYPES
+        || reserved.iter().any(|r| r == name)
+    {
         return Routed::Elsewhere;
     }
     match ModelName::new(name) {
@@ -78,48 +84,62 @@ mod tests {
     #[test]
     fn routes_under_the_root_prefix() {
         assert_eq!(
-            route("/model/stream", "/"),
+            route("/model/stream", "/", &[]),
             model(RouteKind::Stream, "model")
         );
-        assert_eq!(route("/model/state", "/"), model(RouteKind::State, "model"));
-        assert_eq!(route("/model", "/"), model(RouteKind::Page, "model"));
-        assert_eq!(route("/", "/"), Routed::Elsewhere);
-        assert_eq!(route("/a/b/stream", "/"), Routed::Elsewhere);
-        assert_eq!(route("/model/other", "/"), Routed::Elsewhere);
+        assert_eq!(
+            route("/model/state", "/", &[]),
+            model(RouteKind::State, "model")
+        );
+        assert_eq!(route("/model", "/", &[]), model(RouteKind::Page, "model"));
+        assert_eq!(route("/", "/", &[]), Routed::Elsewhere);
+        assert_eq!(route("/a/b/stream", "/", &[]), Routed::Elsewhere);
+        assert_eq!(route("/model/other", "/", &[]), Routed::Elsewhere);
         assert!(matches!(
-            route("/a%20b/stream", "/"),
+            route("/a%20b/stream", "/", &[]),
             Routed::BadName(RouteKind::Stream, _)
         ));
         assert!(matches!(
-            route("/../state", "/"),
+            route("/../state", "/", &[]),
             Routed::BadName(RouteKind::State, _)
         ));
-        assert_eq!(route("/a%20b", "/"), Routed::Elsewhere);
+        assert_eq!(route("/a%20b", "/", &[]), Routed::Elsewhere);
     }
 
     #[test]
     fn routes_under_a_prefix() {
         assert_eq!(
-            route("/model/m/stream", "/model/"),
+            route("/model/m/stream", "/model/", &[]),
             model(RouteKind::Stream, "m")
         );
-        assert_eq!(route("/api/users", "/model/"), Routed::Elsewhere);
-        assert_eq!(route("/model/", "/model/"), Routed::Elsewhere);
+        assert_eq!(route("/api/users", "/model/", &[]), Routed::Elsewhere);
+        assert_eq!(route("/model/", "/model/", &[]), Routed::Elsewhere);
     }
 
     #[test]
     fn the_client_files_are_not_models() {
         assert_eq!(
-            route("/purly-client.js", "/"),
+            route("/purly-client.js", "/", &[]),
             Routed::Client(ClientFile::Module)
         );
         assert_eq!(
-            route("/sync/purly-client.d.ts", "/sync/"),
+            route("/sync/purly-client.d.ts", "/sync/", &[]),
             Routed::Client(ClientFile::Types)
         );
         assert_eq!(
-            route("/purly-client.js/stream", "/"),
-            model(RouteKind::Stream, "purly-client.js")
+            route("/purly-client.js/stream", "/", &[]),
+            Routed::Elsewhere
+        );
+    }
+
+    #[test]
+    fn reserved_names_are_not_models() {
+        let reserved = ["metrics".to_owned()];
+        assert_eq!(route("/metrics/stream", "/", &reserved), Routed::Elsewhere);
+        assert_eq!(route("/metrics", "/", &reserved), Routed::Elsewhere);
+        assert_eq!(
+            route("/metrics2/stream", "/", &reserved),
+            model(RouteKind::Stream, "metrics2")
         );
     }
 }

@@ -51,6 +51,8 @@ struct Shared {
     admission: Arc<Admission>,
     metrics: Arc<TransportMetrics>,
     extra_routes: Vec<ExtraRoute>,
+    /// The names below the prefix that the extra routes take: not models.
+    reserved: Vec<String>,
 }
 
 /// What [`Purly::try_handle`] did with a request.
@@ -80,6 +82,12 @@ impl Purly {
         extra_routes: Vec<ExtraRoute>,
     ) -> Self {
         let metrics = Arc::new(TransportMetrics::register());
+        let reserved = extra_routes
+            .iter()
+            .filter_map(|r| r.path.strip_prefix(config.prefix.as_str()))
+            .filter(|name| !name.is_empty())
+            .map(|name| name.split('/').next().unwrap_or(name).to_owned())
+            .collect();
         let admission = Arc::new(Admission::new(
             config.max_connections,
             config.max_connections_per_peer,
@@ -95,6 +103,7 @@ impl Purly {
                 admission,
                 metrics,
                 extra_routes,
+                reserved,
             }),
         }
     }
@@ -143,7 +152,7 @@ impl Purly {
         if let Some(extra) = self.inner.extra_routes.iter().find(|r| r.path == path) {
             return Dispatched::Now(Handled::Response((extra.handler)()));
         }
-        let (kind, model) = match route(path, &self.inner.config.prefix) {
+        let (kind, model) = match route(path, &self.inner.config.prefix, &self.inner.reserved) {
             Routed::Elsewhere => return Dispatched::Now(Handled::NotPurly(request)),
             Routed::Client(file) => {
                 let response = match *request.method() {

@@ -1,0 +1,9 @@
+//! The Redis store's metrics, through the [`metrics`] facade (the engine's are in
+//! [`purly::telemetry`]).
+
+/// Published batches that did not follow the last one handed over: the gap was read from the
+/// model's stream (counter).
+pub const FEED_GAPS: &str = "purly_redis_feed_gaps_total";
+
+/// Times the feed's pub/sub connection was lost and made again (counter).
+pub const FEED_RECONNECTS: &str = "purly_redis_feed_reconnects_total";
