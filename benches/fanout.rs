@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod flat_dom;
+#[path = "support/recorder.rs"]
+mod recorder;
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use purly_channel::Client;
 const SIZES: [usize; 4] = [1, 100, 1_000, 10_000];
 
 fn engine_to_outboxes(c: &mut Criterion) {
+    recorder::install_if_asked();
     let mut group = c.benchmark_group("fanout");
     for subscribers in SIZES {
         group.throughput(Throughput::Elements(subscribers as u64));

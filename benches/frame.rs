@@ -1,11 +1,16 @@
-//! Frame parsing and validation throughput, on frames of 1 and 100 realistic messages.
+//! Frame parsing and validation throughput, on frames of 1 and 100 realistic messages; and
+//! whole frames through a session (parse, apply, echo), the path the metrics instrument.
 #![allow(clippy::unwrap_used)]
 
 mod flat_dom;
+#[path = "support/recorder.rs"]
+mod recorder;
+
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use purly::serde_json::json;
-use purly::{parse_frame, Limits};
+use purly::{parse_frame, Engine, JoinOptions, Limits, Outbox, Received};
 
 fn frames(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse_frame");
@@ -27,5 +32,29 @@ fn frames(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frames);
+fn session_send(c: &mut Criterion) {
+    recorder::install_if_asked();
+    let mut group = c.benchmark_group("session_send");
+    let engine = Engine::default();
+    let outbox = Arc::new(Outbox::new(64 << 20));
+    let session = engine
+        .join("m", outbox.clone(), JoinOptions::stream())
+        .unwrap();
+    let mut batch = Vec::new();
+    outbox.try_recv(&mut batch);
+    let frames = [flat_dom::update_frame(10, 0), flat_dom::update_frame(10, 1)];
+    let mut round = 0;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("update_and_echo", |b| {
+        b.iter(|| {
+            round += 1;
+            session.send_text(&frames[round % 2]).unwrap();
+            batch.clear();
+            assert_eq!(outbox.try_recv(&mut batch), Some(Received::Messages));
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, frames, session_send);
 criterion_main!(benches);

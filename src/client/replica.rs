@@ -95,6 +95,23 @@ impl Replica {
         self.view.as_ref().unwrap_or(&self.confirmed)
     }
 
+    /// The value at `pointer` (RFC 6901, e.g. `/div/style/background_color`) in
+    /// [`state`](Replica::state), or `None` if there is none: a safe read where indexing the
+    /// map (`state()["div"]`) would panic on a missing key. `""` is not a value (the state is
+    /// a map): use `state()` for the whole.
+    pub fn get(&self, pointer: &str) -> Option<&Value> {
+        let rest = pointer.strip_prefix('/')?;
+        let (first, rest) = match rest.split_once('/') {
+            Some((first, rest)) => (first, Some(rest)),
+            None => (rest, None),
+        };
+        let value = self.state().get(&unescape_pointer(first))?;
+        match rest {
+            Some(rest) => value.pointer(&format!("/{rest}")),
+            None => Some(value),
+        }
+    }
+
     /// The server's state as of [`version`](Replica::version), without pending updates.
     pub fn confirmed(&self) -> &Map<String, Value> {
         &self.confirmed
@@ -243,5 +260,33 @@ impl Replica {
             merge_diff(&mut view, pending.update.clone());
         }
         self.view = Some(view);
+    }
+}
+/// One reference token of a JSON pointer, unescaped (`~1` is `/`, `~0` is `~`).
+fn unescape_pointer(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn get_reads_a_path_and_never_panics() {
+        let mut replica = Replica::new(Mode::Stream);
+        let update = json!({"div": {"style": {"color": "coral"}, "a/b": [1, 2], "~": 3}});
+        replica.update(update.as_object().unwrap().clone());
+        assert_eq!(replica.get("/div/style/color"), Some(&json!("coral")));
+        assert_eq!(replica.get("/div/a~1b/1"), Some(&json!(2)));
+        assert_eq!(replica.get("/div/~0"), Some(&json!(3)));
+        assert_eq!(replica.get("/div"), replica.state().get("div"));
+        assert_eq!(replica.get("/div/missing/deeper"), None);
+        assert_eq!(replica.get("/nothing"), None);
+        assert_eq!(replica.get(""), None);
+        assert_eq!(replica.get("div"), None);
     }
 }

@@ -97,8 +97,10 @@ struct ModelState {
     history: History,
     snapshot: Option<Arc<Snapshot>>,
     commands: VecDeque<Queued>,
-    /// Bytes of the messages in `commands`, and their share of the engine's gauge.
+    /// Bytes of the messages in `commands`; the part of the engine's gauge this model last
+    /// reported (at each release, not at every command).
     backlog: usize,
+    backlog_reported: usize,
     backlog_gauge: Gauge,
     max_backlog: usize,
     closed: Option<Closed>,
@@ -189,6 +191,7 @@ impl LiveModel {
                 snapshot: None,
                 commands: VecDeque::new(),
                 backlog: 0,
+                backlog_reported: 0,
                 backlog_gauge: metrics.fanout_backlog.clone(),
                 max_backlog: config.max_fanout_backlog_bytes,
                 closed: None,
@@ -982,6 +985,7 @@ impl ModelState {
     /// waited in the queue.
     fn release(&mut self, latency: &metrics::Histogram) -> Vec<Command> {
         if !self.releasable() {
+            self.report_backlog();
             return Vec::new();
         }
         let mut released = Vec::new();
@@ -994,17 +998,20 @@ impl ModelState {
                 released.push(queued.command);
             }
         }
-        if bytes > 0 {
-            self.set_backlog(self.backlog - bytes);
-        }
+        self.set_backlog(self.backlog - bytes);
+        self.report_backlog();
         released
     }
 
-    /// Sets the backlog, moving the engine's gauge by the difference.
     fn set_backlog(&mut self, backlog: usize) {
-        let delta = backlog as f64 - self.backlog as f64;
         self.backlog = backlog;
-        if delta != 0.0 {
+    }
+
+    /// Moves the engine's gauge by what changed since the last report.
+    fn report_backlog(&mut self) {
+        if self.backlog != self.backlog_reported {
+            let delta = self.backlog as f64 - self.backlog_reported as f64;
+            self.backlog_reported = self.backlog;
             self.backlog_gauge.increment(delta);
         }
     }
@@ -1035,6 +1042,13 @@ impl ModelState {
         self.remote.clear();
         // What they changed is dropped with the model: it is reloaded from the store.
         self.replays = Replays::default();
+    }
+}
+
+impl Drop for ModelState {
+    fn drop(&mut self) {
+        // A model leaving memory takes its share of the engine's gauge with it.
+        self.backlog_gauge.decrement(self.backlog_reported as f64);
     }
 }
 

@@ -143,8 +143,12 @@ impl Session {
         {
             Ok(_) => {
                 let metrics = &self.live.metrics;
-                metrics.updates_received.increment(updates as u64);
-                metrics.signals_received.increment(signals as u64);
+                if updates > 0 {
+                    metrics.updates_received.increment(updates as u64);
+                }
+                if signals > 0 {
+                    metrics.signals_received.increment(signals as u64);
+                }
                 Ok(())
             }
             Err(Unapplied::Closed(_)) => Err(SendError::Closed),

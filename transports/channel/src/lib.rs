@@ -21,7 +21,8 @@
 //! alice.settle().await?; // until alice's update is confirmed
 //! bob.recv().await; // bob's snapshot and alice's diff, coalesced
 //! assert_eq!(bob.state(), alice.state());
-//! assert_eq!(bob.state()["div"]["style"]["background_color"], "coral");
+//! assert_eq!(bob.get("/div/style/background_color"), Some(&json!("coral")));
+//! assert_eq!(bob.get("/div/missing"), None); // where `state()["div"]["missing"]` panics
 //! # Ok(())
 //! # }
 //! ```
@@ -147,6 +148,13 @@ impl Client {
     /// The model's state as this client sees it (the server's state plus pending updates).
     pub fn state(&self) -> &Map<String, Value> {
         self.replica.state()
+    }
+
+    /// The value at `pointer` (RFC 6901, e.g. `/div/style/background_color`) in
+    /// [`state`](Client::state), or `None`: unlike indexing the map, never panics on a missing
+    /// key.
+    pub fn get(&self, pointer: &str) -> Option<&Value> {
+        self.replica.get(pointer)
     }
 
     /// Why the engine stopped delivering, once it has.
