@@ -90,6 +90,10 @@ async fn follow(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    purly_no_redis,
+    ignore = "no redis-server on this machine (apt-get install redis-server)"
+)]
 async fn three_nodes_one_order() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;
@@ -160,6 +164,10 @@ async fn three_nodes_one_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    purly_no_redis,
+    ignore = "no redis-server on this machine (apt-get install redis-server)"
+)]
 async fn a_killed_node_loses_nothing_and_its_client_resumes_elsewhere() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;

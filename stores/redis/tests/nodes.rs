@@ -40,6 +40,10 @@ async fn until_version(client: &mut Client, version: u64) -> Vec<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    purly_no_redis,
+    ignore = "no redis-server on this machine (apt-get install redis-server)"
+)]
 async fn two_nodes_see_one_order_under_concurrent_writes() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;
@@ -98,6 +102,10 @@ async fn two_nodes_see_one_order_under_concurrent_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    purly_no_redis,
+    ignore = "no redis-server on this machine (apt-get install redis-server)"
+)]
 async fn a_client_resumes_on_another_node_with_only_the_missed_diffs() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;
@@ -131,6 +139,10 @@ async fn a_client_resumes_on_another_node_with_only_the_missed_diffs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    purly_no_redis,
+    ignore = "no redis-server on this machine (apt-get install redis-server)"
+)]
 async fn only_nodes_holding_a_model_follow_it_and_removal_reaches_all() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;
@@ -179,6 +191,10 @@ async fn only_nodes_holding_a_model_follow_it_and_removal_reaches_all() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    purly_no_redis,
+    ignore = "no redis-server on this machine (apt-get install redis-server)"
+)]
 async fn redis_away_refuses_writes_and_everything_converges_after() {
     let Some(mut redis) = RedisServer::start("always") else {
         return;
@@ -245,6 +261,10 @@ async fn redis_away_refuses_writes_and_everything_converges_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    purly_no_redis,
+    ignore = "no redis-server on this machine (apt-get install redis-server)"
+)]
 async fn frames_larger_than_a_batch_stay_whole_across_conflicts() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;
@@ -316,6 +336,10 @@ async fn frames_larger_than_a_batch_stay_whole_across_conflicts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    purly_no_redis,
+    ignore = "no redis-server on this machine (apt-get install redis-server)"
+)]
 async fn modify_stays_atomic_across_nodes() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -33,6 +32,10 @@ const CORAL_SQUARE: &str = "[...document.querySelectorAll('#purly-root > div')].
 })";
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
 async fn getting_started_puts_a_coral_square_on_the_page() {
     let Some(browser) = chromium().await else {
         return;
@@ -59,8 +62,7 @@ async fn getting_started_puts_a_coral_square_on_the_page() {
         page.wait_for(CORAL_SQUARE).await,
         "no coral square appeared"
     );
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/screenshots/getting-started.png");
+    let path = common::target_dir().join("screenshots/getting-started.png");
     page.command(
         "Emulation.setDeviceMetricsOverride",
         json!({"width": 320, "height": 120, "deviceScaleFactor": 2, "mobile": false}),
@@ -71,6 +73,10 @@ async fn getting_started_puts_a_coral_square_on_the_page() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
 async fn a_click_on_the_page_runs_the_rust_callback() {
     let Some(browser) = chromium().await else {
         return;
@@ -124,6 +130,10 @@ async fn a_click_on_the_page_runs_the_rust_callback() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
 async fn typing_reaches_the_model_and_every_page_of_it() {
     let Some(browser) = chromium().await else {
         return;
@@ -178,6 +188,10 @@ async fn typing_reaches_the_model_and_every_page_of_it() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
 async fn the_page_reconnects_after_a_server_restart_and_shows_the_current_state() {
     let Some(browser) = chromium().await else {
         return;
@@ -227,6 +241,10 @@ async fn the_page_reconnects_after_a_server_restart_and_shows_the_current_state(
 }
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
 async fn a_hostile_model_runs_no_script() {
     let Some(browser) = chromium().await else {
         return;
@@ -293,6 +311,10 @@ async fn a_hostile_model_runs_no_script() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
 async fn rendering_is_incremental_and_keyed() {
     let Some(browser) = chromium().await else {
         return;

@@ -97,6 +97,10 @@ async fn js_state(page: &mut Page) -> Value {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
 async fn two_browser_clients_and_a_rust_client_converge() {
     let Some(browser) = chromium().await else {
         return;
@@ -154,6 +158,10 @@ async fn two_browser_clients_and_a_rust_client_converge() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
 async fn an_error_frame_rejects_the_update_and_reaches_the_app() {
     let Some(browser) = chromium().await else {
         return;
@@ -196,6 +204,10 @@ async fn an_error_frame_rejects_the_update_and_reaches_the_app() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
 async fn a_restart_is_survived_with_resume_and_pending_updates_are_sent_once() {
     let Some(browser) = chromium().await else {
         return;

@@ -27,9 +27,7 @@ fn harness() -> PathBuf {
 fn original_purly() -> Option<PathBuf> {
     let src = std::env::var_os("PURLY_PY_SRC")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/purly-py/src")
-        });
+        .unwrap_or_else(|| common::target_dir().join("purly-py/src"));
     // Found, not imported: spectate 0.2.3 imports only after the harness's collections aliases.
     let find = "import importlib.util as u, sys; \
                 sys.exit(0 if u.find_spec('websocket') and u.find_spec('spectate') else 1)";
@@ -95,6 +93,10 @@ async fn state(server: &Server) -> Value {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_original_client,
+    ignore = "the original purly 0.2 client is not unpacked (.ci/run does it)"
+)]
 async fn the_original_getting_started_works_unchanged() {
     let Some(src) = original_purly() else { return };
     let server = Server::start(Purly::new(common::engine())).await;
@@ -115,6 +117,10 @@ async fn the_original_getting_started_works_unchanged() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_original_client,
+    ignore = "the original purly 0.2 client is not unpacked (.ci/run does it)"
+)]
 async fn a_signal_fires_the_original_layouts_callback() {
     let Some(src) = original_purly() else { return };
     let server = Server::start(Purly::new(common::engine())).await;
@@ -200,6 +206,14 @@ async fn serve_original_page(board: PathBuf, purly: Purly) -> std::net::SocketAd
 }
 
 #[tokio::test]
+#[cfg_attr(
+    purly_no_original_client,
+    ignore = "the original purly 0.2 client is not unpacked (.ci/run does it)"
+)]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
 async fn the_original_compiled_page_renders_the_rust_layout_in_compat_mode() {
     let Some(src) = original_purly() else { return };
     let Some(browser) = common::browser::chromium().await else {

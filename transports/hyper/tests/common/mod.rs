@@ -20,6 +20,17 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set (relative to the workspace), else the
+/// workspace's `target/`. Screenshots and the unpacked original client live there.
+pub(crate) fn target_dir() -> std::path::PathBuf {
+    let workspace = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    match std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => workspace.join(dir),
+        None => workspace.join("target"),
+    }
+}
+
 /// A SQLite store in its own temporary directory, removed with the store.
 struct TempStore {
     store: purly_sqlite::SqliteStore,
