@@ -1,4 +1,4 @@
-//! The engine's metrics, through the [`metrics`] facade: the embedding service installs the
+//! The engine's metrics, through the [`metrics`](https://docs.rs/metrics) facade: the embedding service installs the
 //! recorder (exporter) of its choice, and the engine's handles are registered with it when
 //! the engine is built, so install the recorder first. Every name starts with `purly_`; no
 //! label names a model or a client, so the number of series stays fixed.

@@ -182,7 +182,7 @@ impl EngineBuilder {
         self
     }
 
-    /// The engine. Its metrics are registered with the [`metrics`] recorder installed now
+    /// The engine. Its metrics are registered with the [`metrics`](https://docs.rs/metrics) recorder installed now
     /// (see [`telemetry`](crate::telemetry)): install yours before.
     pub fn build(self) -> Engine {
         Engine {

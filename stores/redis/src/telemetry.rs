@@ -1,4 +1,4 @@
-//! The Redis store's metrics, through the [`metrics`] facade (the engine's are in
+//! The Redis store's metrics, through the [`metrics`](https://docs.rs/metrics) facade (the engine's are in
 //! [`purly::telemetry`]).
 
 /// Published batches that did not follow the last one handed over: the gap was read from the

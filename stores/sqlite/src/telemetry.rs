@@ -1,4 +1,4 @@
-//! The SQLite store's metrics, through the [`metrics`] facade (the engine's are in
+//! The SQLite store's metrics, through the [`metrics`](https://docs.rs/metrics) facade (the engine's are in
 //! [`purly::telemetry`]).
 
 /// Time of one transaction, its sync to disk included (histogram, seconds).

@@ -27,7 +27,7 @@
 //! # }
 //! ```
 //!
-//! [`Client`] is a [`Stream`] of received batches, and [`Client::recv`] awaits the next one;
+//! [`Client`] is a [`Stream`](https://docs.rs/futures-core/0.3/futures_core/stream/trait.Stream.html) of received batches, and [`Client::recv`] awaits the next one;
 //! both apply the batch to the replica before handing it out. They work on any async runtime
 //! (the wake-up comes from the engine's fan-out, not from a timer).
 

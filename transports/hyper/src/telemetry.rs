@@ -1,4 +1,4 @@
-//! The WebSocket transport's metrics, through the [`metrics`] facade, registered when the
+//! The WebSocket transport's metrics, through the [`metrics`](https://docs.rs/metrics) facade, registered when the
 //! [`Purly`](crate::Purly) handler is built (install the recorder first). The engine's own
 //! are in [`purly::telemetry`]. No label names a model, a client or a peer.
 
