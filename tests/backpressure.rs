@@ -132,8 +132,15 @@ fn the_fan_out_backlog_stays_bounded() {
 
     // Delivery resumes: every update arrives, in order, and the backlog stays bounded.
     gate.release();
+    let released = std::time::Instant::now();
     while progress.load(Ordering::SeqCst) < UPDATES {
         assert!(engine.fanout_backlog("m").unwrap() <= BOUND + message);
+        // The very deadlock this test guards against would spin here forever.
+        assert!(
+            released.elapsed() < TIMEOUT,
+            "publishing stalled after the gate opened: {} of {UPDATES} sent",
+            progress.load(Ordering::SeqCst)
+        );
         std::thread::yield_now();
     }
     a.join().unwrap();

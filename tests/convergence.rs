@@ -64,7 +64,7 @@ async fn eight_concurrent_writers_converge() {
     }
     let mut clients = Vec::new();
     for task in tasks {
-        clients.push(task.await.unwrap());
+        clients.push(common::within(task).await.unwrap());
     }
     let final_version = version(&engine, "shared");
     assert!(final_version > 0);
@@ -155,4 +155,186 @@ async fn two_models_are_isolated() {
     // Blue saw its snapshot and its own echo, nothing from red.
     assert!(blue.try_recv().is_none());
     assert_eq!(blue.replica().version(), Some(1));
+}
+
+mod property {
+    //! The concurrent workload as a property: random writers sending frames of several
+    //! updates and signals (some refused while applying), slow readers that fall behind and
+    //! are resynchronized, and an independent reference: every committed diff, recorded in
+    //! `seq` order and replayed with `json_patch::merge` from the empty model, must equal the
+    //! engine's state and every client's replica.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use purly::serde_json::{json, Map, Value};
+    use purly::{
+        Config, Engine, JoinOptions, Model, Outbox, Received, Rejection, ServerMessageKind,
+    };
+    use purly_channel::Client;
+
+    use super::common::{recv, within};
+
+    /// Keys that need escaping somewhere (JSON pointers, JSON strings), and plain ones.
+    const KEYS: [&str; 6] = ["a", "b", "a/b", "~c", "q\"uote", ""];
+
+    /// Refuses an update that sets `refuse` (`rejected`, found while applying a frame).
+    struct Refusing;
+
+    impl Model for Refusing {
+        fn check(
+            &self,
+            _: &Map<String, Value>,
+            update: &Map<String, Value>,
+        ) -> Result<(), Rejection> {
+            match update.contains_key("refuse") {
+                true => Err(Rejection::new("refused by the model")),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Msg {
+        Update(Value),
+        Signal(u8),
+        /// Refused by the model: the whole frame is undone.
+        Refused,
+        /// Larger than the model size limit: `model_too_large`, the whole frame is undone.
+        TooLarge,
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<u8>().prop_map(|n| json!(n)),
+            (0usize..KEYS.len(), any::<u8>()).prop_map(|(k, n)| json!({ KEYS[k]: n })),
+            (0usize..KEYS.len()).prop_map(|k| json!({ KEYS[k]: null })),
+            any::<u8>().prop_map(|n| json!([n, "x"])),
+            Just(json!({})),
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Msg> {
+        prop_oneof![
+            6 => proptest::collection::btree_map(0usize..KEYS.len(), value(), 1..3).prop_map(|m| {
+                Msg::Update(Value::Object(m.into_iter().map(|(k, v)| (KEYS[k].to_owned(), v)).collect()))
+            }),
+            2 => any::<u8>().prop_map(Msg::Signal),
+            1 => Just(Msg::Refused),
+            1 => Just(Msg::TooLarge),
+        ]
+    }
+
+    fn frame_text(messages: &[Msg]) -> String {
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(|m| match m {
+                Msg::Update(content) => json!({"header": {"type": "update"}, "content": content}),
+                Msg::Signal(n) => json!({"header": {"type": "signal"}, "content": {"s": n}}),
+                Msg::Refused => json!({"header": {"type": "update"}, "content": {"refuse": 1}}),
+                Msg::TooLarge => {
+                    json!({"header": {"type": "update"}, "content": {"big": "x".repeat(4096)}})
+                }
+            })
+            .collect();
+        Value::Array(messages).to_string()
+    }
+
+    /// Every diff an observer received, in order, replayed from the empty model.
+    fn replay(batch: &[purly::ServerMessage]) -> (Value, Vec<u64>) {
+        let mut reference = json!({});
+        let mut seqs = Vec::new();
+        for message in batch {
+            if message.kind() != ServerMessageKind::Update || message.is_snapshot() {
+                continue;
+            }
+            seqs.push(message.seq().unwrap());
+            let diff = Value::Object(message.content().unwrap().clone());
+            json_patch::merge(&mut reference, &diff);
+        }
+        (reference, seqs)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn concurrent_workloads_converge_to_the_replayed_reference(
+            writers in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(message(), 1..4), 1..25),
+                2..5,
+            ),
+            slow_readers in 0usize..3,
+        ) {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(3)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut config = Config::default();
+                config.max_model_bytes = 2048;
+                config.max_queued_bytes = 8 << 10; // slow readers overflow and resync
+                let engine = Engine::builder()
+                    .config(config)
+                    .model_factory(|_| Ok(Box::new(Refusing)))
+                    .build();
+                // The reference observer: a queue large enough never to lag.
+                let recorder = Arc::new(Outbox::new(64 << 20));
+                let _recording = engine.join("m", recorder.clone(), JoinOptions::stream()).unwrap();
+                let mut readers = Vec::new();
+                for r in 0..slow_readers {
+                    let mut reader = Client::connect(&engine, "m").unwrap();
+                    readers.push(tokio::spawn(async move {
+                        // Reads now and then, falling behind the writers.
+                        let mut reads = 0u64;
+                        while reader.replica().version().is_none() || reads < 50 {
+                            tokio::time::sleep(Duration::from_millis(1 + r as u64)).await;
+                            reader.try_recv();
+                            reads += 1;
+                        }
+                        reader
+                    }));
+                }
+                let mut tasks = Vec::new();
+                for frames in writers {
+                    let mut client = Client::connect(&engine, "m").unwrap();
+                    tasks.push(tokio::spawn(async move {
+                        for (i, frame) in frames.iter().enumerate() {
+                            // A refusal is answered to the writer; the frame changes nothing.
+                            let _ = client.session().send_text(&frame_text(frame));
+                            if i % 3 == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                            client.try_recv();
+                        }
+                        client
+                    }));
+                }
+                let mut clients = Vec::new();
+                for task in tasks {
+                    clients.push(within(task).await.unwrap());
+                }
+                for reader in readers {
+                    clients.push(within(reader).await.unwrap());
+                }
+
+                let truth = Value::Object(engine.state("m").unwrap());
+                let version = engine.read("m", |_, v| v).unwrap();
+                let mut batch = Vec::new();
+                while let Some(Received::Messages) = recorder.try_recv(&mut batch) {}
+                let (reference, seqs) = replay(&batch);
+                assert_eq!(seqs, (1..=version).collect::<Vec<_>>(), "every version once, in order");
+                assert_eq!(reference, truth, "replayed diffs vs the engine's state");
+                for client in &mut clients {
+                    while client.replica().version() < Some(version) {
+                        assert!(!within(recv(client)).await.is_empty());
+                    }
+                    assert_eq!(&Value::Object(client.state().clone()), &truth);
+                }
+            });
+        }
+    }
 }

@@ -22,7 +22,7 @@ async fn the_getting_started_square() {
         ("background_color", "coral"),
     ]);
     layout.root().append(&div);
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
 
     let state = engine.state("model").unwrap();
     assert_eq!(
@@ -54,7 +54,7 @@ async fn a_click_runs_the_handler_and_its_change_reaches_the_page() {
         shown.set_text(format!("clicked {n} times"));
     });
     layout.root().append(&heading).append(&button);
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
 
     let mut page = Client::connect(&engine, "model").unwrap();
     recv(&mut page).await;
@@ -89,7 +89,7 @@ async fn values_the_page_reports_are_readable_in_the_handler() {
         shown.set_text(format!("you typed {}", value.as_str().unwrap_or("")));
     });
     layout.root().append(&input).append(&echo);
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
     let key = input.key().to_owned();
 
     let mut page = Client::connect(&engine, "model").unwrap();
@@ -133,14 +133,14 @@ async fn removed_and_dropped_elements_leave_the_model() {
         inner.key().to_owned(),
     ];
     drop(inner); // still held by its parent: stays
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
     let state = engine.state("model").unwrap();
     assert!(keys.iter().all(|k| state.contains_key(k)));
 
     // Removing the item from the list and dropping the last handle removes it and its child.
     assert!(list.remove(&item));
     drop(item);
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
     let state = engine.state("model").unwrap();
     assert!(state.contains_key(&keys[0]));
     assert!(!state.contains_key(&keys[1]) && !state.contains_key(&keys[2]));
@@ -155,12 +155,12 @@ async fn with_signatures_every_change_re_signs_the_element_and_its_ancestors() {
     let inner = layout.html("span");
     outer.append(&inner);
     layout.root().append(&outer);
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
     let signature = |key: &str| engine.state("model").unwrap()[key]["signature"].clone();
     let before = (signature(outer.key()), signature(inner.key()));
 
     inner.style("color", "coral");
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
     assert_ne!(
         signature(inner.key()),
         before.1,
@@ -174,7 +174,7 @@ async fn with_signatures_every_change_re_signs_the_element_and_its_ancestors() {
     let div = plain.html("div");
     plain.root().append(&div);
     div.style("color", "coral");
-    plain.sync().await.unwrap();
+    common::within(plain.sync()).await.unwrap();
     assert_eq!(
         engine.state("plain").unwrap()[div.key()].get("signature"),
         None

@@ -10,6 +10,14 @@ use purly_channel::Client;
 /// Generous: only a broken engine waits this long.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Awaits `future`, failing the test if it takes longer than [`TIMEOUT`]: no wait in a test
+/// can hang it.
+pub(crate) async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {TIMEOUT:?}"))
+}
+
 /// The next batch, failing the test if none comes in time or the client closed.
 pub(crate) async fn recv(client: &mut Client) -> Vec<ServerMessage> {
     tokio::time::timeout(TIMEOUT, client.recv())

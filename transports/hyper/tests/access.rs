@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{get, next_frame, raw, raw_with, stream_client, Server};
+use common::{get, next_frame, raw, raw_with, send, stream_client, update_with_id, Server};
 use purly::Config;
 use purly_hyper::{Decision, Purly, RouteKind};
 
@@ -92,6 +92,33 @@ async fn the_hook_sees_the_request_and_its_decisions_are_enforced() {
     next_frame(&mut reader).await;
     let (status, body) = get(&server, "/m/state", &[("authorization", "Bearer reader")]).await;
     assert_eq!((status, body.as_str()), (200, "{}"));
+
+    // The read-only session's update is refused and changes nothing; the writer's is applied,
+    // and the read-only session sees it (both in stream mode, where errors name their ids).
+    let url = server.url("/m/stream");
+    let stream_as = |token: &'static str| {
+        [
+            ("authorization", token),
+            ("sec-websocket-protocol", "purly.stream"),
+        ]
+    };
+    let mut read_only = raw_with(&url, &stream_as("Bearer reader")).await.unwrap();
+    let mut writer = raw_with(&url, &stream_as("Bearer writer")).await.unwrap();
+    next_frame(&mut read_only).await;
+    next_frame(&mut writer).await;
+    send(&mut read_only, &update_with_id("r1", r#"{"by":"reader"}"#)).await;
+    let refused = next_frame(&mut read_only).await;
+    assert_eq!(refused[0]["content"]["code"], "forbidden", "{refused:?}");
+    assert_eq!(refused[0]["header"]["ids"][0], "r1", "{refused:?}");
+    send(&mut writer, &update_with_id("w1", r#"{"by":"writer"}"#)).await;
+    let echo = next_frame(&mut writer).await;
+    assert_eq!(echo[0]["header"]["id"], "w1", "{echo:?}");
+    assert_eq!(
+        next_frame(&mut read_only).await[0]["content"]["by"],
+        "writer"
+    );
+    let (_, body) = get(&server, "/m/state", &[("authorization", "Bearer writer")]).await;
+    assert_eq!(body, r#"{"by":"writer"}"#);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen[0], (RouteKind::Stream, "m".to_owned(), true));
     assert_eq!(seen[1], (RouteKind::State, "m".to_owned(), true));

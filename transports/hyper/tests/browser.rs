@@ -14,7 +14,7 @@ use purly_hyper::{Purly, WsClient};
 
 async fn connect_layout(server: &Server, model: &str) -> Layout<WsClient> {
     Layout::new(
-        WsClient::connect(&server.url(&format!("/{model}/stream")))
+        common::within(WsClient::connect(&server.url(&format!("/{model}/stream"))))
             .await
             .unwrap(),
     )
@@ -56,7 +56,7 @@ async fn getting_started_puts_a_coral_square_on_the_page() {
         ("background_color", "coral"),
     ]);
     layout.root().append(&div);
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
 
     assert!(
         page.wait_for(CORAL_SQUARE).await,
@@ -101,7 +101,7 @@ async fn a_click_on_the_page_runs_the_rust_callback() {
             .style("color", "coral");
     });
     layout.root().append(&title).append(&button);
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
     let serving = serve_in_background(layout);
 
     let mut page = browser.open(&server.http("/counter")).await;
@@ -150,7 +150,7 @@ async fn typing_reaches_the_model_and_every_page_of_it() {
         mirror.set_text(format!("echo: {}", text.unwrap_or_default()));
     });
     layout.root().append(&input).append(&echo);
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
     let key = input.key().to_owned();
     let serving = serve_in_background(layout);
 
@@ -202,7 +202,7 @@ async fn the_page_reconnects_after_a_server_restart_and_shows_the_current_state(
     let before = layout.html("p");
     before.set_text("before the restart");
     layout.root().append(&before);
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
     let mut page = browser.open(&server.http("/model")).await;
     assert!(
         page.wait_for("document.body.textContent.includes('before the restart')")
@@ -224,7 +224,7 @@ async fn the_page_reconnects_after_a_server_restart_and_shows_the_current_state(
     let after = layout.html("p");
     after.set_text("after the restart");
     layout.root().append(&after);
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
     assert!(
         page.wait_for("document.getElementById('purly-status').dataset.state === 'live'")
             .await

@@ -18,7 +18,7 @@ async fn two_hundred_clients_writing_overlapping_keys_converge() {
     let url = server.url("/shared/stream");
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        clients.push(WsClient::connect(&url).await.unwrap());
+        clients.push(common::within(WsClient::connect(&url)).await.unwrap());
     }
     let tasks: Vec<_> = clients
         .into_iter()
@@ -42,7 +42,7 @@ async fn two_hundred_clients_writing_overlapping_keys_converge() {
         .collect();
     let mut clients = Vec::new();
     for task in tasks {
-        clients.push(task.await.unwrap());
+        clients.push(common::within(task).await.unwrap());
     }
     let (_, state) = common::get(&server, "/shared/state", &[]).await;
     let version = server.purly.engine().read("shared", |_, v| v).unwrap();
@@ -67,7 +67,9 @@ async fn a_client_that_stops_reading_does_not_slow_the_others() {
     let mut stuck = stream_client(&server, "m").await; // never read until the end
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let mut reader = WsClient::connect(&server.url("/m/stream")).await.unwrap();
+        let mut reader = common::within(WsClient::connect(&server.url("/m/stream")))
+            .await
+            .unwrap();
         readers.push(tokio::spawn(async move {
             while reader.replica().version() < Some(DIFFS) {
                 let batch = tokio::time::timeout(common::TIMEOUT, reader.recv())

@@ -111,7 +111,9 @@ async fn two_browser_clients_and_a_rust_client_converge() {
     let server = Server::start(purly(engine.clone())).await;
     let mut first = open_client(&browser, &server).await;
     let mut second = open_client(&browser, &server).await;
-    let mut rust = WsClient::connect(&server.url("/m/stream")).await.unwrap();
+    let mut rust = common::within(WsClient::connect(&server.url("/m/stream")))
+        .await
+        .unwrap();
 
     // All three write the same keys and their own, at the same time.
     let writes = |who: &str| {
@@ -127,7 +129,7 @@ async fn two_browser_clients_and_a_rust_client_converge() {
                 .await
                 .unwrap();
         }
-        rust.settle().await.unwrap();
+        common::within(rust.settle()).await.unwrap();
     };
     let (script_a, script_b) = (writes("a"), writes("b"));
     let (a, b, ()) = tokio::join!(first.eval(&script_a), second.eval(&script_b), rust_writes);

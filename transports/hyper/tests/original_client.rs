@@ -238,7 +238,7 @@ async fn the_original_compiled_page_renders_the_rust_layout_in_compat_mode() {
         ("backgroundColor", "coral"),
     ]);
     layout.root().append(&div);
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
 
     let square = "[...document.querySelectorAll('#react-mount div')].some((d) => {
         const s = getComputedStyle(d);
@@ -251,7 +251,7 @@ async fn the_original_compiled_page_renders_the_rust_layout_in_compat_mode() {
 
     // A change after the first render shows too.
     div.style("backgroundColor", "turquoise");
-    layout.sync().await.unwrap();
+    common::within(layout.sync()).await.unwrap();
     let turquoise = "[...document.querySelectorAll('#react-mount div')]
         .some((d) => getComputedStyle(d).backgroundColor === 'rgb(64, 224, 208)')";
     assert!(

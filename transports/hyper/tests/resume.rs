@@ -52,27 +52,27 @@ async fn ws_client_reconnects_and_converges_on_both_paths() {
     for (history, expect_snapshot) in [(1024, false), (10, true)] {
         let server = server(history).await;
         let url = server.url("/m/stream");
-        let mut writer = WsClient::connect(&url).await.unwrap();
-        let mut reader = WsClient::connect(&url).await.unwrap();
+        let mut writer = common::within(WsClient::connect(&url)).await.unwrap();
+        let mut reader = common::within(WsClient::connect(&url)).await.unwrap();
         writer.update(json!({"start": 1})).await.unwrap();
-        writer.settle().await.unwrap();
+        common::within(writer.settle()).await.unwrap();
         while reader.replica().version() < Some(1) {
-            reader.recv().await.unwrap();
+            common::within(reader.recv()).await.unwrap();
         }
         // The reader's socket goes away; 100 diffs happen meanwhile.
-        reader.disconnect().await;
+        common::within(reader.disconnect()).await;
         for n in 0..100 {
             writer
                 .update(json!({"n": n, format!("k{}", n % 7): n}))
                 .await
                 .unwrap();
         }
-        writer.settle().await.unwrap();
-        reader.reconnect().await.unwrap();
-        let first = reader.recv().await.unwrap();
+        common::within(writer.settle()).await.unwrap();
+        common::within(reader.reconnect()).await.unwrap();
+        let first = common::within(reader.recv()).await.unwrap();
         assert_eq!(first[0].is_snapshot(), expect_snapshot, "history {history}");
         while reader.replica().version() < writer.replica().version() {
-            reader.recv().await.unwrap();
+            common::within(reader.recv()).await.unwrap();
         }
         assert_eq!(reader.state(), writer.state());
         let (_, state) = common::get(&server, "/m/state", &[]).await;

@@ -20,6 +20,14 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Awaits `future`, failing the test if it takes longer than [`TIMEOUT`]: no wait in a test
+/// can hang it.
+pub(crate) async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {TIMEOUT:?}"))
+}
+
 /// Cargo's target directory: `CARGO_TARGET_DIR` when set (relative to the workspace), else the
 /// workspace's `target/`. Screenshots and the unpacked original client live there.
 pub(crate) fn target_dir() -> std::path::PathBuf {
