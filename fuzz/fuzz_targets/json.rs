@@ -11,16 +11,30 @@ pub enum Key {
     C,
     Style,
     Proto,
+    /// Keys that need escaping in JSON pointers or JSON strings.
+    Slash,
+    Tilde,
+    Quote,
+    Empty,
+    Unicode,
+    /// The fuzz targets' models refuse an update that sets this key.
+    Reject,
 }
 
 impl Key {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Key::A => "a",
             Key::B => "b",
             Key::C => "c",
             Key::Style => "style",
             Key::Proto => "__proto__",
+            Key::Slash => "a/b",
+            Key::Tilde => "~0~1",
+            Key::Quote => "q\"\\u",
+            Key::Empty => "",
+            Key::Unicode => "é\u{2028}",
+            Key::Reject => "reject",
         }
     }
 }
