@@ -46,6 +46,11 @@ pub struct Config {
     /// How many bytes of recent diffs each model keeps for resume (default 4 MiB); the oldest
     /// are dropped first. A resume from before the kept history gets a snapshot.
     pub history_bytes: usize,
+    /// How many bytes of recent diffs all the engine's models keep together (default 64 MiB):
+    /// the resume histories' budget, whatever the number of models. Past it, a model that
+    /// records a diff drops its own oldest ones first (a client resuming from before them gets
+    /// a snapshot), so memory for histories stays bounded with 100,000 active models.
+    pub history_budget_bytes: usize,
     /// How many bytes of messages a model may have waiting for fan-out (default 16 MiB).
     /// Publishers normally return at once and let one thread deliver; past this bound a
     /// publisher waits and helps deliver, so that a fan-out slower than its publishers slows
@@ -68,6 +73,7 @@ impl Default for Config {
             max_queued_bytes: 8 << 20,
             history_len: 1024,
             history_bytes: 4 << 20,
+            history_budget_bytes: 64 << 20,
             max_fanout_backlog_bytes: 16 << 20,
             max_batch_diffs: 1000,
         }

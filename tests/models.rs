@@ -217,3 +217,71 @@ async fn shutdown_closes_every_client_and_refuses_more() {
         JoinError::ShutDown
     );
 }
+
+/// Many active models cannot hold more resume history together than the engine's budget;
+/// idle models give back what is over their share at the sweep, and the active ones keep
+/// their diffs again; a resume behind a dropped diff gets a snapshot, one within the kept
+/// history gets the diffs.
+#[tokio::test]
+async fn the_history_budget_bounds_all_models_together() {
+    const BUDGET: usize = 64 << 10;
+    let mut config = purly::Config::default();
+    config.history_budget_bytes = BUDGET;
+    let engine = Engine::new(config);
+    // About 160 bytes a diff: each model's share (64 KiB / 200) holds two.
+    let padding = "x".repeat(100);
+    for model in 0..200 {
+        for i in 0..20 {
+            let patch = json!({ "i": i, "pad": format!("{i}{padding}") });
+            engine
+                .update(&format!("m{model}"), patch.as_object().unwrap().clone())
+                .unwrap();
+            assert!(
+                engine.history_bytes() <= BUDGET,
+                "{} bytes of history at model {model}",
+                engine.history_bytes()
+            );
+        }
+    }
+    // Without a budget the same load would hold 200 × 20 diffs (about 640 KB).
+    assert!(engine.history_bytes() > BUDGET / 2, "the budget is used");
+    engine.evict_idle();
+    assert!(engine.history_bytes() <= BUDGET);
+
+    // What a subscriber resuming `model` after version `since` receives first.
+    let resume = |model: &str, since: u64| {
+        let outbox = Arc::new(purly::Outbox::new(1 << 20));
+        let options = purly::JoinOptions::stream().resume(since, epoch_of(&engine, model));
+        let _session = engine.join(model, outbox.clone(), options).unwrap();
+        let mut batch = Vec::new();
+        outbox.try_recv(&mut batch);
+        batch
+    };
+    // The first model filled the budget early; the sweep took it back to its share.
+    let behind = resume("m0", 1);
+    assert!(
+        behind[0].is_snapshot(),
+        "the diffs after 1 were dropped: a snapshot"
+    );
+    // The last model recorded while the budget was full (it paid for its own diffs); now that
+    // the sweep gave the idle models' excess back, what it records is kept again.
+    let patch = json!({ "i": 20 });
+    engine
+        .update("m199", patch.as_object().unwrap().clone())
+        .unwrap();
+    let close = resume("m199", 20);
+    assert!(!close[0].is_snapshot());
+    assert_eq!(close[0].seq(), Some(21));
+    assert!(engine.history_bytes() <= BUDGET);
+}
+
+/// The epoch of `model`, from a subscriber's first message.
+fn epoch_of(engine: &Engine, model: &str) -> String {
+    let outbox = Arc::new(purly::Outbox::new(1 << 20));
+    let _session = engine
+        .join(model, outbox.clone(), purly::JoinOptions::stream())
+        .unwrap();
+    let mut batch = Vec::new();
+    outbox.try_recv(&mut batch);
+    batch[0].epoch().unwrap().to_owned()
+}

@@ -22,7 +22,7 @@
 //! skips all of it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::time::Instant;
 
 use metrics::Gauge;
@@ -30,7 +30,7 @@ use metrics::Gauge;
 use serde_json::{Map, Value};
 
 use super::fanout::{Command, Fanout, First, Registered};
-use super::history::History;
+use super::history::{History, HistoryBudget};
 use super::replay::{Replay, Replays};
 use super::snapshot::Snapshot;
 use super::transaction::{self, Outcome, Sender, Working, Write};
@@ -95,7 +95,7 @@ struct ModelState {
     durable: u64,
     size: i64,
     history: History,
-    snapshot: Option<Arc<Snapshot>>,
+    snapshot: Option<Weak<Snapshot>>,
     commands: VecDeque<Queued>,
     /// Bytes of the messages in `commands`; the part of the engine's gauge this model last
     /// reported (at each release, not at every command).
@@ -158,10 +158,11 @@ impl LiveModel {
         store: Arc<dyn Store>,
         config: &Config,
         metrics: Arc<EngineMetrics>,
+        budget: Arc<HistoryBudget>,
     ) -> Arc<Self> {
         let state = Arc::new(start.state);
         let size = crate::merge::json_len(&*state);
-        let mut history = History::new(config.history_len, config.history_bytes);
+        let mut history = History::new(config.history_len, config.history_bytes, budget);
         for diff in start.history {
             history.push(diff);
         }
@@ -459,6 +460,7 @@ impl LiveModel {
         if state
             .snapshot
             .as_ref()
+            .and_then(Weak::upgrade)
             .is_some_and(|s| s.version() > durable)
         {
             state.snapshot = None;
@@ -809,6 +811,11 @@ impl LiveModel {
         true
     }
 
+    /// Gives back the resume history beyond this model's share of the engine's budget.
+    pub(crate) fn trim_history(&self) {
+        lock(&self.state).history.trim_to_share();
+    }
+
     /// Bytes of messages waiting for fan-out (or for the store).
     pub(crate) fn backlog(&self) -> usize {
         lock(&self.state).backlog
@@ -820,13 +827,16 @@ impl LiveModel {
     }
 
     /// A snapshot of the current version: shares the state (no copy, no serialization here).
+    /// The snapshot of the current version: the one being shared if any join, resync or read
+    /// still holds it, else a new one. The model keeps only a weak reference, so that no
+    /// serialized copy of an idle model stays in memory.
     fn current_snapshot(&self, state: &mut ModelState) -> Arc<Snapshot> {
-        match &state.snapshot {
-            Some(snapshot) if snapshot.version() == state.version => snapshot.clone(),
+        match state.snapshot.as_ref().and_then(Weak::upgrade) {
+            Some(snapshot) if snapshot.version() == state.version => snapshot,
             _ => {
                 let snapshot =
                     Snapshot::new(state.version, self.epoch.clone(), state.state.clone());
-                state.snapshot = Some(snapshot.clone());
+                state.snapshot = Some(Arc::downgrade(&snapshot));
                 snapshot
             }
         }

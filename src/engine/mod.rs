@@ -33,6 +33,7 @@ use crate::subscriber::{CloseReason, Subscriber};
 use crate::telemetry::EngineMetrics;
 use crate::token::random_hex;
 
+use history::HistoryBudget;
 use live::{Closed, LiveModel, ResumePoint, Start, Unapplied};
 use transaction::{Sender, Write};
 
@@ -141,6 +142,7 @@ struct EngineInner {
     next_client: AtomicU64,
     shut_down: AtomicBool,
     metrics: Arc<EngineMetrics>,
+    history_budget: Arc<HistoryBudget>,
 }
 
 /// Builds an [`Engine`]: its limits, its models' policy, its store and its epochs.
@@ -185,6 +187,7 @@ impl EngineBuilder {
     /// The engine. Its metrics are registered with the [`metrics`](https://docs.rs/metrics) recorder installed now
     /// (see [`telemetry`](crate::telemetry)): install yours before.
     pub fn build(self) -> Engine {
+        let history_budget = HistoryBudget::new(self.config.history_budget_bytes);
         Engine {
             inner: Arc::new(EngineInner {
                 config: self.config,
@@ -195,6 +198,7 @@ impl EngineBuilder {
                 next_client: AtomicU64::new(SERVER_ORIGIN.get() + 1),
                 shut_down: AtomicBool::new(false),
                 metrics: Arc::new(EngineMetrics::register()),
+                history_budget,
             }),
         }
     }
@@ -411,11 +415,18 @@ impl Engine {
     /// join loads it from the store. Call it periodically (the idle time is one to two
     /// periods). Does nothing with a store that keeps nothing ([`MemoryStore`]): its models
     /// live only in memory. Returns how many models were dropped.
+    ///
+    /// Every model also gives back the resume history beyond its share of
+    /// [`Config::history_budget_bytes`] (with any store): models that record nothing any more
+    /// leave the budget to the active ones.
     pub fn evict_idle(&self) -> usize {
+        let lives: Vec<Arc<LiveModel>> = read_lock(&self.inner.models).values().cloned().collect();
+        for live in &lives {
+            live.trim_history();
+        }
         if self.inner.store.confirms_at_once() {
             return 0;
         }
-        let lives: Vec<Arc<LiveModel>> = read_lock(&self.inner.models).values().cloned().collect();
         let mut evicted = 0;
         for live in lives {
             if live.sweep_idle() {
@@ -431,6 +442,12 @@ impl Engine {
             }
         }
         evicted
+    }
+
+    /// The bytes of resume history all models hold together: at most
+    /// [`Config::history_budget_bytes`].
+    pub fn history_bytes(&self) -> usize {
+        self.inner.history_budget.used()
     }
 
     /// Stops the engine: every subscriber is told [`CloseReason::Shutdown`] once what it was
@@ -511,6 +528,7 @@ impl Engine {
             self.inner.store.clone(),
             &self.inner.config,
             self.inner.metrics.clone(),
+            self.inner.history_budget.clone(),
         );
         let mut models = write_lock(&self.inner.models);
         // Checked again under the write lock, so that shutdown sees every model it must close.
