@@ -10,6 +10,13 @@
 //! loadgen --url ... --idle 10000 --pid 1234
 //! # several nodes of one cluster: connections spread round-robin over the URLs
 //! loadgen --url ws://127.0.0.1:8001/load/stream,ws://127.0.0.1:8002/load/stream ...
+//! # at most 32 updates in flight: update k is sent once update k-32 reached every subscriber
+//! loadgen --url ... --subscribers 1000 --updates 20000 --window 32
+//! # 1,000 models x 5 subscribers, one publisher per model ({model} in the URL)
+//! loadgen --url ws://127.0.0.1:8000/m{model}/stream --models 1000 --subscribers 5000 ...
+//! # peers: the hand-written baseline (raw frames) and socketioxide (Socket.IO)
+//! loadgen --protocol raw --url ws://127.0.0.1:8001/m{model} ...
+//! loadgen --protocol socketio --url 'ws://127.0.0.1:8002/socket.io/?EIO=4&transport=websocket&model={model}' ...
 //! ```
 //!
 //! Each update sets `{"load": {"p<P>": {"n": <seq>, "t": <send time, ns>, "x": <padding>}}}`,
@@ -17,16 +24,24 @@
 //! reordering, and measures publish→receive latency. Reports deliveries per second, latency
 //! p50/p99/max, losses, reorders, resyncs (stream-mode snapshots that replaced dropped
 //! diffs), errors, and with `--pid` the server's peak RSS and CPU time. `--stuck K` adds K
-//! subscribers that never read, to see what a stuck client costs the others. `--subprotocol ""`
-//! talks to servers without purly's stream mode (the baseline). `--json` prints one JSON line.
+//! subscribers that never read, to see what a stuck client costs the others. `--json` prints
+//! one JSON line.
+//!
+//! Every loss is counted, and a run with any is marked `"failed": true`: updates owed to a
+//! subscriber at the end, gaps, duplicates, subscribers that dropped or never received
+//! anything, and error frames. With `--pid`, the server's CPU time per delivery is reported:
+//! on a shared machine, it is what decides how many clients a box can serve.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use purly::serde_json::{self, json, Value};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -46,8 +61,21 @@ struct Args {
     pid: Option<u32>,
     idle: usize,
     stuck: usize,
-    subprotocol: String,
+    protocol: Protocol,
+    window: u64,
+    models: usize,
     json: bool,
+}
+
+/// How the load generator talks to the server.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Protocol {
+    /// purly's stream mode (subprotocol `purly.stream`).
+    Purly,
+    /// The baseline: purly frames as plain text, relayed as they are.
+    Raw,
+    /// Socket.IO (Engine.IO 4 over WebSocket): `update` events.
+    SocketIo,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -62,7 +90,9 @@ fn parse_args() -> Result<Args, String> {
         pid: None,
         idle: 0,
         stuck: 0,
-        subprotocol: "purly.stream".into(),
+        protocol: Protocol::Purly,
+        window: 0,
+        models: 1,
         json: false,
     };
     let mut words = std::env::args().skip(1);
@@ -80,9 +110,25 @@ fn parse_args() -> Result<Args, String> {
             "--pid" => args.pid = Some(number(value()?)? as u32),
             "--idle" => args.idle = number(value()?)? as usize,
             "--stuck" => args.stuck = number(value()?)? as usize,
-            "--subprotocol" => args.subprotocol = value()?,
+            "--protocol" => {
+                args.protocol = match value()?.as_str() {
+                    "purly" => Protocol::Purly,
+                    "raw" => Protocol::Raw,
+                    "socketio" => Protocol::SocketIo,
+                    other => return Err(format!("--protocol {other}: purly, raw or socketio")),
+                }
+            }
+            "--window" => args.window = number(value()?)? as u64,
+            "--models" => args.models = (number(value()?)? as usize).max(1),
             "--json" => args.json = true,
             other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.models > 1 {
+        // One publisher per model, and the subscribers spread evenly over them.
+        args.publishers = args.models;
+        if !args.url.contains("{model}") {
+            return Err("--models needs {model} in the URL".into());
         }
     }
     for url in args.url.split(',') {
@@ -127,16 +173,15 @@ async fn main() {
 
 /// Connects from 127.0.0.(2 + i / 20000), so that more connections than one source address
 /// has ports for can be opened.
-async fn connect(args: &Args, i: usize) -> Result<Ws, String> {
+async fn connect(args: &Args, i: usize, model: usize) -> Result<Ws, String> {
     let urls: Vec<&str> = args.url.split(',').collect();
-    let mut request = urls[i % urls.len()]
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
-    if !args.subprotocol.is_empty() {
-        let protocol = HeaderValue::from_str(&args.subprotocol).map_err(|e| e.to_string())?;
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", protocol);
+    let url = urls[i % urls.len()].replace("{model}", &model.to_string());
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    if args.protocol == Protocol::Purly {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("purly.stream"),
+        );
     }
     let host = request
         .uri()
@@ -164,10 +209,51 @@ async fn connect(args: &Args, i: usize) -> Result<Ws, String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (ws, _) = tokio_tungstenite::client_async(request, stream)
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
+    if args.protocol == Protocol::SocketIo {
+        // Engine.IO's open packet, then connect to the namespace `/` and wait for its answer.
+        let first = next_text(&mut ws).await?;
+        if !first.starts_with('0') {
+            return Err(format!("socket.io: expected an open packet, got {first}"));
+        }
+        ws.send(Message::text("40"))
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let answer = next_text(&mut ws).await?;
+            match answer.as_str() {
+                "2" => ws
+                    .send(Message::text("3"))
+                    .await
+                    .map_err(|e| e.to_string())?,
+                _ if answer.starts_with("40") => break,
+                _ => {
+                    return Err(format!(
+                        "socket.io: expected a connect answer, got {answer}"
+                    ))
+                }
+            }
+        }
+    }
     Ok(ws)
+}
+
+async fn next_text(ws: &mut Ws) -> Result<String, String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return Ok(text.to_string()),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => return Err(format!("the connection ended: {other:?}")),
+            Err(_) => return Err("no answer within 10 s".into()),
+        }
+    }
+}
+
+/// The model of subscriber `i` (`--models`): subscribers are spread evenly.
+fn model_of(args: &Args, i: usize) -> usize {
+    i % args.models
 }
 
 /// Latency histogram in microseconds: 16 sub-buckets per power of two (about 6% precision).
@@ -237,6 +323,13 @@ struct SubscriberReport {
     reordered: u64,
     resyncs: u64,
     errors: u64,
+    /// Updates this subscriber was owed at the end of the run (not delivered, not covered by
+    /// a snapshot).
+    owed: u64,
+    /// Subscribers whose connection ended before they had everything.
+    dropped: u64,
+    /// Subscribers that never received anything.
+    never_synced: u64,
     latency: Histogram,
     finished: Option<Duration>,
 }
@@ -278,20 +371,98 @@ fn number(bytes: &[u8], mut at: usize) -> (u64, usize) {
     (value, at)
 }
 
+/// How many subscribers have each update of one publisher: the bounded-in-flight window.
+struct Progress {
+    delivered: Vec<AtomicU32>,
+    target: u32,
+    notify: Notify,
+}
+
+impl Progress {
+    fn new(updates: u64, target: usize) -> Self {
+        Progress {
+            delivered: (0..=updates).map(|_| AtomicU32::new(0)).collect(),
+            target: target as u32,
+            notify: Notify::new(),
+        }
+    }
+
+    /// One subscriber has update `n`.
+    fn reached(&self, n: u64) {
+        if let Some(count) = self.delivered.get(n as usize) {
+            if count.fetch_add(1, Ordering::AcqRel) + 1 >= self.target {
+                self.notify.notify_waiters();
+            }
+        }
+    }
+
+    /// Waits until every subscriber has update `n`; false at the time limit.
+    async fn wait(&self, n: u64, limit: Instant) -> bool {
+        let Some(count) = self.delivered.get(n as usize) else {
+            return true;
+        };
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if count.load(Ordering::Acquire) >= self.target {
+                return true;
+            }
+            if tokio::time::timeout_at(limit.into(), notified)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+}
+
+/// What one subscriber follows: its publishers (indices), the run's key base and sizes.
+struct Follow {
+    publishers: Vec<usize>,
+    base: usize,
+    updates: u64,
+    protocol: Protocol,
+    progress: Arc<Vec<Progress>>,
+}
+
 async fn subscriber(
     mut ws: Ws,
-    base: usize,
-    args_publishers: usize,
-    updates: u64,
+    follow: Follow,
     start: Instant,
     done_publishing: tokio::sync::watch::Receiver<bool>,
     limit: Instant,
 ) -> SubscriberReport {
     let mut report = SubscriberReport::new();
-    let mut last = vec![0u64; args_publishers];
+    // The last update seen of each publisher this subscriber follows (others: `u64::MAX`).
+    let publishers = follow.progress.len();
+    let mut last = vec![u64::MAX; publishers];
+    for &p in &follow.publishers {
+        last[p] = 0;
+    }
     let mut snapshots = 0;
+    let mut received_any = false;
+    let mut ended = false;
+    let deliver =
+        |report: &mut SubscriberReport, last: &mut [u64], p: usize, n: u64, t: u64, now: u64| {
+            let Some(slot) = last.get_mut(p).filter(|s| **s != u64::MAX) else {
+                return;
+            };
+            report.deliveries += 1;
+            report.latency.record(now.saturating_sub(t) / 1000);
+            if n <= *slot {
+                report.reordered += 1;
+            } else {
+                report.lost += n - *slot - 1;
+                for covered in *slot + 1..=n {
+                    follow.progress[p].reached(covered);
+                }
+                *slot = n;
+            }
+        };
     loop {
-        if last.iter().all(|&n| n >= updates) {
+        if follow.publishers.iter().all(|&p| last[p] >= follow.updates) {
             break;
         }
         // Once publishing is over, silence for 2 s means what is missing will not come.
@@ -303,18 +474,30 @@ async fn subscriber(
         let deadline = limit.min(Instant::now() + quiet);
         let message = match tokio::time::timeout_at(deadline.into(), ws.next()).await {
             Ok(Some(Ok(message))) => message,
-            Ok(_) => break,
+            Ok(_) => {
+                ended = true;
+                break;
+            }
             Err(_) if Instant::now() >= limit || *done_publishing.borrow() => break,
             Err(_) => continue,
         };
         let Message::Text(text) = message else {
             continue;
         };
+        received_any = true;
         let now = start.elapsed().as_nanos() as u64;
+        if follow.protocol == Protocol::SocketIo && text.as_str() == "2" {
+            // Engine.IO's ping: answer it, or the server drops us.
+            if ws.send(Message::text("3")).await.is_err() {
+                ended = true;
+                break;
+            }
+            continue;
+        }
         if text.contains("\"type\":\"error\"") {
             report.errors += text.matches("\"type\":\"error\"").count() as u64;
         }
-        if text.contains("\"snapshot\":true") {
+        if follow.protocol == Protocol::Purly && text.contains("\"snapshot\":true") {
             // A whole state: it replaces what was dropped. Parse it properly (rare).
             let frame: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             for message in frame.as_array().into_iter().flatten() {
@@ -331,28 +514,58 @@ async fn subscriber(
                         let publisher = key
                             .trim_start_matches('p')
                             .parse::<usize>()
-                            .map_or(usize::MAX, |p| p.wrapping_sub(base));
-                        if let (Some(slot), Some(n)) =
-                            (last.get_mut(publisher), entry["n"].as_u64())
-                        {
-                            report.lost += n.saturating_sub(*slot);
-                            *slot = (*slot).max(n);
+                            .map_or(usize::MAX, |p| p.wrapping_sub(follow.base));
+                        let (Some(slot), Some(n)) = (last.get_mut(publisher), entry["n"].as_u64())
+                        else {
+                            continue;
+                        };
+                        if *slot == u64::MAX || n <= *slot {
+                            continue;
                         }
+                        // Covered by the snapshot: not lost, but not delivered one by one.
+                        for covered in *slot + 1..=n {
+                            follow.progress[publisher].reached(covered);
+                        }
+                        *slot = n;
                     }
                 } else {
                     scan(&message.to_string(), |p, n, t| {
-                        deliver(&mut report, &mut last, p.wrapping_sub(base), n, t, now)
+                        deliver(
+                            &mut report,
+                            &mut last,
+                            p.wrapping_sub(follow.base),
+                            n,
+                            t,
+                            now,
+                        )
                     });
                 }
             }
             continue;
         }
         scan(&text, |p, n, t| {
-            deliver(&mut report, &mut last, p.wrapping_sub(base), n, t, now)
+            deliver(
+                &mut report,
+                &mut last,
+                p.wrapping_sub(follow.base),
+                n,
+                t,
+                now,
+            )
         });
         if report.deliveries > 0 {
             report.finished = Some(start.elapsed());
         }
+    }
+    report.owed = follow
+        .publishers
+        .iter()
+        .map(|&p| follow.updates.saturating_sub(last[p]))
+        .sum();
+    if !received_any {
+        report.never_synced = 1;
+    } else if ended && report.owed > 0 {
+        report.dropped = 1;
     }
     report
 }
@@ -365,6 +578,9 @@ impl SubscriberReport {
             reordered: 0,
             resyncs: 0,
             errors: 0,
+            owed: 0,
+            dropped: 0,
+            never_synced: 0,
             latency: Histogram::new(),
             finished: None,
         }
@@ -376,41 +592,45 @@ impl SubscriberReport {
         self.reordered += other.reordered;
         self.resyncs += other.resyncs;
         self.errors += other.errors;
+        self.owed += other.owed;
+        self.dropped += other.dropped;
+        self.never_synced += other.never_synced;
         self.latency.merge(&other.latency);
         self.finished = self.finished.max(other.finished);
     }
 }
 
-fn deliver(
-    report: &mut SubscriberReport,
-    last: &mut [u64],
-    publisher: usize,
-    n: u64,
-    t: u64,
-    now: u64,
-) {
-    let Some(slot) = last.get_mut(publisher) else {
-        return;
-    };
-    report.deliveries += 1;
-    report.latency.record(now.saturating_sub(t) / 1000);
-    if n <= *slot {
-        report.reordered += 1;
-    } else {
-        report.lost += n - *slot - 1;
-        *slot = n;
+/// One update's frame in the server's protocol.
+fn update_frame(protocol: Protocol, key: usize, n: u64, t: u128, padding: &str) -> String {
+    let content = format!(r#"{{"load":{{"p{key}":{{"n":{n},"t":{t},"x":"{padding}{n}"}}}}}}"#);
+    match protocol {
+        Protocol::SocketIo => format!(r#"42["update",{content}]"#),
+        Protocol::Purly | Protocol::Raw => {
+            format!(r#"[{{"header":{{"type":"update"}},"content":{content}}}]"#)
+        }
     }
 }
 
 async fn load(args: &Args) -> Result<Value, String> {
     let before = args.pid.map(ServerStats::read);
+    // Publisher p writes to model p % models; subscriber i reads model i % models.
+    let subscribers_of = |model: usize| {
+        (0..args.subscribers)
+            .filter(|&i| model_of(args, i) == model)
+            .count()
+    };
+    let progress: Arc<Vec<Progress>> = Arc::new(
+        (0..args.publishers)
+            .map(|p| Progress::new(args.updates, subscribers_of(p % args.models)))
+            .collect(),
+    );
     let mut subscribers = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
-        subscribers.push(connect(args, i).await?);
+        subscribers.push(connect(args, i, model_of(args, i)).await?);
     }
     let mut stuck = Vec::new();
     for i in 0..args.stuck {
-        stuck.push(connect(args, args.subscribers + i).await?);
+        stuck.push(connect(args, args.subscribers + i, 0).await?);
     }
     let start = Instant::now();
     let limit = start + args.limit;
@@ -423,41 +643,62 @@ async fn load(args: &Args) -> Result<Value, String> {
         * 1000;
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let mut readers = JoinSet::new();
-    for ws in subscribers {
-        readers.spawn(subscriber(
-            ws,
+    for (i, ws) in subscribers.into_iter().enumerate() {
+        let model = model_of(args, i);
+        let follow = Follow {
+            publishers: (0..args.publishers)
+                .filter(|p| p % args.models == model)
+                .collect(),
             base,
-            args.publishers,
-            args.updates,
-            start,
-            done_rx.clone(),
-            limit,
-        ));
+            updates: args.updates,
+            protocol: args.protocol,
+            progress: progress.clone(),
+        };
+        readers.spawn(subscriber(ws, follow, start, done_rx.clone(), limit));
     }
     let mut publishers = JoinSet::new();
     for p in 0..args.publishers {
-        let ws = connect(args, args.subscribers + args.stuck + p).await?;
-        let (updates, rate, size, publishers_count) =
-            (args.updates, args.rate, args.size, args.publishers);
+        let ws = connect(args, args.subscribers + args.stuck + p, p % args.models).await?;
+        let (updates, rate, size, window, protocol) = (
+            args.updates,
+            args.rate,
+            args.size,
+            args.window,
+            args.protocol,
+        );
+        let publishers_count = args.publishers;
+        let progress = progress.clone();
         let key = base + p;
         publishers.spawn(async move {
-            let (mut sink, mut echoes) = ws.split();
-            // A publisher reads what the server sends it, as every client must.
-            let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
+            let (sink, mut echoes) = ws.split();
+            let sink = Arc::new(tokio::sync::Mutex::new(sink));
+            // A publisher reads what the server sends it, as every client must (and answers
+            // Engine.IO's pings).
+            let pong = sink.clone();
+            let drain = tokio::spawn(async move {
+                while let Some(Ok(message)) = echoes.next().await {
+                    if protocol == Protocol::SocketIo && message.to_text().is_ok_and(|t| t == "2") {
+                        let _ = pong.lock().await.send(Message::text("3")).await;
+                    }
+                }
+            });
             let padding = "x".repeat(size.saturating_sub(60));
-            let period = (rate > 0.0).then(|| Duration::from_secs_f64(publishers_count as f64 / rate));
+            let period =
+                (rate > 0.0).then(|| Duration::from_secs_f64(publishers_count as f64 / rate));
+            // Publishers take turns within each period, instead of all sending at once.
+            let offset = period.map(|period| period * p as u32 / publishers_count as u32);
             for n in 1..=updates {
-                if let Some(period) = period {
-                    tokio::time::sleep_until((start + period * (n as u32)).into()).await;
+                if let (Some(period), Some(offset)) = (period, offset) {
+                    tokio::time::sleep_until((start + offset + period * (n as u32)).into()).await;
+                }
+                if window > 0 && n > window && !progress[p].wait(n - window, limit).await {
+                    break;
                 }
                 if Instant::now() >= limit {
                     break;
                 }
-                let t = start.elapsed().as_nanos();
-                let frame = format!(
-                    r#"[{{"header":{{"type":"update"}},"content":{{"load":{{"p{key}":{{"n":{n},"t":{t},"x":"{padding}{n}"}}}}}}}}]"#
-                );
-                if sink.send(Message::text(frame)).await.is_err() {
+                let frame = update_frame(protocol, key, n, start.elapsed().as_nanos(), &padding);
+                if sink.lock().await.send(Message::text(frame)).await.is_err() {
                     break;
                 }
             }
@@ -482,15 +723,32 @@ async fn load(args: &Args) -> Result<Value, String> {
         .finished
         .unwrap_or(published_in)
         .max(Duration::from_millis(1));
-    let expected = args.updates * args.publishers as u64 * args.subscribers as u64;
+    let expected: u64 = (0..args.subscribers)
+        .map(|i| {
+            let model = model_of(args, i);
+            (0..args.publishers)
+                .filter(|p| p % args.models == model)
+                .count() as u64
+                * args.updates
+        })
+        .sum();
+    let failed = total.owed > 0
+        || total.lost > 0
+        || total.reordered > 0
+        || total.dropped > 0
+        || total.never_synced > 0
+        || total.errors > 0;
     let mut report = json!({
         "mode": "load",
         "url": args.url,
+        "protocol": format!("{:?}", args.protocol),
+        "models": args.models,
         "subscribers": args.subscribers,
         "publishers": args.publishers,
         "stuck": args.stuck,
         "updates_per_publisher": args.updates,
         "rate": args.rate,
+        "window": args.window,
         "expected_deliveries": expected,
         "deliveries": total.deliveries,
         "seconds": elapsed.as_secs_f64(),
@@ -500,16 +758,23 @@ async fn load(args: &Args) -> Result<Value, String> {
             "p99": total.latency.percentile(0.99),
             "max": total.latency.max,
         },
+        "owed": total.owed,
         "lost": total.lost,
         "reordered": total.reordered,
+        "dropped_subscribers": total.dropped,
+        "never_synced": total.never_synced,
         "resyncs": total.resyncs,
         "errors": total.errors,
+        "failed": failed,
     });
     if let (Some(pid), Some(before)) = (args.pid, before) {
         let after = ServerStats::read(pid);
+        let cpu = (after.cpu_ticks - before.cpu_ticks) as f64 / 100.0;
         report["server"] = json!({
             "peak_rss_kib": after.peak_rss_kib,
-            "cpu_seconds": (after.cpu_ticks - before.cpu_ticks) as f64 / 100.0,
+            "rss_kib": after.rss_kib,
+            "cpu_seconds": cpu,
+            "cpu_us_per_delivery": cpu * 1e6 / (total.deliveries.max(1) as f64),
         });
     }
     Ok(report)
@@ -523,8 +788,8 @@ async fn idle(args: &Args) -> Result<Value, String> {
     let mut held = Vec::with_capacity(args.idle);
     let started = Instant::now();
     for i in 0..args.idle {
-        let mut ws = connect(args, i).await?;
-        if !args.subprotocol.is_empty() {
+        let mut ws = connect(args, i, model_of(args, i)).await?;
+        if args.protocol == Protocol::Purly {
             // Stream mode: the snapshot arrives at once; reading it means the server is done
             // setting the connection up.
             let _ = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
@@ -617,13 +882,26 @@ fn print_report(report: &Value) {
         report["latency_us"]["p50"], report["latency_us"]["p99"], report["latency_us"]["max"]
     );
     println!(
-        "lost {}, reordered {}, resyncs {}, errors {}",
-        report["lost"], report["reordered"], report["resyncs"], report["errors"]
+        "owed {}, lost {}, reordered {}, dropped {}, never synced {}, resyncs {}, errors {}{}",
+        report["owed"],
+        report["lost"],
+        report["reordered"],
+        report["dropped_subscribers"],
+        report["never_synced"],
+        report["resyncs"],
+        report["errors"],
+        if report["failed"] == true {
+            "  => FAILED"
+        } else {
+            ""
+        }
     );
     if let Some(server) = report.get("server") {
         println!(
-            "server: peak RSS {} KiB, CPU {} s",
-            server["peak_rss_kib"], server["cpu_seconds"]
+            "server: peak RSS {} KiB, CPU {} s, {:.2} us of CPU per delivery",
+            server["peak_rss_kib"],
+            server["cpu_seconds"],
+            server["cpu_us_per_delivery"].as_f64().unwrap_or(0.0)
         );
     }
 }

@@ -27,7 +27,7 @@ pub struct ServerConfig {
     /// any. Same-site requests and requests without an `Origin` header (non-browser clients)
     /// are always allowed. Default: none.
     pub allowed_origins: Vec<String>,
-    /// The read buffer of each connection, in bytes (default 2 KiB). tungstenite allocates it
+    /// The read buffer of each connection, in bytes (default 512). tungstenite allocates it
     /// up front, so it dominates the memory of an idle connection (its default is 128 KiB).
     pub read_buffer_bytes: usize,
     /// How long a client has to send a complete request head (default 10 s), counted from the
@@ -101,7 +101,7 @@ impl Default for ServerConfig {
             max_missed_pings: 2,
             write_timeout: Duration::from_secs(60),
             allowed_origins: Vec::new(),
-            read_buffer_bytes: 2 << 10,
+            read_buffer_bytes: 512,
             header_read_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
             upgrade_timeout: Duration::from_secs(10),

@@ -55,7 +55,7 @@
 //!   with 1013.
 //! - Idle connections are pinged every 30 s and closed after 2 unanswered pings; a write that
 //!   takes over 60 s drops the peer.
-//! - A connection's read buffer is 2 KiB (tungstenite's default is 128 KiB), so idle
+//! - A connection's read buffer is 512 bytes (tungstenite's default is 128 KiB), so idle
 //!   connections stay small.
 //! - Hostile clients ([`ServerConfig`]): a request head must arrive within 10 s, an idle
 //!   plain-HTTP connection is closed after 5 s, a silent compat client after 60 s (1008);
