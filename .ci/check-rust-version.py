@@ -1,6 +1,8 @@
-"""The workspace's `rust-version` must be what its lockfile really needs: the highest
-`rust-version` among the packages that a build of the workspace compiles for this target
-(normal, build and dev dependencies; not those behind a cfg this target does not set)."""
+"""Each `rust-version` must be what the lockfile really needs: for every workspace crate, the
+highest `rust-version` among the packages a build of that crate compiles for this target
+(normal, build and dev dependencies; not those behind a cfg this target does not set) must not
+exceed its own; and the workspace's value must equal the highest need of the crates that
+inherit it (a crate that needs more, the examples, says so itself)."""
 import json
 import subprocess
 import sys
@@ -16,16 +18,31 @@ def version_key(text):
 meta = json.loads(subprocess.check_output(
     ["cargo", "metadata", "--format-version", "1", "--locked"]))
 declared = {(p["name"], p["version"]): p.get("rust_version") for p in meta["packages"]}
-tree = subprocess.check_output(
-    ["cargo", "tree", "--workspace", "--locked", "-e", "normal,build,dev",
-     "--prefix", "none", "--format", "{p}"], text=True)
-compiled = {tuple(line.split()[:2]) for line in tree.splitlines() if len(line.split()) >= 2}
-compiled = {(name, version.lstrip("v")) for name, version in compiled}
-workspace = {(p["name"], p["version"]) for p in meta["packages"] if p["source"] is None}
-needs = [(version_key(declared[p]), declared[p], p) for p in compiled - workspace if declared.get(p)]
-need_key, need, (name, version) = max(needs)
+members = [p for p in meta["packages"] if p["id"] in meta["workspace_members"]]
+ours = {(p["name"], p["version"]) for p in members}
 with open("Cargo.toml", "rb") as manifest:
-    ours = tomllib.load(manifest)["workspace"]["package"]["rust-version"]
-print(f"rust-version {ours}; the lockfile needs {need} ({name} {version})")
-if version_key(ours) != need_key:
-    sys.exit(f"set rust-version to {need} in Cargo.toml: that is what {name} {version} needs")
+    workspace_value = tomllib.load(manifest)["workspace"]["package"]["rust-version"]
+
+problems = []
+inheriting_needs = []
+for member in members:
+    tree = subprocess.check_output(
+        ["cargo", "tree", "-p", member["name"], "--locked", "-e", "normal,build,dev",
+         "--prefix", "none", "--format", "{p}"], text=True)
+    compiled = {tuple(line.split()[:2]) for line in tree.splitlines() if len(line.split()) >= 2}
+    compiled = {(name, version.lstrip("v")) for name, version in compiled} - ours
+    needs = [(version_key(declared[p]), declared[p], p) for p in compiled if declared.get(p)]
+    need_key, need, (name, version) = max(needs)
+    own = member["rust_version"]
+    with open(member["manifest_path"], "rb") as manifest:
+        inherits = isinstance(tomllib.load(manifest)["package"].get("rust-version"), dict)
+    print(f"{member['name']}: rust-version {own}{' (workspace)' if inherits else ''}; "
+          f"needs {need} ({name} {version})")
+    if version_key(own) < need_key:
+        problems.append(f"{member['name']} needs {need} ({name} {version}), says {own}")
+    if inherits:
+        inheriting_needs.append((need_key, need))
+if inheriting_needs and version_key(workspace_value) != max(inheriting_needs)[0]:
+    problems.append(f"the workspace says {workspace_value}; its crates need {max(inheriting_needs)[1]}")
+if problems:
+    sys.exit("\n".join(problems))

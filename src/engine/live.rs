@@ -484,7 +484,7 @@ impl LiveModel {
                 epoch: Some(self.epoch.clone()),
                 ..Header::default()
             };
-            let message = ServerMessage::update(header, diff_map);
+            let message = ServerMessage::update_text(header, &diff_map);
             state.history.push(message.clone());
             state.enqueue(Command::Broadcast(message));
         }

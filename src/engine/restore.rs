@@ -44,7 +44,7 @@ pub(crate) fn restore(stored: StoredModel) -> Result<Start, StoreError> {
             epoch: Some(epoch.clone()),
             ..Header::default()
         };
-        history.push(ServerMessage::update(header, map));
+        history.push(ServerMessage::update_text(header, &map));
     }
     Ok(Start {
         epoch,

@@ -53,7 +53,8 @@ impl Snapshot {
                 epoch: Some(self.epoch.clone()),
                 ..Header::default()
             };
-            ServerMessage::update(header, Arc::unwrap_or_clone(state))
+            // Serialized from the shared state, never copied, and not kept as a map.
+            ServerMessage::update_text(header, &state)
         })
     }
 

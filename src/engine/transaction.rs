@@ -209,7 +209,9 @@ pub(crate) fn commit(
                     id,
                     ..Header::default()
                 };
-                outcomes.push(Outcome::Broadcast(ServerMessage::update(header, diff)));
+                outcomes.push(Outcome::Broadcast(ServerMessage::update_text(
+                    header, &diff,
+                )));
             }
             Effect::Signal { id, content } => {
                 let header = Header {

@@ -97,8 +97,22 @@ impl ServerMessage {
 
     /// An update whose content is `content` (a diff, or with `snapshot` the whole state); the
     /// map is kept so that in-process receivers read it without parsing.
+    #[cfg(test)]
     pub(crate) fn update(header: Header, content: Map<String, Value>) -> Self {
         Self::object(ServerMessageKind::Update, header, content)
+    }
+
+    /// A diff (or any update) that the engine keeps as text only: the map is serialized here
+    /// and dropped. Histories and queues then hold one string per diff instead of a string
+    /// and a tree of maps; in-process receivers parse the text once, on first use, and share
+    /// the result.
+    pub(crate) fn update_text(header: Header, content: &Map<String, Value>) -> Self {
+        Self::new(
+            ServerMessageKind::Update,
+            header,
+            &object_json(content),
+            None,
+        )
     }
 
     /// A message whose content is `content`, serialized here and kept as the object too.
@@ -335,12 +349,21 @@ pub fn encode_frame<'a>(
     messages: impl IntoIterator<Item = &'a ServerMessage>,
     mode: Mode,
 ) -> String {
-    let mut frame = String::from("[");
-    for (i, message) in messages.into_iter().enumerate() {
-        if i > 0 {
+    let messages = messages.into_iter();
+    let mut frame = String::new();
+    for (i, message) in messages.enumerate() {
+        let json = message.json_for(mode);
+        if i == 0 {
+            // Usually the only message: one allocation of the right size.
+            frame.reserve_exact(json.len() + 2);
+            frame.push('[');
+        } else {
             frame.push(',');
         }
-        frame.push_str(message.json_for(mode));
+        frame.push_str(json);
+    }
+    if frame.is_empty() {
+        frame.push('[');
     }
     frame.push(']');
     frame
