@@ -25,7 +25,7 @@ pub const RESYNCS: &str = "purly_resyncs_total";
 /// Bytes queued for fan-out in all models, not yet handed to subscribers (gauge).
 pub const FANOUT_BACKLOG: &str = "purly_fanout_backlog_bytes";
 /// Time from a change being applied to its diff being handed to the subscribers, including
-/// the wait for the store (histogram, seconds).
+/// the wait for the store (histogram, seconds; sampled: one queued command in 16).
 pub const PUBLISH_TO_ENQUEUE: &str = "purly_publish_to_enqueue_seconds";
 /// Diffs per batch written to the store (histogram).
 pub const STORE_BATCH_DIFFS: &str = "purly_store_batch_diffs";

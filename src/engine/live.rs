@@ -48,6 +48,9 @@ use crate::store::{
 use crate::subscriber::{CloseReason, Subscriber};
 use crate::telemetry::EngineMetrics;
 
+/// One queued command in this many carries a timestamp for the publish-to-enqueue histogram.
+const LATENCY_SAMPLE: u32 = 16;
+
 /// Why a live model stopped taking operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Closed {
@@ -101,6 +104,8 @@ struct ModelState {
     /// reported (at each release, not at every command).
     backlog: usize,
     backlog_reported: usize,
+    /// Commands queued so far (which ones carry a timestamp).
+    pushed: u32,
     backlog_gauge: Gauge,
     max_backlog: usize,
     closed: Option<Closed>,
@@ -129,8 +134,10 @@ struct ModelState {
 struct Queued {
     after: u64,
     len: usize,
-    /// When it was queued (for the publish-to-enqueue latency).
-    at: Instant,
+    /// When it was queued, for one command in [`LATENCY_SAMPLE`] (the publish-to-enqueue
+    /// latency is sampled: reading the clock and recording for every command costs more than
+    /// the rest of a small model's bookkeeping).
+    at: Option<Instant>,
     /// The frame (shared store) whose outcome this is.
     frame: Option<u64>,
     command: Command,
@@ -193,6 +200,7 @@ impl LiveModel {
                 commands: VecDeque::new(),
                 backlog: 0,
                 backlog_reported: 0,
+                pushed: 0,
                 backlog_gauge: metrics.fanout_backlog.clone(),
                 max_backlog: config.max_fanout_backlog_bytes,
                 closed: None,
@@ -956,10 +964,15 @@ impl ModelState {
     fn push(&mut self, after: u64, command: Command) {
         let len = command.queued_len(self.size.max(0) as usize);
         self.set_backlog(self.backlog + len);
+        self.pushed = self.pushed.wrapping_add(1);
+        let at = self
+            .pushed
+            .is_multiple_of(LATENCY_SAMPLE)
+            .then(Instant::now);
         self.commands.push_back(Queued {
             after,
             len,
-            at: Instant::now(),
+            at,
             frame: self.applying,
             command,
         });
@@ -1000,11 +1013,15 @@ impl ModelState {
         }
         let mut released = Vec::new();
         let mut bytes = 0;
-        let now = Instant::now();
+        // The clock is read only if a released command carries a timestamp.
+        let mut now = None;
         while self.releasable() {
             if let Some(queued) = self.commands.pop_front() {
                 bytes += queued.len;
-                EngineMetrics::seconds(latency, now.saturating_duration_since(queued.at));
+                if let Some(at) = queued.at {
+                    let now = *now.get_or_insert_with(Instant::now);
+                    EngineMetrics::seconds(latency, now.saturating_duration_since(at));
+                }
                 released.push(queued.command);
             }
         }

@@ -340,8 +340,11 @@ pub fn parse_server_frame(text: &str) -> Result<Vec<ServerMessage>, FrameError> 
 
 /// The compact JSON text of an object.
 pub(crate) fn object_json(map: &Map<String, Value>) -> String {
-    // A map of JSON values with string keys always serializes.
-    serde_json::to_string(map).unwrap_or_default()
+    // Room for a typical diff at once, instead of growing from a few bytes.
+    let mut text = Vec::with_capacity(256);
+    // A map of JSON values with string keys always serializes, as UTF-8.
+    let _ = serde_json::to_writer(&mut text, map);
+    String::from_utf8(text).unwrap_or_default()
 }
 
 /// Joins messages into one frame (a JSON array) for `mode`, without re-encoding any of them.

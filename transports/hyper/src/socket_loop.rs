@@ -53,6 +53,7 @@ where
             .rate_limit
             .clone()
             .map(|limit| FrameLimiter::new(limit, std::time::Instant::now())),
+        writes: 0,
     };
     match session.mode() {
         Mode::Stream => socket_loop.stream().await,
@@ -71,6 +72,8 @@ struct SocketLoop<'a, S> {
     batch: Vec<ServerMessage>,
     /// The connection's rate limit, if any.
     limiter: Option<FrameLimiter>,
+    /// Frames written so far (one in 16 is sampled for the queued-bytes histogram).
+    writes: u32,
 }
 
 /// What one received WebSocket message asks of the loop.
@@ -260,7 +263,12 @@ where
         self.metrics
             .messages_sent
             .increment(self.batch.len() as u64);
-        self.metrics.queued_bytes.record(frame.len() as f64);
+        // Sampled: one write in 16 (recording a histogram sample on every write costs more
+        // than counting it).
+        self.writes = self.writes.wrapping_add(1);
+        if self.writes % 16 == 1 {
+            self.metrics.queued_bytes.record(frame.len() as f64);
+        }
         self.batch.clear();
         self.send(Message::text(frame)).await
     }

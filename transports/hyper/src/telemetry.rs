@@ -18,7 +18,8 @@ pub const CONNECTIONS_REFUSED: &str = "purly_connections_refused_total";
 pub const FRAMES_SENT: &str = "purly_frames_sent_total";
 /// Messages written to WebSocket clients, in those frames (counter).
 pub const MESSAGES_SENT: &str = "purly_messages_sent_total";
-/// Bytes that were queued for a connection when it was written, one frame (histogram).
+/// Bytes that were queued for a connection when it was written, one frame (histogram;
+/// sampled: one write in 16 per connection).
 pub const QUEUED_BYTES: &str = "purly_connection_queued_bytes";
 /// Pings that went unanswered for a whole interval (counter).
 pub const PINGS_MISSED: &str = "purly_pings_missed_total";
