@@ -101,31 +101,30 @@ pub(crate) fn upgrade<B>(
             }
         };
         let (id, mode) = (session.id(), session.mode());
-        let span = tracing::info_span!("connection", %model, client = %id, ?mode, ?peer);
-        let _entered = span.enter();
-        tracing::info!("connected");
+        // A debug span, so that at the default level an idle connection holds no span data;
+        // the info events carry their fields themselves.
+        let span = tracing::debug_span!("connection", %model, client = %id, ?mode, ?peer);
+        tracing::info!(%model, client = %id, ?mode, ?peer, "connected");
         metrics.connections(mode).increment(1.0);
-        drop(_entered);
         let ending = tracing::Instrument::instrument(
             socket_loop::run(&mut ws, &session, &outbox, &config, &metrics),
-            span.clone(),
+            span,
         )
         .await;
         drop(session);
         metrics.connections(mode).decrement(1.0);
-        let _entered = span.enter();
         match ending {
             Ending::PeerClosed => {
                 metrics.closed_by_peer();
-                tracing::info!("disconnected");
+                tracing::info!(%model, client = %id, "disconnected");
             }
             Ending::PeerLost(why) => {
                 metrics.lost();
-                tracing::info!(%why, "disconnected: peer lost");
+                tracing::info!(%model, client = %id, %why, "disconnected: peer lost");
             }
             Ending::ClosedByServer(code) => {
                 metrics.closed_by_server(code);
-                tracing::info!(code, "disconnected: closed by server");
+                tracing::info!(%model, client = %id, code, "disconnected: closed by server");
             }
         }
     });
