@@ -70,6 +70,33 @@ fn purly(engine: Engine) -> Purly {
     Purly::builder(engine).route("/app", app).build()
 }
 
+/// A browser, and a server on an engine with the [`Policy`] model over a SQLite store in a
+/// temporary directory; `None` (after failing under CI) without a browser.
+struct Setup {
+    browser: common::browser::Browser,
+    dir: tempfile::TempDir,
+    offline: Arc<AtomicUsize>,
+    engine: Engine,
+    store: Arc<SqliteStore>,
+    server: Server,
+}
+
+async fn setup() -> Option<Setup> {
+    let browser = chromium().await?;
+    let dir = tempfile::tempdir().unwrap();
+    let offline = Arc::new(AtomicUsize::new(0));
+    let (engine, store) = engine(dir.path(), &offline);
+    let server = Server::start(purly(engine.clone())).await;
+    Some(Setup {
+        browser,
+        dir,
+        offline,
+        engine,
+        store,
+        server,
+    })
+}
+
 /// Opens the app page and connects a client to model `m` as `window.c`, recording every
 /// change's source in `window.sources` and every error's code in `window.errors`.
 async fn open_client(browser: &common::browser::Browser, server: &Server) -> Page {
@@ -102,13 +129,18 @@ async fn js_state(page: &mut Page) -> Value {
     ignore = "no chromium on this machine (.ci/run installs Debian's)"
 )]
 async fn two_browser_clients_and_a_rust_client_converge() {
-    let Some(browser) = chromium().await else {
+    // The directory and the store stay alive until the end of the test.
+    let Some(Setup {
+        browser,
+        engine,
+        server,
+        dir: _dir,
+        store: _store,
+        ..
+    }) = setup().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let offline = Arc::new(AtomicUsize::new(0));
-    let (engine, _store) = engine(dir.path(), &offline);
-    let server = Server::start(purly(engine.clone())).await;
     let mut first = open_client(&browser, &server).await;
     let mut second = open_client(&browser, &server).await;
     let mut rust = common::within(WsClient::connect(&server.url("/m/stream")))
@@ -165,13 +197,18 @@ async fn two_browser_clients_and_a_rust_client_converge() {
     ignore = "no chromium on this machine (.ci/run installs Debian's)"
 )]
 async fn an_error_frame_rejects_the_update_and_reaches_the_app() {
-    let Some(browser) = chromium().await else {
+    // The directory and the store stay alive until the end of the test.
+    let Some(Setup {
+        browser,
+        engine,
+        server,
+        dir: _dir,
+        store: _store,
+        ..
+    }) = setup().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let offline = Arc::new(AtomicUsize::new(0));
-    let (engine, _store) = engine(dir.path(), &offline);
-    let server = Server::start(purly(engine.clone())).await;
     let mut page = open_client(&browser, &server).await;
     let outcome = page
         .eval(
@@ -211,13 +248,17 @@ async fn an_error_frame_rejects_the_update_and_reaches_the_app() {
     ignore = "no chromium on this machine (.ci/run installs Debian's)"
 )]
 async fn a_restart_is_survived_with_resume_and_pending_updates_are_sent_once() {
-    let Some(browser) = chromium().await else {
+    let Some(Setup {
+        browser,
+        dir,
+        offline,
+        engine,
+        store,
+        server,
+    }) = setup().await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let offline = Arc::new(AtomicUsize::new(0));
-    let (engine, store) = engine(dir.path(), &offline);
-    let server = Server::start(purly(engine.clone())).await;
     let addr = server.addr;
     let mut page = open_client(&browser, &server).await;
     for i in 0..5 {
