@@ -55,9 +55,11 @@ where
             .map(|limit| FrameLimiter::new(limit, std::time::Instant::now())),
         writes: 0,
     };
+    // Each loop on the heap, sized for its own mode: a stream connection does not carry the
+    // compat loop's timers in its task (idle connections are mostly this future).
     match session.mode() {
-        Mode::Stream => socket_loop.stream().await,
-        Mode::Compat => socket_loop.compat().await,
+        Mode::Stream => Box::pin(socket_loop.stream()).await,
+        Mode::Compat => Box::pin(socket_loop.compat()).await,
     }
 }
 
