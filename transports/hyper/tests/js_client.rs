@@ -129,20 +129,13 @@ async fn js_state(page: &mut Page) -> Value {
     ignore = "no chromium on this machine (.ci/run installs Debian's)"
 )]
 async fn two_browser_clients_and_a_rust_client_converge() {
-    // The directory and the store stay alive until the end of the test.
-    let Some(Setup {
-        browser,
-        engine,
-        server,
-        dir: _dir,
-        store: _store,
-        ..
-    }) = setup().await
-    else {
+    // The directory and the store stay alive with `setup`, until the end of the test.
+    let Some(setup) = setup().await else {
         return;
     };
-    let mut first = open_client(&browser, &server).await;
-    let mut second = open_client(&browser, &server).await;
+    let (browser, engine, server) = (&setup.browser, &setup.engine, &setup.server);
+    let mut first = open_client(browser, server).await;
+    let mut second = open_client(browser, server).await;
     let mut rust = common::within(WsClient::connect(&server.url("/m/stream")))
         .await
         .unwrap();
@@ -197,19 +190,12 @@ async fn two_browser_clients_and_a_rust_client_converge() {
     ignore = "no chromium on this machine (.ci/run installs Debian's)"
 )]
 async fn an_error_frame_rejects_the_update_and_reaches_the_app() {
-    // The directory and the store stay alive until the end of the test.
-    let Some(Setup {
-        browser,
-        engine,
-        server,
-        dir: _dir,
-        store: _store,
-        ..
-    }) = setup().await
-    else {
+    // The directory and the store stay alive with `setup`, until the end of the test.
+    let Some(setup) = setup().await else {
         return;
     };
-    let mut page = open_client(&browser, &server).await;
+    let (browser, engine, server) = (&setup.browser, &setup.engine, &setup.server);
+    let mut page = open_client(browser, server).await;
     let outcome = page
         .eval(
             "(async () => {
