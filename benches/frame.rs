@@ -53,6 +53,23 @@ fn session_send(c: &mut Criterion) {
             assert_eq!(outbox.try_recv(&mut batch), Some(Received::Messages));
         })
     });
+    // The load generator's update (examples/loadgen.rs): one small nested object, the shape of
+    // most writes in the comparison runs (examples/compare.sh).
+    let load_frames: Vec<String> = (0..2)
+        .map(|n| {
+            format!(
+                r#"[{{"header":{{"type":"update"}},"content":{{"load":{{"p7":{{"n":{n},"t":1764180000000000000,"x":"................................{n}"}}}}}}}}]"#
+            )
+        })
+        .collect();
+    group.bench_function("load_update_and_echo", |b| {
+        b.iter(|| {
+            round += 1;
+            session.send_text(&load_frames[round % 2]).unwrap();
+            batch.clear();
+            assert_eq!(outbox.try_recv(&mut batch), Some(Received::Messages));
+        })
+    });
     group.finish();
 }
 

@@ -56,6 +56,10 @@ for round in $(seq "$ROUNDS"); do
         load "$name" flood "$pid" "$port" --subscribers 1000 --updates 5000
         load "$name" window "$pid" "$port" --subscribers 1000 --updates 20000 --window 32
         load "$name" rate "$pid" "$port" --subscribers 1000 --updates 300 --rate 50
+        # What clients that stop reading cost the others: 1 KB updates (10 MB for each stuck
+        # client, more than loopback buffers hold), without and then with 10 stuck clients.
+        load "$name" window_1k "$pid" "$port" --subscribers 1000 --updates 5000 --window 32 --size 1000
+        load "$name" stuck "$pid" "$port" --subscribers 1000 --updates 5000 --window 32 --size 1000 --stuck 10
         kill "$pid"; wait "$pid" 2>/dev/null || true
         # 1,000 models x 5 subscribers, one publisher each: at 50,000 deliveries/s, then
         # as fast as accepted. Memory is read after both, on this process.
@@ -94,12 +98,20 @@ def show(label, workload, key, unit, better):
     print(f"{label:<44} {cells}   purly vs baseline {ratio(m['purly'], m['baseline']):.2f}x, vs socketioxide {ratio(m['purly'], m['socketioxide']):.2f}x ({'higher' if better == 'higher' else 'lower'} is better)")
 print()
 for workload, title in [("flood", "flood, 1 model x 1000"), ("window", "window 32, 1 model x 1000"),
-                        ("rate", "50,000/s, 1 model x 1000"), ("models_rate", "50,000/s, 1000 models x 5"),
+                        ("rate", "50,000/s, 1 model x 1000"),
+                        ("window_1k", "window 32, 1 KB, 1 model x 1000"),
+                        ("stuck", "same + 10 stuck clients"),
+                        ("models_rate", "50,000/s, 1000 models x 5"),
                         ("models_flood", "flood, 1000 models x 5")]:
     show(f"{title}: deliveries/s", workload, "deliveries_per_second", "/s", "higher")
     show(f"{title}: p50 latency", workload, "latency_us.p50", "us", "lower")
     show(f"{title}: p99 latency", workload, "latency_us.p99", "us", "lower")
     show(f"{title}: server CPU per delivery", workload, "server.cpu_us_per_delivery", "us", "lower")
+pace = {s: median(s, "stuck", "deliveries_per_second") / median(s, "window_1k", "deliveries_per_second")
+        for s in servers}
+print(f"{'10 stuck clients: the others keep this share of their pace':<44} "
+      + "  ".join(f"{s} {pace[s]:>11.2f}  " for s in servers))
+show("6,000 connections: server CPU to set one up", "models_rate", "server.setup_cpu_us_per_connection", "us", "lower")
 show("1000 models x 5 after the runs: server RSS", "models_flood", "server.rss_kib", "KiB", "lower")
 show("idle connections (10,000): bytes each", "idle", "bytes_per_connection", "B", "lower")
 failed = [(r["server_name"], r["workload"]) for r in rows if r.get("failed")]

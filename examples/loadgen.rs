@@ -30,7 +30,9 @@
 //! Every loss is counted, and a run with any is marked `"failed": true`: updates owed to a
 //! subscriber at the end, gaps, duplicates, subscribers that dropped or never received
 //! anything, and error frames. With `--pid`, the server's CPU time per delivery is reported:
-//! on a shared machine, it is what decides how many clients a box can serve.
+//! on a shared machine, it is what decides how many clients a box can serve. It counts from
+//! the moment every client is connected; what the server spent setting the connections up
+//! (handshakes, joins, first snapshots) is reported apart, per connection.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -632,6 +634,14 @@ async fn load(args: &Args) -> Result<Value, String> {
     for i in 0..args.stuck {
         stuck.push(connect(args, args.subscribers + i, 0).await?);
     }
+    let mut publisher_sockets = Vec::with_capacity(args.publishers);
+    for p in 0..args.publishers {
+        publisher_sockets
+            .push(connect(args, args.subscribers + args.stuck + p, p % args.models).await?);
+    }
+    // The server's CPU from here on is the run's; what it spent setting the connections up
+    // (handshakes, joins, snapshots) is reported on its own, per connection.
+    let connected = args.pid.map(ServerStats::read);
     let start = Instant::now();
     let limit = start + args.limit;
     // Publisher keys of this run only: the model may still hold earlier runs' keys.
@@ -657,8 +667,7 @@ async fn load(args: &Args) -> Result<Value, String> {
         readers.spawn(subscriber(ws, follow, start, done_rx.clone(), limit));
     }
     let mut publishers = JoinSet::new();
-    for p in 0..args.publishers {
-        let ws = connect(args, args.subscribers + args.stuck + p, p % args.models).await?;
+    for (p, ws) in publisher_sockets.into_iter().enumerate() {
         let (updates, rate, size, window, protocol) = (
             args.updates,
             args.rate,
@@ -767,14 +776,18 @@ async fn load(args: &Args) -> Result<Value, String> {
         "errors": total.errors,
         "failed": failed,
     });
-    if let (Some(pid), Some(before)) = (args.pid, before) {
+    if let (Some(pid), Some(before), Some(connected)) = (args.pid, before, connected) {
         let after = ServerStats::read(pid);
-        let cpu = (after.cpu_ticks - before.cpu_ticks) as f64 / 100.0;
+        let cpu = after.cpu_ticks.saturating_sub(connected.cpu_ticks) as f64 / 100.0;
+        let setup = connected.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / 100.0;
+        let connections = (args.subscribers + args.stuck + args.publishers).max(1);
         report["server"] = json!({
             "peak_rss_kib": after.peak_rss_kib,
             "rss_kib": after.rss_kib,
             "cpu_seconds": cpu,
             "cpu_us_per_delivery": cpu * 1e6 / (total.deliveries.max(1) as f64),
+            "setup_cpu_seconds": setup,
+            "setup_cpu_us_per_connection": setup * 1e6 / connections as f64,
         });
     }
     Ok(report)
@@ -898,10 +911,15 @@ fn print_report(report: &Value) {
     );
     if let Some(server) = report.get("server") {
         println!(
-            "server: peak RSS {} KiB, CPU {} s, {:.2} us of CPU per delivery",
+            "server: peak RSS {} KiB, CPU {} s, {:.2} us of CPU per delivery; \
+             setting the connections up: {} s, {:.0} us each",
             server["peak_rss_kib"],
             server["cpu_seconds"],
-            server["cpu_us_per_delivery"].as_f64().unwrap_or(0.0)
+            server["cpu_us_per_delivery"].as_f64().unwrap_or(0.0),
+            server["setup_cpu_seconds"],
+            server["setup_cpu_us_per_connection"]
+                .as_f64()
+                .unwrap_or(0.0)
         );
     }
 }

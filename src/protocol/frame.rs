@@ -163,12 +163,58 @@ impl Frame {
     }
 }
 
-#[derive(Deserialize)]
+/// A message as it arrives: an object with at most one `header` and one `content`, both kept
+/// as text here. Read from a JSON object only (never from an array, as a derived struct would).
 struct WireMessage<'a> {
-    #[serde(borrow)]
     header: Option<&'a RawValue>,
-    #[serde(borrow)]
     content: Option<&'a RawValue>,
+}
+
+/// A message's field name, read without allocating.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Field {
+    Header,
+    Content,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for WireMessage<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = WireMessage<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a message object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut wire = WireMessage {
+                    header: None,
+                    content: None,
+                };
+                while let Some(field) = map.next_key::<Field>()? {
+                    let slot = match field {
+                        Field::Header => &mut wire.header,
+                        Field::Content => &mut wire.content,
+                        Field::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(serde::de::Error::custom("a duplicate field"));
+                    }
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(wire)
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
 }
 
 #[derive(Deserialize)]
@@ -207,6 +253,28 @@ pub fn parse_frame(input: &[u8], limits: &Limits) -> Result<Frame, FrameError> {
     if scan.depth > limits.max_depth {
         return Err(too_deep(limits, scan.deepest_element));
     }
+    read_messages_at_once(text, limits).unwrap_or_else(|| read_messages_one_by_one(text, limits))
+}
+
+/// The usual frame, where every element is a message object: the messages are read in the
+/// pass that checks the syntax. `None` for anything else, which
+/// [`read_messages_one_by_one`] then names exactly (both give the same answer; a property test
+/// holds them to it).
+fn read_messages_at_once(text: &str, limits: &Limits) -> Option<Result<Frame, FrameError>> {
+    let wires = serde_json::from_str::<Vec<WireMessage<'_>>>(text).ok()?;
+    Some(check_count(wires.len(), limits).and_then(|()| {
+        let messages = wires
+            .into_iter()
+            .enumerate()
+            .map(|(index, wire)| message_from_wire(wire, index))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Frame { messages })
+    }))
+}
+
+/// Reads the frame as an array of any JSON values, then each as a message: the first problem
+/// found, in the order [`parse_frame`] documents, is the one reported.
+fn read_messages_one_by_one(text: &str, limits: &Limits) -> Result<Frame, FrameError> {
     let elements: Vec<&RawValue> = match serde_json::from_str(text) {
         Ok(elements) => elements,
         Err(error) => {
@@ -234,6 +302,12 @@ fn parse_message(raw: &RawValue, index: usize) -> Result<Message, FrameError> {
     }
     let wire: WireMessage<'_> = serde_json::from_str(raw.get())
         .map_err(|_| invalid("a message has at most one `header` and one `content`"))?;
+    message_from_wire(wire, index)
+}
+
+/// Checks a message's header and reads its content.
+fn message_from_wire(wire: WireMessage<'_>, index: usize) -> Result<Message, FrameError> {
+    let invalid = |what: &str| FrameError::at(ErrorCode::InvalidMessage, index, what);
     let header = wire
         .header
         .filter(|h| h.get().starts_with('{'))
@@ -247,10 +321,8 @@ fn parse_message(raw: &RawValue, index: usize) -> Result<Message, FrameError> {
     let kind = header
         .kind
         .ok_or_else(|| invalid("a header has a `type`"))
-        .and_then(|k| {
-            serde_json::from_str::<String>(k.get()).map_err(|_| invalid("`type` is a string"))
-        })?;
-    let kind = match kind.as_str() {
+        .and_then(|k| read_str(k).ok_or_else(|| invalid("`type` is a string")))?;
+    let kind = match &*kind {
         "update" => MessageKind::Update,
         "signal" => MessageKind::Signal,
         other => {
@@ -262,7 +334,7 @@ fn parse_message(raw: &RawValue, index: usize) -> Result<Message, FrameError> {
         }
     };
     if let Some(version) = header.version {
-        if serde_json::from_str::<&str>(version.get()).ok() != Some(PROTOCOL_VERSION) {
+        if read_str(version).as_deref() != Some(PROTOCOL_VERSION) {
             return Err(FrameError::at(
                 ErrorCode::UnsupportedVersion,
                 index,
@@ -285,6 +357,16 @@ fn parse_message(raw: &RawValue, index: usize) -> Result<Message, FrameError> {
         MessageKind::Signal => Content::Raw(content.to_owned()),
     };
     Ok(Message { kind, id, content })
+}
+
+/// A JSON string's value: borrowed unless it holds escapes.
+fn read_str(raw: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
+    match serde_json::from_str::<&str>(raw.get()) {
+        Ok(text) => Some(text.into()),
+        Err(_) => serde_json::from_str::<String>(raw.get())
+            .ok()
+            .map(Into::into),
+    }
 }
 
 /// An update's content as the object the engine merges: read here, once, outside any lock.
@@ -475,6 +557,96 @@ mod tests {
             frame.validate(&limits).unwrap_err().code,
             ErrorCode::TooDeep
         );
+    }
+
+    /// One element of a generated frame: message objects right and wrong in every part the
+    /// parser checks, and elements that are not objects at all (an array of two objects is the
+    /// shape a derived struct would wrongly accept as a message).
+    fn element() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let kind = prop::sample::select(vec![
+            r#""type":"update""#,
+            r#""type":"signal""#,
+            r#""type":"upd\u0061te""#,
+            r#""type":"bogus""#,
+            r#""type":3"#,
+            "",
+        ]);
+        let version = prop::sample::select(vec![
+            "",
+            r#","version":"0.1""#,
+            r#","version":"0\u002e1""#,
+            r#","version":"0.2""#,
+            r#","version":1"#,
+        ]);
+        let id = prop::sample::select(vec!["", r#","id":7"#, r#","id":"a""#, r#","id":true"#]);
+        let content = prop::sample::select(vec![
+            r#","content":{"a":1}"#,
+            r#","content":{"a":{"b":[1,null]}}"#,
+            r#","content":[1]"#,
+            r#","content":{"a":1},"content":{"b":2}"#,
+            r#","extra":0,"content":{}"#,
+            "",
+        ]);
+        let header_extra = prop::sample::select(vec!["", r#","other":{"x":1}"#]);
+        let message = (kind, version, id, header_extra, content).prop_map(
+            |(kind, version, id, extra, content)| {
+                let fields = format!("{kind}{version}{id}{extra}");
+                let fields = fields.strip_prefix(',').unwrap_or(&fields);
+                format!(r#"{{"header":{{{fields}}}{content}}}"#)
+            },
+        );
+        prop_oneof![
+            6 => message,
+            1 => prop::sample::select(vec![
+                "1".to_owned(),
+                "null".to_owned(),
+                r#"[{"type":"update"},{"a":1}]"#.to_owned(),
+                r#"{"content":{}}"#.to_owned(),
+                r#"{"header":[],"content":{}}"#.to_owned(),
+                r#"{"header":{"type":"update"},"header":{"type":"update"},"content":{}}"#.to_owned(),
+            ]),
+        ]
+    }
+
+    #[test]
+    fn the_usual_frame_is_read_at_once_and_anything_else_one_by_one() {
+        let limits = Limits::default();
+        let usual = r#"[{"header":{"type":"update","id":1},"content":{"a":1}},{"header":{"type":"nope"},"content":{}}]"#;
+        assert_eq!(
+            read_messages_at_once(usual, &limits)
+                .unwrap()
+                .unwrap_err()
+                .code,
+            ErrorCode::UnknownType
+        );
+        for other in [
+            "[1]",
+            r#"[[{"type":"update"},{"a":1}]]"#,
+            r#"[{"header":{"type":"update"},"content":{},"content":{}}]"#,
+            r#"{"header":{"type":"update"},"content":{}}"#,
+        ] {
+            assert!(read_messages_at_once(other, &limits).is_none(), "{other}");
+            assert!(parse_frame(other.as_bytes(), &limits).is_err(), "{other}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2_000, ..Default::default() })]
+
+        /// The one-pass reading of a frame gives exactly the answer of the element-by-element
+        /// one, whatever is wrong with which message.
+        #[test]
+        fn reading_at_once_agrees_with_reading_one_by_one(
+            elements in proptest::collection::vec(element(), 0..5),
+            max_messages in 1usize..5,
+        ) {
+            let text = format!("[{}]", elements.join(","));
+            let limits = Limits { max_messages, ..Limits::default() };
+            if let Some(at_once) = read_messages_at_once(&text, &limits) {
+                proptest::prop_assert_eq!(at_once, read_messages_one_by_one(&text, &limits));
+            }
+        }
     }
 
     #[test]

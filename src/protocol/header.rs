@@ -1,6 +1,7 @@
 //! The one writer of a message's `header` object: every message purly writes, client or
 //! server, stream or compat, starts with it.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -27,17 +28,19 @@ impl Header {
         out.push_str(r#"","version":""#);
         out.push_str(PROTOCOL_VERSION);
         out.push('"');
+        // Written in place: a header is written for every diff, and each temporary string
+        // would be an allocation.
         if let Some(seq) = self.seq {
             out.push_str(r#","seq":"#);
-            out.push_str(&seq.to_string());
+            let _ = write!(out, "{seq}");
         }
         if let Some(epoch) = &self.epoch {
             out.push_str(r#","epoch":"#);
-            out.push_str(&Value::from(&**epoch).to_string());
+            write_json_string(epoch, out);
         }
         if let Some(origin) = self.origin {
             out.push_str(r#","origin":"#);
-            out.push_str(&origin.get().to_string());
+            let _ = write!(out, "{}", origin.get());
         }
         if let Some(id) = &self.id {
             out.push_str(r#","id":"#);
@@ -60,9 +63,42 @@ impl Header {
     }
 }
 
+/// Appends `text` as a JSON string. Epochs are plain ASCII and are copied as they are; anything
+/// that needs escaping goes through serde_json.
+fn write_json_string(text: &str, out: &mut String) {
+    let plain = text
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f);
+    if plain {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(text).to_string());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epochs_are_written_as_json_strings_whatever_they_hold() {
+        for epoch in [
+            "0123abcd",
+            "e\"1",
+            "back\\slash",
+            "line\nbreak",
+            "é",
+            "\u{7f}",
+            "",
+        ] {
+            let mut out = String::new();
+            write_json_string(epoch, &mut out);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), epoch);
+            assert_eq!(out, Value::from(epoch).to_string());
+        }
+    }
 
     #[test]
     fn writes_only_the_fields_present() {

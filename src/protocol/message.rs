@@ -71,10 +71,24 @@ impl ServerMessage {
         content_json: &str,
         content: Option<Map<String, Value>>,
     ) -> Self {
-        let mut text = String::with_capacity(content_json.len() + 96);
+        Self::written(kind, header, content_json.len(), content, |text| {
+            text.push_str(content_json)
+        })
+    }
+
+    /// Builds a message whose content `write_content` writes straight after the header (about
+    /// `content_len` bytes): one allocation for the whole text.
+    fn written(
+        kind: ServerMessageKind,
+        header: Header,
+        content_len: usize,
+        content: Option<Map<String, Value>>,
+        write_content: impl FnOnce(&mut String),
+    ) -> Self {
+        let mut text = String::with_capacity(content_len + 96);
         header.write_prefix(kind.as_str(), &mut text);
         let content_start = text.len();
-        text.push_str(content_json);
+        write_content(&mut text);
         text.push('}');
         let cell = OnceLock::new();
         if let Some(map) = content {
@@ -107,12 +121,10 @@ impl ServerMessage {
     /// and a tree of maps; in-process receivers parse the text once, on first use, and share
     /// the result.
     pub(crate) fn update_text(header: Header, content: &Map<String, Value>) -> Self {
-        Self::new(
-            ServerMessageKind::Update,
-            header,
-            &object_json(content),
-            None,
-        )
+        // Room for a typical diff at once, instead of growing from a few bytes.
+        Self::written(ServerMessageKind::Update, header, 160, None, |text| {
+            write_object(content, text)
+        })
     }
 
     /// A message whose content is `content`, serialized here and kept as the object too.
@@ -341,10 +353,17 @@ pub fn parse_server_frame(text: &str) -> Result<Vec<ServerMessage>, FrameError> 
 /// The compact JSON text of an object.
 pub(crate) fn object_json(map: &Map<String, Value>) -> String {
     // Room for a typical diff at once, instead of growing from a few bytes.
-    let mut text = Vec::with_capacity(256);
+    let mut text = String::with_capacity(256);
+    write_object(map, &mut text);
+    text
+}
+
+/// Appends the compact JSON text of an object to `out`.
+fn write_object(map: &Map<String, Value>, out: &mut String) {
+    let mut bytes = std::mem::take(out).into_bytes();
     // A map of JSON values with string keys always serializes, as UTF-8.
-    let _ = serde_json::to_writer(&mut text, map);
-    String::from_utf8(text).unwrap_or_default()
+    let _ = serde_json::to_writer(&mut bytes, map);
+    *out = String::from_utf8(bytes).unwrap_or_default();
 }
 
 /// Joins messages into one frame (a JSON array) for `mode`, without re-encoding any of them.

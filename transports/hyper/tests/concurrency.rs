@@ -58,34 +58,38 @@ async fn two_hundred_clients_writing_overlapping_keys_converge() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_does_not_slow_the_others() {
-    const DIFFS: u64 = 2_000;
-    let mut config = Config::default();
-    config.max_queued_bytes = 256 << 10;
-    let server = Server::start(Purly::new(common::engine_with(config))).await;
-    let mut stuck = stream_client(&server, "m").await; // never read until the end
+/// Three readers follow `model` while a writer sends `DIFFS` diffs of 10 KB each (20 MB in
+/// all: more than loopback socket buffers hold, so a client that does not read overflows its
+/// queue). Returns how long the readers took to have every diff, and the state they agree on.
+async fn readers_follow_a_writer(server: &Server, model: &str) -> (std::time::Duration, String) {
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let mut reader = common::within(WsClient::connect(&server.url("/m/stream")))
-            .await
-            .unwrap();
-        readers.push(tokio::spawn(async move {
-            while reader.replica().version() < Some(DIFFS) {
-                let batch = tokio::time::timeout(common::TIMEOUT, reader.recv())
-                    .await
-                    .unwrap();
-                assert!(batch.is_some(), "a reader stopped: {:?}", reader.ended());
-            }
-            reader
-        }));
+        let mut reader =
+            common::within(WsClient::connect(&server.url(&format!("/{model}/stream"))))
+                .await
+                .unwrap();
+        common::within(reader.recv()).await.unwrap(); // the snapshot: it has joined
+        readers.push(reader);
     }
     // The writer reads its own echoes, as any client must: one that writes without ever reading
     // has its unread confirmations overflow, and is disconnected.
-    let (mut writer, mut echoes) = stream_client(&server, "m").await.split();
+    let (mut writer, mut echoes) = stream_client(server, model).await.split();
     let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
-    // Every diff carries a new 10 KB value (20 MB in all): more than loopback socket buffers
-    // hold, so the stuck client's queue must overflow.
+    let started = std::time::Instant::now();
+    let readers: Vec<_> = readers
+        .into_iter()
+        .map(|mut reader| {
+            tokio::spawn(async move {
+                while reader.replica().version() < Some(DIFFS) {
+                    let batch = tokio::time::timeout(common::TIMEOUT, reader.recv())
+                        .await
+                        .unwrap();
+                    assert!(batch.is_some(), "a reader stopped: {:?}", reader.ended());
+                }
+                reader
+            })
+        })
+        .collect();
     let padding = "p".repeat(10_000);
     for i in 1..=DIFFS {
         let frame = common::update(&format!(
@@ -94,18 +98,41 @@ async fn a_client_that_stops_reading_does_not_slow_the_others() {
         ));
         writer.send(Message::text(frame)).await.unwrap();
     }
-    // Every reader got every diff while `stuck` read nothing.
     let mut finished = Vec::new();
     for reader in readers {
-        finished.push(reader.await.unwrap());
+        finished.push(common::within(reader).await.unwrap());
     }
-    let (_, state) = common::get(&server, "/m/state", &[]).await;
+    let took = started.elapsed();
+    drain.abort();
+    let (_, state) = common::get(server, &format!("/{model}/state"), &[]).await;
     for reader in &finished {
         assert!(
             purly::serde_json::to_string(reader.state()).unwrap() == state,
             "a reader diverged"
         );
     }
+    (took, state)
+}
+
+const DIFFS: u64 = 2_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_slow_the_others() {
+    let mut config = Config::default();
+    config.max_queued_bytes = 256 << 10;
+    let server = Server::start(Purly::new(common::engine_with(config))).await;
+    // The same run twice on one server, side by side: without a stuck client, then with one
+    // that never reads until the end. The readers' pace is what is compared.
+    let (alone, _) = readers_follow_a_writer(&server, "free").await;
+    let mut stuck = stream_client(&server, "m").await;
+    let (with_stuck, state) = readers_follow_a_writer(&server, "m").await;
+    // A stuck client that held the others back would stall them until it read (here: never,
+    // so the run would time out), or slow each diff; a generous bound leaves room for the
+    // machine's noise and for the stuck client's one overflow.
+    assert!(
+        with_stuck <= alone * 3 + std::time::Duration::from_millis(500),
+        "the readers took {with_stuck:?} with a stuck client, {alone:?} without"
+    );
     // When it reads again, the stuck client converges (from a fresh snapshot).
     let mut replica = Replica::new(Mode::Stream);
     let mut snapshots = 0;
@@ -125,7 +152,6 @@ async fn a_client_that_stops_reading_does_not_slow_the_others() {
         snapshots >= 2,
         "the stuck client should have been resynchronized"
     );
-    drain.abort();
     assert!(
         purly::serde_json::to_string(replica.state()).unwrap() == state,
         "the stuck client diverged"
