@@ -15,58 +15,40 @@ pub(crate) enum Verdict {
     Close,
 }
 
-/// One connection's two buckets and its run of refusals.
+/// One connection's two buckets (refilled together) and its run of refusals. The limits
+/// themselves stay in the server's configuration: every connection holds one of these, so it
+/// is kept small.
 #[derive(Debug)]
 pub(crate) struct FrameLimiter {
-    limit: RateLimit,
-    frames: Bucket,
-    bytes: Bucket,
+    frames: f64,
+    bytes: f64,
+    last: Instant,
     refused_in_a_row: u32,
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn full(burst: f64, now: Instant) -> Self {
-        Bucket {
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(burst);
-        self.last = now;
-    }
-}
-
 impl FrameLimiter {
-    pub(crate) fn new(limit: RateLimit, now: Instant) -> Self {
+    /// Full buckets at `now`.
+    pub(crate) fn new(limit: &RateLimit, now: Instant) -> Self {
         FrameLimiter {
-            frames: Bucket::full(limit.frame_burst, now),
-            bytes: Bucket::full(limit.byte_burst, now),
-            limit,
+            frames: limit.frame_burst,
+            bytes: limit.byte_burst,
+            last: now,
             refused_in_a_row: 0,
         }
     }
 
-    /// Counts a frame of `len` bytes arriving at `now`.
-    pub(crate) fn check(&mut self, len: usize, now: Instant) -> Verdict {
-        let limit = &self.limit;
-        self.frames
-            .refill(limit.frames_per_second, limit.frame_burst, now);
-        self.bytes
-            .refill(limit.bytes_per_second, limit.byte_burst, now);
+    /// Counts a frame of `len` bytes arriving at `now`, under `limit` (the one the buckets
+    /// were made with).
+    pub(crate) fn check(&mut self, limit: &RateLimit, len: usize, now: Instant) -> Verdict {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.frames = (self.frames + elapsed * limit.frames_per_second).min(limit.frame_burst);
+        self.bytes = (self.bytes + elapsed * limit.bytes_per_second).min(limit.byte_burst);
         // A frame larger than the byte burst costs the whole burst, so it fits a full bucket.
         let cost = (len as f64).min(limit.byte_burst);
-        if self.frames.tokens >= 1.0 && self.bytes.tokens >= cost {
-            self.frames.tokens -= 1.0;
-            self.bytes.tokens -= cost;
+        if self.frames >= 1.0 && self.bytes >= cost {
+            self.frames -= 1.0;
+            self.bytes -= cost;
             self.refused_in_a_row = 0;
             return Verdict::Admit;
         }
@@ -97,54 +79,54 @@ mod tests {
     #[test]
     fn a_burst_then_the_sustained_rate() {
         let start = Instant::now();
-        let mut limiter = FrameLimiter::new(limit(10.0, 5.0, 100), start);
+        let rate = limit(10.0, 5.0, 100);
+        let mut limiter = FrameLimiter::new(&rate, start);
         for _ in 0..5 {
-            assert_eq!(limiter.check(10, start), Verdict::Admit);
+            assert_eq!(limiter.check(&rate, 10, start), Verdict::Admit);
         }
-        assert_eq!(limiter.check(10, start), Verdict::Refuse);
+        assert_eq!(limiter.check(&rate, 10, start), Verdict::Refuse);
         // 10 frames a second: one more every 100 ms.
         let later = start + Duration::from_millis(100);
-        assert_eq!(limiter.check(10, later), Verdict::Admit);
-        assert_eq!(limiter.check(10, later), Verdict::Refuse);
+        assert_eq!(limiter.check(&rate, 10, later), Verdict::Admit);
+        assert_eq!(limiter.check(&rate, 10, later), Verdict::Refuse);
         // The bucket never holds more than the burst.
         let much_later = start + Duration::from_secs(60);
         for _ in 0..5 {
-            assert_eq!(limiter.check(10, much_later), Verdict::Admit);
+            assert_eq!(limiter.check(&rate, 10, much_later), Verdict::Admit);
         }
-        assert_eq!(limiter.check(10, much_later), Verdict::Refuse);
+        assert_eq!(limiter.check(&rate, 10, much_later), Verdict::Refuse);
     }
 
     #[test]
     fn bytes_are_limited_too_and_a_huge_frame_still_fits_a_full_bucket() {
         let start = Instant::now();
-        let mut limiter = FrameLimiter::new(
-            RateLimit {
-                bytes_per_second: 1_000.0,
-                byte_burst: 1_000.0,
-                ..RateLimit::default()
-            },
-            start,
-        );
-        assert_eq!(limiter.check(600, start), Verdict::Admit);
-        assert_eq!(limiter.check(600, start), Verdict::Refuse);
+        let rate = RateLimit {
+            bytes_per_second: 1_000.0,
+            byte_burst: 1_000.0,
+            ..RateLimit::default()
+        };
+        let mut limiter = FrameLimiter::new(&rate, start);
+        assert_eq!(limiter.check(&rate, 600, start), Verdict::Admit);
+        assert_eq!(limiter.check(&rate, 600, start), Verdict::Refuse);
         let later = start + Duration::from_secs(1);
-        assert_eq!(limiter.check(1_000_000, later), Verdict::Admit);
+        assert_eq!(limiter.check(&rate, 1_000_000, later), Verdict::Admit);
     }
 
     #[test]
     fn a_client_that_keeps_going_is_closed_and_one_that_slows_down_is_not() {
         let start = Instant::now();
-        let mut limiter = FrameLimiter::new(limit(1.0, 1.0, 3), start);
-        assert_eq!(limiter.check(1, start), Verdict::Admit);
+        let rate = limit(1.0, 1.0, 3);
+        let mut limiter = FrameLimiter::new(&rate, start);
+        assert_eq!(limiter.check(&rate, 1, start), Verdict::Admit);
         for _ in 0..3 {
-            assert_eq!(limiter.check(1, start), Verdict::Refuse);
+            assert_eq!(limiter.check(&rate, 1, start), Verdict::Refuse);
         }
         // It slowed down: an admitted frame starts the count again.
         let later = start + Duration::from_secs(1);
-        assert_eq!(limiter.check(1, later), Verdict::Admit);
+        assert_eq!(limiter.check(&rate, 1, later), Verdict::Admit);
         for _ in 0..3 {
-            assert_eq!(limiter.check(1, later), Verdict::Refuse);
+            assert_eq!(limiter.check(&rate, 1, later), Verdict::Refuse);
         }
-        assert_eq!(limiter.check(1, later), Verdict::Close);
+        assert_eq!(limiter.check(&rate, 1, later), Verdict::Close);
     }
 }

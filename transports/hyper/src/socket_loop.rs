@@ -1,8 +1,9 @@
 //! The per-connection loops, written once over any `Sink + Stream` of WebSocket messages so
 //! that tests drive them with channels as well as with sockets.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -13,7 +14,9 @@ use purly::{
     encode_frame, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received, ServerMessage,
     Session,
 };
-use tokio::time::{interval_at, sleep, sleep_until, timeout, Instant, MissedTickBehavior};
+use tokio::time::{
+    interval_at, sleep, sleep_until, timeout, timeout_at, Instant, MissedTickBehavior,
+};
 
 use crate::config::ServerConfig;
 use crate::rate_limit::{FrameLimiter, Verdict};
@@ -41,7 +44,7 @@ pub(crate) async fn run<S>(
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
-    let mut socket_loop = SocketLoop {
+    let socket_loop = SocketLoop {
         ws,
         session,
         outbox,
@@ -51,12 +54,12 @@ where
         batch: Vec::new(),
         limiter: config
             .rate_limit
-            .clone()
+            .as_ref()
             .map(|limit| FrameLimiter::new(limit, std::time::Instant::now())),
         writes: 0,
     };
-    // Each loop on the heap, sized for its own mode: a stream connection does not carry the
-    // compat loop's timers in its task (idle connections are mostly this future).
+    // The loop and its state in one allocation, sized for its own mode: a stream connection
+    // does not carry the compat loop's timers (idle connections are mostly this future).
     match session.mode() {
         Mode::Stream => Box::pin(socket_loop.stream()).await,
         Mode::Compat => Box::pin(socket_loop.compat()).await,
@@ -88,35 +91,40 @@ enum Incoming {
     End(Ending),
 }
 
-impl<S> SocketLoop<'_, S>
+impl<'a, S> SocketLoop<'a, S>
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
     /// Stream mode: push whatever is queued as soon as it is, one coalesced frame per write.
-    async fn stream(&mut self) -> Ending {
-        let mut ping = self.ping_timer();
-        loop {
-            tokio::select! {
-                received = poll_fn(|cx| self.outbox.poll_recv(cx, &mut self.batch)) => match received {
-                    Received::Messages => {
-                        if let Err(ending) = self.write_batch(Mode::Stream).await {
+    // Not an async fn: see the comment in the body.
+    #[allow(clippy::manual_async_fn)]
+    fn stream(mut self) -> impl Future<Output = Ending> + use<'a, S> {
+        // An async block, not an async fn: the loop's state is then stored once in it, not twice.
+        async move {
+            let mut ping = self.ping_timer();
+            loop {
+                tokio::select! {
+                    received = poll_fn(|cx| self.outbox.poll_recv(cx, &mut self.batch)) => match received {
+                        Received::Messages => {
+                            if let Err(ending) = self.write_batch(Mode::Stream).await {
+                                return ending;
+                            }
+                        }
+                        Received::Resync => {
+                            // Fails only once the model is closed; the outbox then reports it.
+                            let _ = self.session.resync();
+                        }
+                        Received::Closed(reason) => return self.close_for(reason).await,
+                    },
+                    incoming = self.ws.next() => {
+                        if let Incoming::End(ending) = self.receive(incoming).await {
                             return ending;
                         }
                     }
-                    Received::Resync => {
-                        // Fails only once the model is closed; the outbox then reports it.
-                        let _ = self.session.resync();
-                    }
-                    Received::Closed(reason) => return self.close_for(reason).await,
-                },
-                incoming = self.ws.next() => {
-                    if let Incoming::End(ending) = self.receive(incoming).await {
-                        return ending;
-                    }
-                }
-                _ = ping.tick() => {
-                    if let Err(ending) = self.ping().await {
-                        return ending;
+                    _ = ping.tick() => {
+                        if let Err(ending) = self.ping().await {
+                            return ending;
+                        }
                     }
                 }
             }
@@ -126,53 +134,58 @@ where
     /// Compat mode (PROTOCOL.md section 3): the first frame is the state; then each client
     /// frame is answered by one frame of everything queued, at most `refresh_per_second` turns
     /// a second.
-    async fn compat(&mut self) -> Ending {
-        let period =
-            Duration::from_secs_f64(1.0 / f64::from(self.config.refresh_per_second.max(1)));
-        match poll_fn(|cx| self.outbox.poll_recv(cx, &mut self.batch)).await {
-            Received::Messages => {
+    // Not an async fn: see the comment in the body.
+    #[allow(clippy::manual_async_fn)]
+    fn compat(mut self) -> impl Future<Output = Ending> + use<'a, S> {
+        // An async block, not an async fn: the loop's state is then stored once in it, not twice.
+        async move {
+            let period =
+                Duration::from_secs_f64(1.0 / f64::from(self.config.refresh_per_second.max(1)));
+            match poll_fn(|cx| self.outbox.poll_recv(cx, &mut self.batch)).await {
+                Received::Messages => {
+                    if let Err(ending) = self.write_batch(Mode::Compat).await {
+                        return ending;
+                    }
+                }
+                Received::Closed(reason) => return self.close_for(reason).await,
+                Received::Resync => {}
+            }
+            let mut ping = self.ping_timer();
+            let mut next_turn = Instant::now() + period;
+            let idle_timeout = self.config.compat_idle_timeout;
+            let idle = sleep(idle_timeout);
+            tokio::pin!(idle);
+            loop {
+                tokio::select! {
+                    incoming = self.ws.next() => match self.receive(incoming).await {
+                        Incoming::End(ending) => return ending,
+                        Incoming::Control => continue,
+                        Incoming::Frame => idle.as_mut().reset(Instant::now() + idle_timeout),
+                    },
+                    () = &mut idle => {
+                        let why = format!("no frame for {} s", idle_timeout.as_secs_f64());
+                        return self.close(CloseCode::Policy, &why).await;
+                    }
+                    reason = poll_fn(|cx| self.outbox.poll_closed(cx)) => {
+                        return self.close_for(reason).await;
+                    }
+                    _ = ping.tick() => {
+                        if let Err(ending) = self.ping().await {
+                            return ending;
+                        }
+                        continue;
+                    }
+                }
+                sleep_until(next_turn).await;
+                next_turn = Instant::now() + period;
+                // Everything queued, possibly nothing (`[]`). The engine disconnects a compat
+                // subscriber that lags, so no resync is ever asked for here.
+                if let Some(Received::Closed(reason)) = self.outbox.try_recv(&mut self.batch) {
+                    return self.close_for(reason).await;
+                }
                 if let Err(ending) = self.write_batch(Mode::Compat).await {
                     return ending;
                 }
-            }
-            Received::Closed(reason) => return self.close_for(reason).await,
-            Received::Resync => {}
-        }
-        let mut ping = self.ping_timer();
-        let mut next_turn = Instant::now() + period;
-        let idle_timeout = self.config.compat_idle_timeout;
-        let idle = sleep(idle_timeout);
-        tokio::pin!(idle);
-        loop {
-            tokio::select! {
-                incoming = self.ws.next() => match self.receive(incoming).await {
-                    Incoming::End(ending) => return ending,
-                    Incoming::Control => continue,
-                    Incoming::Frame => idle.as_mut().reset(Instant::now() + idle_timeout),
-                },
-                () = &mut idle => {
-                    let why = format!("no frame for {} s", idle_timeout.as_secs_f64());
-                    return self.close(CloseCode::Policy, &why).await;
-                }
-                reason = poll_fn(|cx| self.outbox.poll_closed(cx)) => {
-                    return self.close_for(reason).await;
-                }
-                _ = ping.tick() => {
-                    if let Err(ending) = self.ping().await {
-                        return ending;
-                    }
-                    continue;
-                }
-            }
-            sleep_until(next_turn).await;
-            next_turn = Instant::now() + period;
-            // Everything queued, possibly nothing (`[]`). The engine disconnects a compat
-            // subscriber that lags, so no resync is ever asked for here.
-            if let Some(Received::Closed(reason)) = self.outbox.try_recv(&mut self.batch) {
-                return self.close_for(reason).await;
-            }
-            if let Err(ending) = self.write_batch(Mode::Compat).await {
-                return ending;
             }
         }
     }
@@ -191,13 +204,13 @@ where
                         );
                         self.session.refuse_text(&text, error);
                     }
-                    Verdict::Close => return self.rate_limit_close().await,
+                    Verdict::Close => return Box::pin(self.rate_limit_close()).await,
                 }
                 Incoming::Frame
             }
             Some(Ok(Message::Binary(bytes))) => {
                 if self.rate_verdict(bytes.len()) == Verdict::Close {
-                    return self.rate_limit_close().await;
+                    return Box::pin(self.rate_limit_close()).await;
                 }
                 self.session.refuse(FrameError::new(
                     ErrorCode::BinaryNotSupported,
@@ -217,9 +230,9 @@ where
 
     /// What the rate limit says of a frame of `len` bytes arriving now.
     fn rate_verdict(&mut self, len: usize) -> Verdict {
-        match &mut self.limiter {
-            Some(limiter) => limiter.check(len, std::time::Instant::now()),
-            None => Verdict::Admit,
+        match (&mut self.limiter, &self.config.rate_limit) {
+            (Some(limiter), Some(limit)) => limiter.check(limit, len, std::time::Instant::now()),
+            _ => Verdict::Admit,
         }
     }
 
@@ -255,11 +268,16 @@ where
             self.metrics.pings_missed.increment(1);
         }
         self.missed_pings += 1;
-        self.send(Message::Ping(Default::default())).await
+        self.send(|_| Message::Ping(Default::default())).await
     }
 
     /// Writes the batch as one frame and empties it (keeping its capacity).
     async fn write_batch(&mut self, mode: Mode) -> Result<(), Ending> {
+        self.send(|this| this.take_frame(mode)).await
+    }
+
+    /// The batch as one frame, counted; the batch is left empty.
+    fn take_frame(&mut self, mode: Mode) -> Message {
         let frame = encode_frame(&self.batch, mode);
         self.metrics.frames_sent.increment(1);
         self.metrics
@@ -272,15 +290,47 @@ where
             self.metrics.queued_bytes.record(frame.len() as f64);
         }
         self.batch.clear();
-        self.send(Message::text(frame)).await
+        Message::text(frame)
     }
 
-    async fn send(&mut self, message: Message) -> Result<(), Ending> {
-        match timeout(self.config.write_timeout, self.ws.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(Ending::PeerLost(error.to_string())),
-            Err(_) => Err(Ending::PeerLost("write timed out".to_owned())),
-        }
+    /// Writes one message and flushes it, within `write_timeout`.
+    ///
+    /// Usually the socket takes the frame at once: no timer is set then, and the loop carries
+    /// neither a timer nor the message while it waits for work (idle connections are mostly
+    /// this loop). Only a write that has to wait gets its deadline, on the heap.
+    async fn send(&mut self, message: impl FnOnce(&mut Self) -> Message) -> Result<(), Ending> {
+        let mut deadline = None;
+        self.write_step(&mut deadline, |ws, cx| ws.poll_ready_unpin(cx))
+            .await?;
+        // Made only once the socket can take it, so that no await holds it.
+        let message = message(self);
+        self.ws
+            .start_send_unpin(message)
+            .map_err(|error| Ending::PeerLost(error.to_string()))?;
+        self.write_step(&mut deadline, |ws, cx| ws.poll_flush_unpin(cx))
+            .await
+    }
+
+    /// Drives one step of a write (readiness or flush) to its end, or until `deadline` (set
+    /// the first time a step has to wait).
+    async fn write_step(
+        &mut self,
+        deadline: &mut Option<Instant>,
+        step: fn(&mut S, &mut Context<'_>) -> Poll<Result<(), WsError>>,
+    ) -> Result<(), Ending> {
+        let ws = &mut *self.ws;
+        let done = match poll_fn(|cx| Poll::Ready(step(ws, cx))).await {
+            Poll::Ready(done) => done,
+            Poll::Pending => {
+                let at =
+                    *deadline.get_or_insert_with(|| Instant::now() + self.config.write_timeout);
+                match Box::pin(timeout_at(at, poll_fn(|cx| step(ws, cx)))).await {
+                    Ok(done) => done,
+                    Err(_) => return Err(Ending::PeerLost("write timed out".to_owned())),
+                }
+            }
+        };
+        done.map_err(|error| Ending::PeerLost(error.to_string()))
     }
 
     async fn close_for(&mut self, reason: CloseReason) -> Ending {
@@ -293,13 +343,18 @@ where
     }
 
     /// Sends a close frame, then reads until the peer's reply (briefly) so that the peer sees
-    /// a clean close with our code rather than a dropped connection.
+    /// a clean close with our code rather than a dropped connection. On the heap: a connection
+    /// closes once, and its loop need not carry room for it all its life.
     async fn close(&mut self, code: CloseCode, reason: &str) -> Ending {
+        Box::pin(self.close_now(code, reason)).await
+    }
+
+    async fn close_now(&mut self, code: CloseCode, reason: &str) -> Ending {
         let frame = CloseFrame {
             code,
             reason: reason.chars().take(100).collect::<String>().into(),
         };
-        if self.send(Message::Close(Some(frame))).await.is_ok() {
+        if self.send(|_| Message::Close(Some(frame))).await.is_ok() {
             let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
             let _ = timeout(Duration::from_secs(2), drain).await;
         }

@@ -87,9 +87,12 @@ pub(crate) fn upgrade<B>(
     let config = streams.config.clone();
     let metrics = streams.metrics.clone();
     let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+    // On the heap and freed once the upgrade is done: the connection's task does not keep
+    // room for it (or for its timer) for the rest of its life.
+    let upgraded = Box::pin(tokio::time::timeout(config.upgrade_timeout, websocket));
     streams.connections.spawn(async move {
         let _permit = permit;
-        let mut ws = match tokio::time::timeout(config.upgrade_timeout, websocket).await {
+        let mut ws = match upgraded.await {
             Ok(Ok(ws)) => ws,
             Ok(Err(error)) => {
                 tracing::debug!(%model, %error, "upgrade failed");
