@@ -9,7 +9,7 @@
 # model is exactly the client that limit would slow.
 # Loopback only; every load is bounded in count (--updates) and in time (--limit).
 #
-#   bash examples/compare.sh            # ~6 minutes on 2 cores
+#   bash examples/compare.sh            # ~8 minutes on 2 cores
 #   ROUNDS=2 bash examples/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -406,6 +406,138 @@ mod tests {
         }
     }
 
+    /// A WebSocket whose writes are flushed only once the test opens the gate: a peer that
+    /// stops reading, then maybe reads again (and closes once it has seen `"a":1`).
+    struct GatedPipe {
+        written: Vec<Message>,
+        open: Arc<std::sync::atomic::AtomicBool>,
+        flusher: Arc<std::sync::Mutex<Option<std::task::Waker>>>,
+    }
+
+    impl Stream for GatedPipe {
+        type Item = Result<Message, WsError>;
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            // The loop polls this again after each of its writes: no waker is needed.
+            let seen = |m: &Message| matches!(m, Message::Text(t) if t.contains(r#""a":1"#));
+            if self.written.iter().any(seen) {
+                Poll::Ready(Some(Ok(Message::Close(None))))
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    impl Sink<Message> for GatedPipe {
+        type Error = WsError;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+            self.written.push(item);
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                return Poll::Ready(Ok(()));
+            }
+            *self.flusher.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn gated_pipe() -> (
+        GatedPipe,
+        Arc<std::sync::atomic::AtomicBool>,
+        Arc<std::sync::Mutex<Option<std::task::Waker>>>,
+    ) {
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flusher = Arc::new(std::sync::Mutex::new(None));
+        let pipe = GatedPipe {
+            written: Vec::new(),
+            open: open.clone(),
+            flusher: flusher.clone(),
+        };
+        (pipe, open, flusher)
+    }
+
+    #[tokio::test]
+    async fn a_write_the_peer_never_takes_ends_the_connection_at_the_write_timeout() {
+        let engine = Engine::default();
+        let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
+        let session = engine
+            .join("m", outbox.clone(), JoinOptions::stream())
+            .unwrap();
+        let (mut pipe, _open, _flusher) = gated_pipe();
+        let config = ServerConfig {
+            write_timeout: Duration::from_millis(200),
+            ..ServerConfig::default()
+        };
+        let metrics = TransportMetrics::register();
+        let started = Instant::now();
+        let ending = tokio::time::timeout(
+            Duration::from_secs(10),
+            run(&mut pipe, &session, &outbox, &config, &metrics),
+        )
+        .await
+        .expect("the loop gives up on the write");
+        assert_eq!(ending, Ending::PeerLost("write timed out".to_owned()));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        // The snapshot was handed to the socket; it was its flush that never ended.
+        assert!(matches!(&pipe.written[..], [Message::Text(t)] if t.contains("snapshot")));
+    }
+
+    #[tokio::test]
+    async fn a_write_that_waits_then_goes_through_keeps_the_connection() {
+        let engine = Engine::default();
+        let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
+        let session = engine
+            .join("m", outbox.clone(), JoinOptions::stream())
+            .unwrap();
+        let writer = engine
+            .join("m", Arc::new(Outbox::new(1 << 20)), JoinOptions::stream())
+            .unwrap();
+        let (mut pipe, open, flusher) = gated_pipe();
+        let config = ServerConfig::default(); // a 10 s write timeout
+        let metrics = TransportMetrics::register();
+        let peer = async {
+            // The snapshot's flush waits on the closed gate; a diff is made meanwhile; then the
+            // gate opens. The diff must follow, and the peer closes once it has it.
+            let waker = loop {
+                if let Some(waker) = flusher.lock().unwrap().take() {
+                    break waker;
+                }
+                tokio::task::yield_now().await;
+            };
+            writer
+                .send_text(r#"[{"header":{"type":"update"},"content":{"a":1}}]"#)
+                .unwrap();
+            open.store(true, std::sync::atomic::Ordering::SeqCst);
+            waker.wake();
+        };
+        let (ending, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(run(&mut pipe, &session, &outbox, &config, &metrics), peer)
+        })
+        .await
+        .expect("the loop goes on once the write goes through");
+        assert_eq!(ending, Ending::PeerClosed);
+        let texts: Vec<String> = pipe
+            .written
+            .iter()
+            .filter_map(|m| match m {
+                Message::Text(t) => Some(t.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(
+            texts[0].contains("snapshot") && texts[1].contains(r#""a":1"#),
+            "{texts:?}"
+        );
+    }
+
     async fn next_text(out: &mut mpsc::UnboundedReceiver<Message>) -> String {
         let message = tokio::time::timeout(Duration::from_secs(5), out.recv())
             .await
