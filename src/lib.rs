@@ -121,9 +121,9 @@ pub use merge::{merge_diff, Change};
 pub use model::{DefaultModel, Model, ModelFactory, Rejection};
 pub use outbox::{Outbox, Received};
 pub use protocol::{
-    encode_frame, parse_frame, parse_server_frame, ClientId, Content, Frame, Message, MessageId,
-    MessageKind, Mode, ModelName, ServerMessage, ServerMessageKind, MAX_MODEL_NAME_LEN,
-    PROTOCOL_VERSION,
+    encode_frame, encode_frame_bytes, parse_frame, parse_server_frame, ClientId, Content, Frame,
+    Message, MessageId, MessageKind, Mode, ModelName, ServerMessage, ServerMessageKind,
+    MAX_MODEL_NAME_LEN, PROTOCOL_VERSION,
 };
 pub use store::{
     AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, MemoryStore, RemoteFeed, Store,

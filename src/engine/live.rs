@@ -578,10 +578,7 @@ impl LiveModel {
             state.frame_ends.pop_front();
         }
         let (content_bytes, queued_bytes) = diffs.iter().fold((0, 0), |(content, queued), d| {
-            (
-                content + d.content_json().len() as u64,
-                queued + d.queued_len(),
-            )
+            (content + d.content_len() as u64, queued + d.queued_len())
         });
         state.since_checkpoint.0 += take as u64;
         state.since_checkpoint.1 += content_bytes;

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -57,7 +58,10 @@ struct Inner {
     id: Option<MessageId>,
     ids: Vec<MessageId>,
     content: OnceLock<Map<String, Value>>,
-    text: String,
+    /// The stream-mode text inside `[` and `]`: the message is its own one-message frame, which
+    /// a transport shares with every subscriber without copying it.
+    frame: Bytes,
+    /// Where the content starts in `frame`.
     content_start: usize,
     compat: OnceLock<String>,
 }
@@ -85,11 +89,12 @@ impl ServerMessage {
         content: Option<Map<String, Value>>,
         write_content: impl FnOnce(&mut String),
     ) -> Self {
-        let mut text = String::with_capacity(content_len + 96);
+        let mut text = String::with_capacity(content_len + 98);
+        text.push('[');
         header.write_prefix(kind.as_str(), &mut text);
         let content_start = text.len();
         write_content(&mut text);
-        text.push('}');
+        text.push_str("}]");
         let cell = OnceLock::new();
         if let Some(map) = content {
             let _ = cell.set(map);
@@ -103,7 +108,7 @@ impl ServerMessage {
             id: header.id,
             ids: header.ids,
             content: cell,
-            text,
+            frame: Bytes::from(text),
             content_start,
             compat: OnceLock::new(),
         }))
@@ -220,20 +225,42 @@ impl ServerMessage {
 
     /// The content's JSON text.
     pub fn content_json(&self) -> &str {
-        &self.0.text[self.0.content_start..self.0.text.len() - 1]
+        self.text(self.0.content_start, 2)
+    }
+
+    /// The length of [`ServerMessage::content_json`], in bytes (without reading the text).
+    pub fn content_len(&self) -> usize {
+        self.0.frame.len().saturating_sub(self.0.content_start + 2)
     }
 
     /// The whole message as stream-mode JSON text.
     pub fn json(&self) -> &str {
-        &self.0.text
+        self.text(1, 1)
+    }
+
+    /// The message as a stream-mode frame of its own (`[` message `]`), shared: cloning it
+    /// copies nothing.
+    pub fn frame(&self) -> Bytes {
+        self.0.frame.clone()
+    }
+
+    /// `frame` without its first `start` bytes and its last `end` bytes, as text. The frame was
+    /// built from a string and is cut at ASCII bytes, so this always succeeds; checking it
+    /// costs a pass over the bytes and no unsafe code.
+    fn text(&self, start: usize, end: usize) -> &str {
+        let frame = &self.0.frame[..];
+        frame
+            .get(start..frame.len().saturating_sub(end))
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .unwrap_or_default()
     }
 
     /// The whole message as compat-mode JSON text: the header has only `type` and `version`.
     pub fn compat_json(&self) -> &str {
         self.0.compat.get_or_init(|| {
-            let mut text = String::with_capacity(self.0.text.len());
+            let mut text = String::with_capacity(self.0.frame.len());
             Header::default().write_prefix(self.0.kind.as_str(), &mut text);
-            text.push_str(&self.0.text[self.0.content_start..]);
+            text.push_str(self.text(self.0.content_start, 1));
             text
         })
     }
@@ -248,7 +275,7 @@ impl ServerMessage {
 
     /// The size this message counts for in a queue's byte bound.
     pub fn queued_len(&self) -> usize {
-        self.0.text.len()
+        self.0.frame.len().saturating_sub(2)
     }
 }
 
@@ -366,6 +393,15 @@ fn write_object(map: &Map<String, Value>, out: &mut String) {
     *out = String::from_utf8(bytes).unwrap_or_default();
 }
 
+/// [`encode_frame`] as shared bytes: a lone stream-mode message is already its own frame and
+/// is shared as it is (no allocation, no copy: the usual write to a subscriber that keeps up).
+pub fn encode_frame_bytes(messages: &[ServerMessage], mode: Mode) -> Bytes {
+    match (messages, mode) {
+        ([message], Mode::Stream) => message.frame(),
+        _ => Bytes::from(encode_frame(messages, mode)),
+    }
+}
+
 /// Joins messages into one frame (a JSON array) for `mode`, without re-encoding any of them.
 pub fn encode_frame<'a>(
     messages: impl IntoIterator<Item = &'a ServerMessage>,
@@ -389,4 +425,49 @@ pub fn encode_frame<'a>(
     }
     frame.push(']');
     frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diff(seq: u64, content: Value) -> ServerMessage {
+        let Value::Object(map) = content else {
+            unreachable!("test content is an object")
+        };
+        let header = Header {
+            seq: Some(seq),
+            epoch: Some("e".into()),
+            origin: Some(ClientId(3)),
+            ..Header::default()
+        };
+        ServerMessage::update_text(header, &map)
+    }
+
+    #[test]
+    fn a_lone_stream_message_is_shared_as_its_own_frame() {
+        let one = diff(1, serde_json::json!({"a": "é\"", "b": [1, {"c": null}]}));
+        let two = diff(2, serde_json::json!({"b": 2}));
+        let shared = encode_frame_bytes(std::slice::from_ref(&one), Mode::Stream);
+        assert_eq!(shared.as_ptr(), one.frame().as_ptr(), "no copy was made");
+        for (messages, mode) in [
+            (vec![one.clone()], Mode::Stream),
+            (vec![one.clone()], Mode::Compat),
+            (vec![one.clone(), two.clone()], Mode::Stream),
+            (vec![], Mode::Stream),
+        ] {
+            assert_eq!(
+                encode_frame_bytes(&messages, mode),
+                encode_frame(&messages, mode).as_bytes()
+            );
+        }
+        assert_eq!(one.queued_len(), one.json().len());
+        assert_eq!(one.content_len(), one.content_json().len());
+        assert_eq!(one.content_json(), r#"{"a":"é\"","b":[1,{"c":null}]}"#);
+        assert!(one
+            .compat_json()
+            .ends_with(r#""content":{"a":"é\"","b":[1,{"c":null}]}}"#));
+        let parsed = parse_server_frame(std::str::from_utf8(&one.frame()).unwrap()).unwrap();
+        assert_eq!(parsed[0].seq(), Some(1));
+    }
 }

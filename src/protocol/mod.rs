@@ -12,5 +12,7 @@ mod name;
 pub use frame::{parse_frame, Content, Frame, Message, MessageKind};
 pub(crate) use header::Header;
 pub use identity::{ClientId, MessageId, Mode, PROTOCOL_VERSION};
-pub use message::{encode_frame, parse_server_frame, ServerMessage, ServerMessageKind};
+pub use message::{
+    encode_frame, encode_frame_bytes, parse_server_frame, ServerMessage, ServerMessageKind,
+};
 pub use name::{ModelName, MAX_MODEL_NAME_LEN};

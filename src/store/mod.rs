@@ -95,7 +95,7 @@ impl Batch {
 
     /// Bytes of diff text in the batch.
     pub fn bytes(&self) -> usize {
-        self.diffs.iter().map(|d| d.content_json().len()).sum()
+        self.diffs.iter().map(|d| d.content_len()).sum()
     }
 
     /// The batch's diffs as one JSON array (`[diff,diff,...]`), joined without re-encoding:

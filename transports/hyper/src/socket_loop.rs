@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
-use hyper_tungstenite::tungstenite::{Error as WsError, Message};
+use hyper_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use purly::{
-    encode_frame, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received, ServerMessage,
+    encode_frame_bytes, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received, ServerMessage,
     Session,
 };
 use tokio::time::{
@@ -278,7 +278,8 @@ where
 
     /// The batch as one frame, counted; the batch is left empty.
     fn take_frame(&mut self, mode: Mode) -> Message {
-        let frame = encode_frame(&self.batch, mode);
+        // A lone message is shared with every subscriber it goes to, not copied.
+        let frame = encode_frame_bytes(&self.batch, mode);
         self.metrics.frames_sent.increment(1);
         self.metrics
             .messages_sent
@@ -290,7 +291,11 @@ where
             self.metrics.queued_bytes.record(frame.len() as f64);
         }
         self.batch.clear();
-        Message::text(frame)
+        match Utf8Bytes::try_from(frame.clone()) {
+            Ok(text) => Message::Text(text),
+            // Never: frames are built from strings. Sent as text all the same.
+            Err(_) => Message::text(String::from_utf8_lossy(&frame).into_owned()),
+        }
     }
 
     /// Writes one message and flushes it, within `write_timeout`.
