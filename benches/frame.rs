@@ -42,17 +42,7 @@ fn session_send(c: &mut Criterion) {
         .unwrap();
     let mut batch = Vec::new();
     outbox.try_recv(&mut batch);
-    let frames = [flat_dom::update_frame(10, 0), flat_dom::update_frame(10, 1)];
-    let mut round = 0;
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("update_and_echo", |b| {
-        b.iter(|| {
-            round += 1;
-            session.send_text(&frames[round % 2]).unwrap();
-            batch.clear();
-            assert_eq!(outbox.try_recv(&mut batch), Some(Received::Messages));
-        })
-    });
+    let flat_dom_frames = vec![flat_dom::update_frame(10, 0), flat_dom::update_frame(10, 1)];
     // The load generator's update (examples/loadgen.rs): one small nested object, the shape of
     // most writes in the comparison runs (examples/compare.sh).
     let load_frames: Vec<String> = (0..2)
@@ -62,14 +52,22 @@ fn session_send(c: &mut Criterion) {
             )
         })
         .collect();
-    group.bench_function("load_update_and_echo", |b| {
-        b.iter(|| {
-            round += 1;
-            session.send_text(&load_frames[round % 2]).unwrap();
-            batch.clear();
-            assert_eq!(outbox.try_recv(&mut batch), Some(Received::Messages));
-        })
-    });
+    let mut round = 0;
+    group.throughput(Throughput::Elements(1));
+    // Each frame alternates between two values, so that every send changes the model.
+    for (name, frames) in [
+        ("update_and_echo", flat_dom_frames),
+        ("load_update_and_echo", load_frames),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                round += 1;
+                session.send_text(&frames[round % 2]).unwrap();
+                batch.clear();
+                assert_eq!(outbox.try_recv(&mut batch), Some(Received::Messages));
+            })
+        });
+    }
     group.finish();
 }
 

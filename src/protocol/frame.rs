@@ -262,14 +262,7 @@ pub fn parse_frame(input: &[u8], limits: &Limits) -> Result<Frame, FrameError> {
 /// holds them to it).
 fn read_messages_at_once(text: &str, limits: &Limits) -> Option<Result<Frame, FrameError>> {
     let wires = serde_json::from_str::<Vec<WireMessage<'_>>>(text).ok()?;
-    Some(check_count(wires.len(), limits).and_then(|()| {
-        let messages = wires
-            .into_iter()
-            .enumerate()
-            .map(|(index, wire)| message_from_wire(wire, index))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Frame { messages })
-    }))
+    Some(read_each(wires, limits, message_from_wire))
 }
 
 /// Reads the frame as an array of any JSON values, then each as a message: the first problem
@@ -286,11 +279,21 @@ fn read_messages_one_by_one(text: &str, limits: &Limits) -> Result<Frame, FrameE
             })
         }
     };
+    read_each(elements, limits, parse_message)
+}
+
+/// Checks the message count, then reads each element as a message, in order: the first
+/// refusal is the frame's.
+fn read_each<T>(
+    elements: Vec<T>,
+    limits: &Limits,
+    read: impl Fn(T, usize) -> Result<Message, FrameError>,
+) -> Result<Frame, FrameError> {
     check_count(elements.len(), limits)?;
     let messages = elements
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(index, raw)| parse_message(raw, index))
+        .map(|(index, element)| read(element, index))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Frame { messages })
 }

@@ -468,13 +468,19 @@ mod tests {
         (pipe, open, flusher)
     }
 
-    #[tokio::test]
-    async fn a_write_the_peer_never_takes_ends_the_connection_at_the_write_timeout() {
-        let engine = Engine::default();
+    /// A stream-mode session on model `m`, with the outbox the loop drains.
+    fn joined(engine: &Engine) -> (Arc<Outbox>, Session) {
         let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
         let session = engine
             .join("m", outbox.clone(), JoinOptions::stream())
             .unwrap();
+        (outbox, session)
+    }
+
+    #[tokio::test]
+    async fn a_write_the_peer_never_takes_ends_the_connection_at_the_write_timeout() {
+        let engine = Engine::default();
+        let (outbox, session) = joined(&engine);
         let (mut pipe, _open, _flusher) = gated_pipe();
         let config = ServerConfig {
             write_timeout: Duration::from_millis(200),
@@ -497,10 +503,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_that_waits_then_goes_through_keeps_the_connection() {
         let engine = Engine::default();
-        let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
-        let session = engine
-            .join("m", outbox.clone(), JoinOptions::stream())
-            .unwrap();
+        let (outbox, session) = joined(&engine);
         let writer = engine
             .join("m", Arc::new(Outbox::new(1 << 20)), JoinOptions::stream())
             .unwrap();
@@ -557,10 +560,7 @@ mod tests {
     #[tokio::test]
     async fn the_stream_loop_runs_over_channels() {
         let engine = Engine::default();
-        let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
-        let session = engine
-            .join("m", outbox.clone(), JoinOptions::stream())
-            .unwrap();
+        let (outbox, session) = joined(&engine);
         let (to_loop, incoming) = mpsc::unbounded_channel();
         let (outgoing, mut from_loop) = mpsc::unbounded_channel();
         let mut pipe = Pipe { incoming, outgoing };
