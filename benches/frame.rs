@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod flat_dom;
+#[path = "support/load_update.rs"]
+mod load_update;
 #[path = "support/recorder.rs"]
 mod recorder;
 
@@ -43,21 +45,12 @@ fn session_send(c: &mut Criterion) {
     let mut batch = Vec::new();
     outbox.try_recv(&mut batch);
     let flat_dom_frames = vec![flat_dom::update_frame(10, 0), flat_dom::update_frame(10, 1)];
-    // The load generator's update (examples/loadgen.rs): one small nested object, the shape of
-    // most writes in the comparison runs (examples/compare.sh).
-    let load_frames: Vec<String> = (0..2)
-        .map(|n| {
-            format!(
-                r#"[{{"header":{{"type":"update"}},"content":{{"load":{{"p7":{{"n":{n},"t":1764180000000000000,"x":"................................{n}"}}}}}}}}]"#
-            )
-        })
-        .collect();
     let mut round = 0;
     group.throughput(Throughput::Elements(1));
     // Each frame alternates between two values, so that every send changes the model.
     for (name, frames) in [
         ("update_and_echo", flat_dom_frames),
-        ("load_update_and_echo", load_frames),
+        ("load_update_and_echo", load_update::load_update_frames()),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {

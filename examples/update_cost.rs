@@ -11,6 +11,9 @@
 //! on two commits to compare them.
 #![allow(clippy::print_stdout)]
 
+#[path = "../benches/support/load_update.rs"]
+mod load_update;
+
 use std::sync::Arc;
 
 use purly::{encode_frame_bytes, Engine, JoinOptions, Mode, Outbox, Received};
@@ -25,15 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let outbox = Arc::new(Outbox::new(64 << 20));
     let session = engine.join("m", outbox.clone(), JoinOptions::stream())?;
     let mut batch = Vec::new();
-    outbox.try_recv(&mut batch); // the snapshot
-                                 // Two values in turn, so that every update changes the model.
-    let frames: Vec<String> = (0..2)
-        .map(|n| {
-            format!(
-                r#"[{{"header":{{"type":"update"}},"content":{{"load":{{"p7":{{"n":{n},"t":1764180000000000000,"x":"................................{n}"}}}}}}}}]"#
-            )
-        })
-        .collect();
+    // The snapshot first.
+    outbox.try_recv(&mut batch);
+    let frames = load_update::load_update_frames();
     let mut bytes_written = 0;
     for round in 0..updates {
         session.send_text(&frames[round % 2])?;

@@ -11,8 +11,8 @@ use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use purly::{
-    encode_frame_bytes, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received, ServerMessage,
-    Session,
+    encode_frame, encode_frame_bytes, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received,
+    ServerMessage, Session,
 };
 use tokio::time::{
     interval_at, sleep, sleep_until, timeout, timeout_at, Instant, MissedTickBehavior,
@@ -290,12 +290,13 @@ where
         if self.writes % 16 == 1 {
             self.metrics.queued_bytes.record(frame.len() as f64);
         }
-        self.batch.clear();
-        match Utf8Bytes::try_from(frame.clone()) {
+        let message = match Utf8Bytes::try_from(frame) {
             Ok(text) => Message::Text(text),
-            // Never: frames are built from strings. Sent as text all the same.
-            Err(_) => Message::text(String::from_utf8_lossy(&frame).into_owned()),
-        }
+            // Never: frames are built from strings. Encoded again as a string all the same.
+            Err(_) => Message::text(encode_frame(&self.batch, mode)),
+        };
+        self.batch.clear();
+        message
     }
 
     /// Writes one message and flushes it, within `write_timeout`.
