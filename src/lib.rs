@@ -98,6 +98,7 @@ mod client;
 mod config;
 mod engine;
 mod error;
+mod json_text;
 mod lock;
 mod merge;
 mod model;

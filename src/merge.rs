@@ -10,10 +10,13 @@ use std::io;
 
 use serde_json::{Map, Value};
 
-/// What one update did to a model: the diff to fan out, and what it takes to undo it.
+use crate::json_text::{write_string, write_value};
+
+/// What one update did to a model: the diff to fan out (as JSON text, written while merging),
+/// and what it takes to undo it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
-    diff: Map<String, Value>,
+    diff: String,
     undo: Vec<(String, Restore)>,
     size_delta: i64,
 }
@@ -26,20 +29,28 @@ enum Restore {
 }
 
 impl Change {
-    /// The smallest object that, merged into the old state, gives the new state: only changed
-    /// leaves, removed keys as `null`, new keys with their whole value, new empty objects as `{}`.
-    pub fn diff(&self) -> &Map<String, Value> {
+    /// The smallest object that, merged into the old state, gives the new state (only changed
+    /// leaves, removed keys as `null`, new keys with their whole value, new empty objects as
+    /// `{}`), as compact JSON text: `{}` when nothing changed.
+    pub fn diff_json(&self) -> &str {
         &self.diff
     }
 
-    /// Takes the diff out of the change (the undo information is dropped).
-    pub fn into_diff(self) -> Map<String, Value> {
+    /// The diff as an object (read from [`diff_json`](Change::diff_json)).
+    pub fn diff(&self) -> Map<String, Value> {
+        // The text was written from JSON values: it always reads back.
+        serde_json::from_str(&self.diff).unwrap_or_default()
+    }
+
+    /// Takes the diff's text out of the change (the undo information is dropped).
+    pub fn into_diff_json(self) -> String {
         self.diff
     }
 
     /// Whether the update changed nothing.
     pub fn is_empty(&self) -> bool {
-        self.diff.is_empty()
+        // Every entry of the diff has its undo record, and only those.
+        self.undo.is_empty()
     }
 
     /// How many bytes the model's compact JSON serialization grew (negative: shrank).
@@ -63,14 +74,16 @@ impl Change {
 /// let update = json!({"a": {"b": 1, "c": null}, "d": {}}).as_object().unwrap().clone();
 /// let change = purly::merge_diff(&mut model, update);
 /// assert_eq!(serde_json::Value::Object(model), json!({"a": {"b": 1}, "d": {}}));
-/// assert_eq!(serde_json::Value::Object(change.into_diff()), json!({"a": {"c": null}, "d": {}}));
+/// assert_eq!(change.diff_json(), r#"{"a":{"c":null},"d":{}}"#);
 /// ```
 ///
-/// The recursion follows the update's nesting; the engine bounds it with
-/// [`Limits::max_depth`](crate::Limits::max_depth) before calling this.
+/// The diff's text is written during the merge, from the update's own values (no diff object
+/// is built, no value copied for it). The recursion follows the update's nesting; the engine
+/// bounds it with [`Limits::max_depth`](crate::Limits::max_depth) before calling this.
 pub fn merge_diff(target: &mut Map<String, Value>, update: Map<String, Value>) -> Change {
     let mut undo = Vec::new();
-    let (diff, size_delta) = merge_map(target, update, &mut undo);
+    let mut diff = String::with_capacity(128);
+    let size_delta = merge_map(target, update, &mut undo, &mut diff);
     Change {
         diff,
         undo,
@@ -78,43 +91,52 @@ pub fn merge_diff(target: &mut Map<String, Value>, update: Map<String, Value>) -
     }
 }
 
+/// Merges `update` into `target`, appends the diff object to `diff` and returns how many bytes
+/// the target's serialization grew.
 fn merge_map(
     target: &mut Map<String, Value>,
     update: Map<String, Value>,
     undo: &mut Vec<(String, Restore)>,
-) -> (Map<String, Value>, i64) {
+    diff: &mut String,
+) -> i64 {
     let len_before = target.len();
-    let mut diff = Map::new();
     let mut delta = 0i64;
+    diff.push('{');
+    let entries_start = diff.len();
     for (key, value) in update {
+        let entry_start = diff.len();
         match value {
             Value::Null => {
                 if let Some(old) = target.remove(&key) {
-                    delta -= entry_len(&key, &old);
-                    diff.insert(key.clone(), Value::Null);
+                    let key_len = write_key(&key, entries_start, diff);
+                    diff.push_str("null");
+                    delta -= key_len + 1 + json_len(&old);
                     undo.push((key, Restore::Value(old)));
                 }
             }
             Value::Object(sub) => {
                 if let Some(Value::Object(existing)) = target.get_mut(&key) {
+                    write_key(&key, entries_start, diff);
                     let mut nested_undo = Vec::new();
-                    let (nested_diff, nested_delta) = merge_map(existing, sub, &mut nested_undo);
-                    if !nested_diff.is_empty() {
+                    let nested_delta = merge_map(existing, sub, &mut nested_undo, diff);
+                    if nested_undo.is_empty() {
+                        // Nothing changed inside: no entry for it.
+                        diff.truncate(entry_start);
+                    } else {
                         delta += nested_delta;
-                        diff.insert(key.clone(), Value::Object(nested_diff));
                         undo.push((key, Restore::Nested(nested_undo)));
                     }
                 } else {
                     let created = Value::Object(without_nulls(sub));
-                    let created_len = json_len(&created);
-                    diff.insert(key.clone(), created.clone());
+                    let key_len = write_key(&key, entries_start, diff);
+                    let created_len = write_len(&created, diff);
                     match target.insert(key.clone(), created) {
                         Some(old) => {
                             delta += created_len - json_len(&old);
                             undo.push((key, Restore::Value(old)));
                         }
                         None => {
-                            delta += str_len(&key) + 1 + created_len;
+                            delta += key_len + 1 + created_len;
                             undo.push((key, Restore::Absent));
                         }
                     }
@@ -123,22 +145,42 @@ fn merge_map(
             value => match target.get_mut(&key) {
                 Some(current) if *current == value => {}
                 Some(current) => {
-                    delta += json_len(&value) - json_len(current);
-                    let old = std::mem::replace(current, value.clone());
-                    diff.insert(key.clone(), value);
+                    write_key(&key, entries_start, diff);
+                    delta += write_len(&value, diff) - json_len(current);
+                    let old = std::mem::replace(current, value);
                     undo.push((key, Restore::Value(old)));
                 }
                 None => {
-                    delta += entry_len(&key, &value);
-                    target.insert(key.clone(), value.clone());
-                    diff.insert(key.clone(), value);
+                    let key_len = write_key(&key, entries_start, diff);
+                    delta += key_len + 1 + write_len(&value, diff);
+                    target.insert(key.clone(), value);
                     undo.push((key, Restore::Absent));
                 }
             },
         }
     }
-    delta += commas(target.len()) - commas(len_before);
-    (diff, delta)
+    diff.push('}');
+    delta + commas(target.len()) - commas(len_before)
+}
+
+/// Appends `"key":` to the diff object whose entries start at `entries_start` (after a comma
+/// if an entry precedes it) and returns the length of the key's JSON text.
+fn write_key(key: &str, entries_start: usize, diff: &mut String) -> i64 {
+    if diff.len() > entries_start {
+        diff.push(',');
+    }
+    let start = diff.len();
+    write_string(key, diff);
+    let len = (diff.len() - start) as i64;
+    diff.push(':');
+    len
+}
+
+/// Appends `value`'s JSON text to the diff and returns its length.
+fn write_len(value: &Value, diff: &mut String) -> i64 {
+    let start = diff.len();
+    write_value(value, diff);
+    (diff.len() - start) as i64
 }
 
 fn revert_map(target: &mut Map<String, Value>, undo: Vec<(String, Restore)>) {
@@ -174,10 +216,6 @@ fn commas(len: usize) -> i64 {
     len.saturating_sub(1) as i64
 }
 
-fn entry_len(key: &str, value: &Value) -> i64 {
-    str_len(key) + 1 + json_len(value)
-}
-
 struct ByteCounter(usize);
 
 impl io::Write for ByteCounter {
@@ -199,10 +237,6 @@ pub(crate) fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> i64 {
     counter.0 as i64
 }
 
-fn str_len(key: &str) -> i64 {
-    json_len(key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,7 +253,8 @@ mod tests {
         let mut state = obj(model.clone());
         let change = merge_diff(&mut state, obj(update));
         assert_eq!(Value::Object(state.clone()), expect_state);
-        assert_eq!(Value::Object(change.diff().clone()), expect_diff);
+        assert_eq!(Value::Object(change.diff()), expect_diff);
+        assert_eq!(change.diff_json(), expect_diff.to_string());
         assert_eq!(
             json_len(&state) - json_len(&model),
             change.size_delta(),

@@ -44,10 +44,12 @@ pub trait Model: Send + 'static {
         Ok(())
     }
 
-    /// A diff was applied and the model's version is now `version`. With a durable store it is
+    /// A diff was applied and the model's version is now `version`. `diff_json` is the diff
+    /// object as compact JSON text, exactly as clients receive it (read it with `serde_json`
+    /// when the object is needed: the engine does not build one). With a durable store it is
     /// not yet durable here: clients are shown it only once it is.
-    fn committed(&mut self, version: u64, diff: &Map<String, Value>) {
-        let _ = (version, diff);
+    fn committed(&mut self, version: u64, diff_json: &str) {
+        let _ = (version, diff_json);
     }
 }
 

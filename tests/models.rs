@@ -30,7 +30,7 @@ impl Model for Guarded {
         }
         Ok(())
     }
-    fn committed(&mut self, version: u64, _diff: &Map<String, Value>) {
+    fn committed(&mut self, version: u64, _diff_json: &str) {
         self.log.lock().unwrap().push(version);
     }
 }

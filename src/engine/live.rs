@@ -483,16 +483,15 @@ impl LiveModel {
             })?;
             let change = merge_diff(Arc::make_mut(&mut state.state), map);
             state.size += change.size_delta();
-            let diff_map = change.into_diff();
             state.version = diff.version;
             state.durable = diff.version;
-            state.model.committed(diff.version, &diff_map);
+            state.model.committed(diff.version, change.diff_json());
             let header = Header {
                 seq: Some(diff.version),
                 epoch: Some(self.epoch.clone()),
                 ..Header::default()
             };
-            let message = ServerMessage::update_text(header, &diff_map);
+            let message = ServerMessage::update_json(header, change.diff_json());
             state.history.push(message.clone());
             state.enqueue(Command::Broadcast(message));
         }

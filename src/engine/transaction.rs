@@ -177,7 +177,7 @@ pub(crate) fn commit(
     version: &mut u64,
     epoch: &Arc<str>,
     mut undo: Option<&mut Vec<Change>>,
-    mut committed: impl FnMut(u64, &Map<String, Value>),
+    mut committed: impl FnMut(u64, &str),
 ) -> Vec<Outcome> {
     let mut outcomes = Vec::with_capacity(effects.len());
     for effect in effects {
@@ -193,15 +193,7 @@ pub(crate) fn commit(
             }
             Effect::Update { id, change } => {
                 *version += 1;
-                let diff = match undo.as_deref_mut() {
-                    Some(kept) => {
-                        let diff = change.diff().clone();
-                        kept.push(change);
-                        diff
-                    }
-                    None => change.into_diff(),
-                };
-                committed(*version, &diff);
+                committed(*version, change.diff_json());
                 let header = Header {
                     seq: Some(*version),
                     epoch: Some(epoch.clone()),
@@ -209,9 +201,13 @@ pub(crate) fn commit(
                     id,
                     ..Header::default()
                 };
-                outcomes.push(Outcome::Broadcast(ServerMessage::update_text(
-                    header, &diff,
+                outcomes.push(Outcome::Broadcast(ServerMessage::update_json(
+                    header,
+                    change.diff_json(),
                 )));
+                if let Some(kept) = undo.as_deref_mut() {
+                    kept.push(change);
+                }
             }
             Effect::Signal { id, content } => {
                 let header = Header {
@@ -386,10 +382,10 @@ mod tests {
             &mut version,
             &Arc::from("e"),
             None,
-            |v, d| seen.push((v, d.clone())),
+            |v, d| seen.push((v, d.to_owned())),
         );
         assert_eq!(version, 8);
-        assert_eq!(seen, vec![(8, obj(json!({"a": 2})))]);
+        assert_eq!(seen, vec![(8, r#"{"a":2}"#.to_owned())]);
         let texts: Vec<String> = outcomes
             .iter()
             .map(|o| match o {

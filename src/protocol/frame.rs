@@ -163,12 +163,44 @@ impl Frame {
     }
 }
 
-/// A message as it arrives: an object with at most one `header` and one `content`, both kept
-/// as text here. Read from a JSON object only (never from an array, as a derived struct would).
+/// A message as it arrives: an object with at most one `header` and one `content`. Read from a
+/// JSON object only (never from an array, as a derived struct would).
 struct WireMessage<'a> {
-    header: Option<&'a RawValue>,
-    content: Option<&'a RawValue>,
+    header: Option<WireHeaderField<'a>>,
+    content: Option<WireContent<'a>>,
 }
+
+/// A message's `header` as the first pass over the frame read it.
+enum WireHeaderField<'a> {
+    /// Kept as text, to be checked and read once the whole message is.
+    Text(&'a RawValue),
+    /// Read straight into its fields: it was an object with at most one of each.
+    Fields(WireHeader<'a>),
+}
+
+impl WireHeaderField<'_> {
+    fn is_object(&self) -> bool {
+        match self {
+            WireHeaderField::Text(raw) => raw.get().starts_with('{'),
+            WireHeaderField::Fields(_) => true,
+        }
+    }
+}
+
+/// A message's `content` as the first pass over the frame read it.
+enum WireContent<'a> {
+    /// Kept as text, to be checked and read once the header is known.
+    Text(&'a RawValue),
+    /// Read straight into the object an update merges: the header came first and declared an
+    /// update, and the content parsed as an object.
+    Object(Map<String, Value>),
+}
+
+/// A message of the usual frame ([`read_messages_at_once`]): its header is read into its fields,
+/// and when the header comes before the content and declares an update, the content is read
+/// into its object, all in the same pass (no second parse of any text). Anything that does not read that way fails here, and the frame
+/// is read again one message at a time, which names the problem.
+struct UsualMessage<'a>(WireMessage<'a>);
 
 /// A message's field name, read without allocating.
 #[derive(Deserialize)]
@@ -180,51 +212,138 @@ enum Field {
     Other,
 }
 
+/// Reads a message object's fields; with `objects`, reads the header into its fields and an
+/// update's content into its object.
+struct Fields {
+    objects: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for Fields {
+    type Value = WireMessage<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a message object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut wire = WireMessage {
+            header: None,
+            content: None,
+        };
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Header if wire.header.is_none() => {
+                    wire.header = Some(if self.objects {
+                        WireHeaderField::Fields(map.next_value()?)
+                    } else {
+                        WireHeaderField::Text(map.next_value()?)
+                    });
+                }
+                Field::Content if wire.content.is_none() => {
+                    let update = matches!(
+                        &wire.header,
+                        Some(WireHeaderField::Fields(header)) if header.declares_update()
+                    );
+                    wire.content = Some(if update {
+                        WireContent::Object(map.next_value()?)
+                    } else {
+                        WireContent::Text(map.next_value()?)
+                    });
+                }
+                Field::Header | Field::Content => {
+                    return Err(serde::de::Error::custom("a duplicate field"));
+                }
+                Field::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(wire)
+    }
+}
+
 impl<'de> Deserialize<'de> for WireMessage<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> serde::de::Visitor<'de> for Fields {
-            type Value = WireMessage<'de>;
+        deserializer.deserialize_map(Fields { objects: false })
+    }
+}
+
+impl<'de> Deserialize<'de> for UsualMessage<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(Fields { objects: true })
+            .map(UsualMessage)
+    }
+}
+
+/// The header fields the server reads, kept as text. Read from a JSON object only, with at
+/// most one of each; other fields are skipped.
+struct WireHeader<'a> {
+    kind: Option<&'a RawValue>,
+    version: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+}
+
+/// A header's field name, read without allocating.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum HeaderField {
+    Type,
+    Version,
+    Id,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for WireHeader<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HeaderFields;
+        impl<'de> serde::de::Visitor<'de> for HeaderFields {
+            type Value = WireHeader<'de>;
+
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a message object")
+                f.write_str("a header object")
             }
+
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut wire = WireMessage {
-                    header: None,
-                    content: None,
+                let mut header = WireHeader {
+                    kind: None,
+                    version: None,
+                    id: None,
                 };
-                while let Some(field) = map.next_key::<Field>()? {
+                while let Some(field) = map.next_key::<HeaderField>()? {
                     let slot = match field {
-                        Field::Header => &mut wire.header,
-                        Field::Content => &mut wire.content,
-                        Field::Other => {
+                        HeaderField::Type => &mut header.kind,
+                        HeaderField::Version => &mut header.version,
+                        HeaderField::Id => &mut header.id,
+                        HeaderField::Other => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                             continue;
                         }
                     };
                     if slot.is_some() {
-                        return Err(serde::de::Error::custom("a duplicate field"));
+                        return Err(serde::de::Error::custom("a duplicate header field"));
                     }
                     *slot = Some(map.next_value()?);
                 }
-                Ok(wire)
+                Ok(header)
             }
         }
-        deserializer.deserialize_map(Fields)
+        deserializer.deserialize_map(HeaderFields)
     }
 }
 
-#[derive(Deserialize)]
-struct WireHeader<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow)]
-    version: Option<&'a RawValue>,
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
+impl WireHeader<'_> {
+    /// Whether `type` is `"update"` (the rest of the header is checked by
+    /// [`message_from_wire`]).
+    fn declares_update(&self) -> bool {
+        self.kind
+            .and_then(read_str)
+            .is_some_and(|kind| kind == "update")
+    }
 }
 
 /// Parses and validates one incoming frame (text or bytes) against `limits`.
@@ -261,8 +380,10 @@ pub fn parse_frame(input: &[u8], limits: &Limits) -> Result<Frame, FrameError> {
 /// [`read_messages_one_by_one`] then names exactly (both give the same answer; a property test
 /// holds them to it).
 fn read_messages_at_once(text: &str, limits: &Limits) -> Option<Result<Frame, FrameError>> {
-    let wires = serde_json::from_str::<Vec<WireMessage<'_>>>(text).ok()?;
-    Some(read_each(wires, limits, message_from_wire))
+    let wires = serde_json::from_str::<Vec<UsualMessage<'_>>>(text).ok()?;
+    Some(read_each(wires, limits, |UsualMessage(wire), index| {
+        message_from_wire(wire, index)
+    }))
 }
 
 /// Reads the frame as an array of any JSON values, then each as a message: the first problem
@@ -313,14 +434,20 @@ fn message_from_wire(wire: WireMessage<'_>, index: usize) -> Result<Message, Fra
     let invalid = |what: &str| FrameError::at(ErrorCode::InvalidMessage, index, what);
     let header = wire
         .header
-        .filter(|h| h.get().starts_with('{'))
+        .filter(WireHeaderField::is_object)
         .ok_or_else(|| invalid("a message has a `header` object"))?;
     let content = wire
         .content
-        .filter(|c| c.get().starts_with('{'))
+        .filter(|c| match c {
+            WireContent::Text(raw) => raw.get().starts_with('{'),
+            WireContent::Object(_) => true,
+        })
         .ok_or_else(|| invalid("a message has a `content` object"))?;
-    let header: WireHeader<'_> = serde_json::from_str(header.get())
-        .map_err(|_| invalid("a header has at most one `type`, `version` and `id`"))?;
+    let header = match header {
+        WireHeaderField::Fields(fields) => fields,
+        WireHeaderField::Text(raw) => serde_json::from_str(raw.get())
+            .map_err(|_| invalid("a header has at most one `type`, `version` and `id`"))?,
+    };
     let kind = header
         .kind
         .ok_or_else(|| invalid("a header has a `type`"))
@@ -355,15 +482,28 @@ fn message_from_wire(wire: WireMessage<'_>, index: usize) -> Result<Message, Fra
                 .ok_or_else(|| invalid("`id` is a string or a number"))?,
         ),
     };
-    let content = match kind {
-        MessageKind::Update => Content::Object(read_object(content.get(), index)?),
-        MessageKind::Signal => Content::Raw(content.to_owned()),
+    let content = match (kind, content) {
+        (_, WireContent::Object(object)) => Content::Object(object),
+        (MessageKind::Update, WireContent::Text(raw)) => {
+            Content::Object(read_object(raw.get(), index)?)
+        }
+        (MessageKind::Signal, WireContent::Text(raw)) => Content::Raw(raw.to_owned()),
     };
     Ok(Message { kind, id, content })
 }
 
 /// A JSON string's value: borrowed unless it holds escapes.
 fn read_str(raw: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
+    // A raw value is valid JSON: between the quotes of a string without a backslash is its
+    // value, as is.
+    if let Some(plain) = raw
+        .get()
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .filter(|inner| !inner.contains('\\'))
+    {
+        return Some(plain.into());
+    }
     match serde_json::from_str::<&str>(raw.get()) {
         Ok(text) => Some(text.into()),
         Err(_) => serde_json::from_str::<String>(raw.get())
@@ -573,6 +713,7 @@ mod tests {
             r#""type":"upd\u0061te""#,
             r#""type":"bogus""#,
             r#""type":3"#,
+            r#""type":"update","type":"update""#,
             "",
         ]);
         let version = prop::sample::select(vec![
@@ -589,6 +730,8 @@ mod tests {
             r#","content":[1]"#,
             r#","content":{"a":1},"content":{"b":2}"#,
             r#","extra":0,"content":{}"#,
+            r#","content":"text""#,
+            r#","content":{"a":1,"a":{"c":"\u00e9\n"}}"#,
             "",
         ]);
         let header_extra = prop::sample::select(vec!["", r#","other":{"x":1}"#]);
@@ -606,6 +749,8 @@ mod tests {
                 "null".to_owned(),
                 r#"[{"type":"update"},{"a":1}]"#.to_owned(),
                 r#"{"content":{}}"#.to_owned(),
+                r#"{"content":{"a":1},"header":{"type":"update"}}"#.to_owned(),
+                r#"{"content":[],"header":{"type":"update"}}"#.to_owned(),
                 r#"{"header":[],"content":{}}"#.to_owned(),
                 r#"{"header":{"type":"update"},"header":{"type":"update"},"content":{}}"#.to_owned(),
             ]),
@@ -649,6 +794,18 @@ mod tests {
             if let Some(at_once) = read_messages_at_once(&text, &limits) {
                 proptest::prop_assert_eq!(at_once, read_messages_one_by_one(&text, &limits));
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// A string's value is read the same with or without the shortcut for strings that
+        /// hold no escape.
+        #[test]
+        fn strings_are_read_as_json_reads_them(text in "\\PC*|[\"\\\\/\u{0}-\u{1f}a-z]*") {
+            let json = serde_json::to_string(&text).unwrap();
+            let raw = RawValue::from_string(json).unwrap();
+            let read = read_str(&raw);
+            proptest::prop_assert_eq!(read.as_deref(), Some(text.as_str()));
         }
     }
 

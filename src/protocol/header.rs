@@ -4,9 +4,8 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::identity::{ClientId, MessageId, PROTOCOL_VERSION};
+use crate::json_text::write_string;
 
 /// The header fields of a message besides `type` and `version` (absent ones are not written).
 #[derive(Default)]
@@ -20,6 +19,40 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// At least the length of what [`write_prefix`](Header::write_prefix) writes for a type of
+    /// up to eight letters (an epoch that needs escaping may take more), to size the message's
+    /// text in one allocation.
+    pub(crate) fn prefix_len_hint(&self) -> usize {
+        const DIGITS: usize = 20; // u64::MAX
+        let fixed = r#"{"header":{"type":"snapshot","version":"0.1"},"content":"#.len();
+        fixed
+            + self.seq.map_or(0, |_| r#","seq":"#.len() + DIGITS)
+            + self
+                .epoch
+                .as_ref()
+                .map_or(0, |e| r#","epoch":"""#.len() + e.len())
+            + self.origin.map_or(0, |_| r#","origin":"#.len() + DIGITS)
+            + self
+                .id
+                .as_ref()
+                .map_or(0, |id| r#","id":"#.len() + id.as_json().len())
+            + self
+                .ids
+                .iter()
+                .map(|id| id.as_json().len() + 1)
+                .sum::<usize>()
+            + if self.ids.is_empty() {
+                0
+            } else {
+                r#","ids":[]"#.len()
+            }
+            + if self.snapshot {
+                r#","snapshot":true"#.len()
+            } else {
+                0
+            }
+    }
+
     /// Writes `{"header":{...},"content":` for a message of type `kind`: what follows is the
     /// content's JSON text and the closing `}`.
     pub(crate) fn write_prefix(&self, kind: &str, out: &mut String) {
@@ -36,7 +69,7 @@ impl Header {
         }
         if let Some(epoch) = &self.epoch {
             out.push_str(r#","epoch":"#);
-            write_json_string(epoch, out);
+            write_string(epoch, out);
         }
         if let Some(origin) = self.origin {
             out.push_str(r#","origin":"#);
@@ -63,42 +96,9 @@ impl Header {
     }
 }
 
-/// Appends `text` as a JSON string. Epochs are plain ASCII and are copied as they are; anything
-/// that needs escaping goes through serde_json.
-fn write_json_string(text: &str, out: &mut String) {
-    let plain = text
-        .bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f);
-    if plain {
-        out.push('"');
-        out.push_str(text);
-        out.push('"');
-    } else {
-        out.push_str(&Value::from(text).to_string());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn epochs_are_written_as_json_strings_whatever_they_hold() {
-        for epoch in [
-            "0123abcd",
-            "e\"1",
-            "back\\slash",
-            "line\nbreak",
-            "é",
-            "\u{7f}",
-            "",
-        ] {
-            let mut out = String::new();
-            write_json_string(epoch, &mut out);
-            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), epoch);
-            assert_eq!(out, Value::from(epoch).to_string());
-        }
-    }
 
     #[test]
     fn writes_only_the_fields_present() {
@@ -122,5 +122,34 @@ mod tests {
             out,
             r#"{"header":{"type":"ack","version":"0.1","seq":3,"epoch":"e\"1","origin":7,"id":"x","ids":[1,2],"snapshot":true},"content":"#
         );
+    }
+
+    #[test]
+    fn the_length_hint_covers_what_is_written() {
+        let full = || Header {
+            snapshot: true,
+            seq: Some(u64::MAX),
+            epoch: Some("0123456789abcdef".into()),
+            origin: Some(ClientId(u64::MAX)),
+            id: Some(MessageId::string("an id")),
+            ids: vec![MessageId::number(u64::MAX), MessageId::string("b")],
+        };
+        let headers = [
+            Header::default(),
+            full(),
+            Header {
+                ids: Vec::new(),
+                snapshot: false,
+                ..full()
+            },
+        ];
+        for header in headers {
+            for kind in ["update", "signal", "snapshot", "error", "ack"] {
+                let mut out = String::new();
+                header.write_prefix(kind, &mut out);
+                assert!(header.prefix_len_hint() >= out.len(), "{out}");
+                assert!(header.prefix_len_hint() <= out.len() + 64, "{out}");
+            }
+        }
     }
 }

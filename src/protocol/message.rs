@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::header::Header;
 use super::identity::{ClientId, MessageId, Mode};
 use crate::error::{ErrorCode, FrameError};
+use crate::json_text::write_object;
 
 /// The `header.type` of a message the server sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,7 +90,7 @@ impl ServerMessage {
         content: Option<Map<String, Value>>,
         write_content: impl FnOnce(&mut String),
     ) -> Self {
-        let mut text = String::with_capacity(content_len + 98);
+        let mut text = String::with_capacity(header.prefix_len_hint() + content_len + 3);
         text.push('[');
         header.write_prefix(kind.as_str(), &mut text);
         let content_start = text.len();
@@ -130,6 +131,11 @@ impl ServerMessage {
         Self::written(ServerMessageKind::Update, header, 160, None, |text| {
             write_object(content, text)
         })
+    }
+
+    /// An update whose content is already JSON text: a diff, as the merge wrote it.
+    pub(crate) fn update_json(header: Header, content_json: &str) -> Self {
+        Self::new(ServerMessageKind::Update, header, content_json, None)
     }
 
     /// A message whose content is `content`, serialized here and kept as the object too.
@@ -383,14 +389,6 @@ pub(crate) fn object_json(map: &Map<String, Value>) -> String {
     let mut text = String::with_capacity(256);
     write_object(map, &mut text);
     text
-}
-
-/// Appends the compact JSON text of an object to `out`.
-fn write_object(map: &Map<String, Value>, out: &mut String) {
-    let mut bytes = std::mem::take(out).into_bytes();
-    // A map of JSON values with string keys always serializes, as UTF-8.
-    let _ = serde_json::to_writer(&mut bytes, map);
-    *out = String::from_utf8(bytes).unwrap_or_default();
 }
 
 /// [`encode_frame`] as shared bytes: a lone stream-mode message is already its own frame and
