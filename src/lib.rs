@@ -54,7 +54,10 @@
 //!   the [`ServerMessage`]s a server sends (serialized once, shared), [`encode_frame`] /
 //!   [`parse_server_frame`], and the identities they carry ([`ClientId`], [`Mode`],
 //!   [`ModelName`]). One header writer serves every message.
-//! - `merge`: [`merge_diff`], RFC 7386 merge that returns the exact difference and its undo.
+//! - `merge`: [`merge_diff`], RFC 7386 merge that writes the exact difference as JSON text while
+//!   it merges, and keeps its undo.
+//! - `json_text`: compact JSON text written straight into a string (diffs, headers), byte for
+//!   byte what serde_json writes.
 //! - `engine`: the [`Engine`] handle and its [`Session`]s; inside, the pure transaction step
 //!   (a frame and a state in, diffs or a refusal out), the live model (one lock orders every
 //!   change; commands wait until the store holds what they show), the fan-out with its lag
