@@ -7,12 +7,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use hyper_tungstenite::tungstenite::protocol::frame::Frame;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
-use hyper_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use purly::{
-    encode_frame, encode_frame_bytes, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received,
-    ServerMessage, Session,
+    encode_frame_bytes, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received, ServerMessage,
+    Session,
 };
 use tokio::time::{
     interval_at, sleep, sleep_until, timeout, timeout_at, Instant, MissedTickBehavior,
@@ -290,13 +291,11 @@ where
         if self.writes % 16 == 1 {
             self.metrics.queued_bytes.record(frame.len() as f64);
         }
-        let message = match Utf8Bytes::try_from(frame) {
-            Ok(text) => Message::Text(text),
-            // Never: frames are built from strings. Encoded again as a string all the same.
-            Err(_) => Message::text(encode_frame(&self.batch, mode)),
-        };
         self.batch.clear();
-        message
+        // A text frame of the bytes as they are. They were written as a string; going through
+        // tungstenite's `Utf8Bytes` would check them for UTF-8 again on every write, i.e. once
+        // per subscriber for a shared frame.
+        Message::Frame(Frame::message(frame, OpCode::Data(OpData::Text), true))
     }
 
     /// Writes one message and flushes it, within `write_timeout`.
@@ -424,7 +423,7 @@ mod tests {
         type Item = Result<Message, WsError>;
         fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             // The loop polls this again after each of its writes: no waker is needed.
-            let seen = |m: &Message| matches!(m, Message::Text(t) if t.contains(r#""a":1"#));
+            let seen = |m: &Message| text_of(m).is_some_and(|t| t.contains(r#""a":1"#));
             if self.written.iter().any(seen) {
                 Poll::Ready(Some(Ok(Message::Close(None))))
             } else {
@@ -498,7 +497,7 @@ mod tests {
         assert_eq!(ending, Ending::PeerLost("write timed out".to_owned()));
         assert!(started.elapsed() >= Duration::from_millis(200));
         // The snapshot was handed to the socket; it was its flush that never ended.
-        assert!(matches!(&pipe.written[..], [Message::Text(t)] if t.contains("snapshot")));
+        assert!(matches!(&pipe.written[..], [m] if text_of(m).unwrap().contains("snapshot")));
     }
 
     #[tokio::test]
@@ -532,14 +531,7 @@ mod tests {
         .await
         .expect("the loop goes on once the write goes through");
         assert_eq!(ending, Ending::PeerClosed);
-        let texts: Vec<String> = pipe
-            .written
-            .iter()
-            .filter_map(|m| match m {
-                Message::Text(t) => Some(t.to_string()),
-                _ => None,
-            })
-            .collect();
+        let texts: Vec<String> = pipe.written.iter().filter_map(text_of).collect();
         assert_eq!(texts.len(), 2, "{texts:?}");
         assert!(
             texts[0].contains("snapshot") && texts[1].contains(r#""a":1"#),
@@ -552,9 +544,18 @@ mod tests {
             .await
             .expect("the loop writes within 5 s")
             .expect("the loop is running");
+        text_of(&message).unwrap_or_else(|| panic!("expected a text frame, got {message:?}"))
+    }
+
+    /// The text of a text frame the loop wrote (as a message or as a raw frame), checked for
+    /// UTF-8 here.
+    fn text_of(message: &Message) -> Option<String> {
         match message {
-            Message::Text(text) => text.to_string(),
-            other => panic!("expected a text frame, got {other:?}"),
+            Message::Text(text) => Some(text.to_string()),
+            Message::Frame(frame) if frame.header().opcode == OpCode::Data(OpData::Text) => {
+                Some(String::from_utf8(frame.payload().to_vec()).expect("a text frame is UTF-8"))
+            }
+            _ => None,
         }
     }
 
