@@ -198,8 +198,9 @@ enum WireContent<'a> {
 
 /// A message of the usual frame ([`read_messages_at_once`]): its header is read into its fields,
 /// and when the header comes before the content and declares an update, the content is read
-/// into its object, all in the same pass (no second parse of any text). Anything that does not read that way fails here, and the frame
-/// is read again one message at a time, which names the problem.
+/// into its object, all in the same pass (no second parse of any text). Anything that does not
+/// read that way fails here, and the frame is read again one message at a time, which names
+/// the problem.
 struct UsualMessage<'a>(WireMessage<'a>);
 
 /// A message's field name, read without allocating.
