@@ -196,6 +196,15 @@ enum WireContent<'a> {
     Object(Map<String, Value>),
 }
 
+impl WireContent<'_> {
+    fn is_object(&self) -> bool {
+        match self {
+            WireContent::Text(raw) => raw.get().starts_with('{'),
+            WireContent::Object(_) => true,
+        }
+    }
+}
+
 /// A message of the usual frame ([`read_messages_at_once`]): its header is read into its fields,
 /// and when the header comes before the content and declares an update, the content is read
 /// into its object, all in the same pass (no second parse of any text). Anything that does not
@@ -439,10 +448,7 @@ fn message_from_wire(wire: WireMessage<'_>, index: usize) -> Result<Message, Fra
         .ok_or_else(|| invalid("a message has a `header` object"))?;
     let content = wire
         .content
-        .filter(|c| match c {
-            WireContent::Text(raw) => raw.get().starts_with('{'),
-            WireContent::Object(_) => true,
-        })
+        .filter(WireContent::is_object)
         .ok_or_else(|| invalid("a message has a `content` object"))?;
     let header = match header {
         WireHeaderField::Fields(fields) => fields,

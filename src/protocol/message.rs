@@ -122,10 +122,11 @@ impl ServerMessage {
         Self::object(ServerMessageKind::Update, header, content)
     }
 
-    /// A diff (or any update) that the engine keeps as text only: the map is serialized here
-    /// and dropped. Histories and queues then hold one string per diff instead of a string
-    /// and a tree of maps; in-process receivers parse the text once, on first use, and share
-    /// the result.
+    /// An update the engine keeps as text only (a snapshot of the state, or a stored diff
+    /// restored into the history): the map is serialized here and not kept. Histories and
+    /// queues then hold one string per message instead of a string and a tree of maps;
+    /// in-process receivers parse the text once, on first use, and share the result. Diffs the
+    /// merge wrote as text go through [`ServerMessage::update_json`] instead.
     pub(crate) fn update_text(header: Header, content: &Map<String, Value>) -> Self {
         // Room for a typical diff at once, instead of growing from a few bytes.
         Self::written(ServerMessageKind::Update, header, 160, None, |text| {
