@@ -6,8 +6,8 @@ mod common;
 use common::{stream_client, Server};
 use futures_util::{SinkExt, StreamExt};
 use purly::serde_json::json;
-use purly::{parse_server_frame, Config, Mode, Replica};
-use purly_hyper::{Purly, WsClient};
+use purly::{parse_server_frame, Config, Mode, Replica, ServerMessageKind};
+use purly_hyper::{Purly, ServerConfig, WsClient};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,6 +61,10 @@ async fn two_hundred_clients_writing_overlapping_keys_converge() {
 /// Three readers follow `model` while a writer sends `DIFFS` diffs of 10 KB each (20 MB in
 /// all: more than loopback socket buffers hold, so a client that does not read overflows its
 /// queue). Returns how long the readers took to have every diff, and the state they agree on.
+///
+/// The writer floods on purpose, so the server must not rate-limit it ([`flood_server`]): a
+/// refused frame would leave the readers waiting for a version that never comes. The writer's
+/// echoes are read, and the first refusal among them fails the test with its reason.
 async fn readers_follow_a_writer(server: &Server, model: &str) -> (std::time::Duration, String) {
     let mut readers = Vec::new();
     for _ in 0..3 {
@@ -74,7 +78,19 @@ async fn readers_follow_a_writer(server: &Server, model: &str) -> (std::time::Du
     // The writer reads its own echoes, as any client must: one that writes without ever reading
     // has its unread confirmations overflow, and is disconnected.
     let (mut writer, mut echoes) = stream_client(server, model).await.split();
-    let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
+    let (refused_tx, mut refused) = tokio::sync::oneshot::channel();
+    let drain = tokio::spawn(async move {
+        while let Some(Ok(message)) = echoes.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let batch = parse_server_frame(&text).unwrap();
+            if let Some(error) = batch.iter().find(|m| m.kind() == ServerMessageKind::Error) {
+                let _ = refused_tx.send(error.json().to_owned());
+                return;
+            }
+        }
+    });
     let started = std::time::Instant::now();
     let readers: Vec<_> = readers
         .into_iter()
@@ -100,7 +116,13 @@ async fn readers_follow_a_writer(server: &Server, model: &str) -> (std::time::Du
     }
     let mut finished = Vec::new();
     for reader in readers {
-        finished.push(common::within(reader).await.unwrap());
+        let reader = common::within(async {
+            tokio::select! {
+                reader = reader => reader,
+                Ok(error) = &mut refused => panic!("the server refused a frame: {error}"),
+            }
+        });
+        finished.push(reader.await.unwrap());
     }
     let took = started.elapsed();
     drain.abort();
@@ -116,11 +138,22 @@ async fn readers_follow_a_writer(server: &Server, model: &str) -> (std::time::Du
 
 const DIFFS: u64 = 2_000;
 
+/// A server for [`readers_follow_a_writer`]: `config`, and no rate limit on the writer, which
+/// sends 20 MB as fast as the socket takes it (more than the default limit's burst).
+async fn flood_server(config: Config) -> Server {
+    let mut server_config = ServerConfig::default();
+    server_config.rate_limit = None;
+    let purly = Purly::builder(common::engine_with(config))
+        .config(server_config)
+        .build();
+    Server::start(purly).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_does_not_slow_the_others() {
     let mut config = Config::default();
     config.max_queued_bytes = 256 << 10;
-    let server = Server::start(Purly::new(common::engine_with(config))).await;
+    let server = flood_server(config).await;
     // The same run twice on one server, side by side: without a stuck client, then with one
     // that never reads until the end. The readers' pace is what is compared.
     let (alone, _) = readers_follow_a_writer(&server, "free").await;
