@@ -41,9 +41,13 @@ async fn eight_concurrent_writers_converge() {
     const CLIENTS: usize = 8;
     const UPDATES: usize = 300;
     let engine = Engine::default();
+    // Every client joins before any writes, so that each sees every version as a diff (one
+    // that joined after the first writes would get them in its snapshot instead).
+    let clients: Vec<Client> = (0..CLIENTS)
+        .map(|_| Client::connect(&engine, "shared").unwrap())
+        .collect();
     let mut tasks = Vec::new();
-    for writer in 0..CLIENTS {
-        let mut client = Client::connect(&engine, "shared").unwrap();
+    for (writer, mut client) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (writer as u64 + 1));
             let mut seqs = Vec::new();
