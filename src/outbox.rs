@@ -19,6 +19,10 @@ pub enum Received {
     Resync,
     /// The engine stopped delivering (after everything queued was received).
     Closed(CloseReason),
+    /// [`Outbox::notify`] was called since this was last returned: a tick of the transport's
+    /// own (e.g. time to ping). Reported before queued messages, and once however many
+    /// notifications came in between.
+    Notified,
 }
 
 /// The standard [`Subscriber`]: a queue bounded in bytes, with a runtime-agnostic async
@@ -52,6 +56,9 @@ struct OutboxState {
     lagging: bool,
     resync_requested: bool,
     closed: Option<CloseReason>,
+    /// Set by [`Outbox::notify`], cleared when [`Outbox::poll_recv`] or
+    /// [`Outbox::poll_notified`] reports it.
+    notified: bool,
 }
 
 impl Outbox {
@@ -71,6 +78,10 @@ impl Outbox {
         batch: &mut Vec<ServerMessage>,
     ) -> Poll<Received> {
         let mut state = lock(&self.state);
+        if state.notified && state.closed.is_none() {
+            state.notified = false;
+            return Poll::Ready(Received::Notified);
+        }
         match state.take(batch) {
             Some(received) => Poll::Ready(received),
             None => {
@@ -78,6 +89,31 @@ impl Outbox {
                 Poll::Pending
             }
         }
+    }
+
+    /// Resolves once [`notify`](Outbox::notify) was called (since it last resolved), without
+    /// taking anything queued: the notification of a transport that does not wait in
+    /// [`poll_recv`](Outbox::poll_recv) (like compat mode between its turns).
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.state);
+        if state.notified {
+            state.notified = false;
+            Poll::Ready(())
+        } else {
+            state.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    /// Wakes the receiver with [`Received::Notified`]. A transport's periodic work (pings)
+    /// then needs no timer per connection: one task notifies every outbox in turn, and the
+    /// connection wakes through the waker it already left here.
+    pub fn notify(&self) {
+        let mut state = lock(&self.state);
+        state.notified = true;
+        let waker = state.waker.take();
+        drop(state);
+        Outbox::wake(waker);
     }
 
     /// Resolves once the engine stopped delivering, without taking anything queued (for a
@@ -224,6 +260,7 @@ mod tests {
     use super::*;
     use crate::protocol::Header;
     use serde_json::Map;
+    use std::sync::Arc;
 
     fn diff(seq: u64) -> ServerMessage {
         let mut content = Map::new();
@@ -276,6 +313,59 @@ mod tests {
             .collect();
         assert_eq!(snapshots, vec![Some(20)], "only the fresh snapshot");
         assert_eq!(batch[0].seq(), Some(20));
+    }
+
+    /// Polls `outbox` once with a waker that records whether it was woken.
+    fn poll_once(outbox: &Outbox, batch: &mut Vec<ServerMessage>) -> (Poll<Received>, Arc<Woken>) {
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(woken.clone());
+        let poll = outbox.poll_recv(&mut Context::from_waker(&waker), batch);
+        (poll, woken)
+    }
+
+    #[derive(Default)]
+    struct Woken(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_notification_wakes_the_receiver_once_and_comes_before_messages() {
+        let outbox = Outbox::new(1000);
+        let mut batch = Vec::new();
+        let (poll, woken) = poll_once(&outbox, &mut batch);
+        assert_eq!(poll, Poll::Pending);
+        outbox.notify();
+        outbox.notify();
+        assert!(woken.0.load(std::sync::atomic::Ordering::SeqCst));
+        outbox.deliver(&diff(1), false);
+        // Two notifications before the receiver looked are reported once, ahead of the diff.
+        assert_eq!(
+            poll_once(&outbox, &mut batch).0,
+            Poll::Ready(Received::Notified)
+        );
+        assert_eq!(
+            poll_once(&outbox, &mut batch).0,
+            Poll::Ready(Received::Messages)
+        );
+        assert_eq!(poll_once(&outbox, &mut batch).0, Poll::Pending);
+        // Taking messages without waiting leaves a notification for the next poll.
+        outbox.notify();
+        assert_eq!(outbox.try_recv(&mut batch), None);
+        let waker = Waker::from(Arc::new(Woken::default()));
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(outbox.poll_notified(&mut cx), Poll::Ready(()));
+        assert_eq!(outbox.poll_notified(&mut cx), Poll::Pending);
+        // Once closed, the close is what the receiver learns.
+        outbox.notify();
+        outbox.close(CloseReason::Shutdown);
+        assert_eq!(
+            poll_once(&outbox, &mut batch).0,
+            Poll::Ready(Received::Closed(CloseReason::Shutdown))
+        );
     }
 
     #[test]

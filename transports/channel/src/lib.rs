@@ -214,6 +214,7 @@ impl Client {
         loop {
             match self.outbox.try_recv(&mut batch)? {
                 Received::Resync => self.resync(),
+                Received::Notified => {}
                 received => return self.take(received, batch),
             }
         }
@@ -244,6 +245,7 @@ impl Client {
             match self.outbox.poll_recv(cx, &mut batch) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Received::Resync) => self.resync(),
+                Poll::Ready(Received::Notified) => {}
                 Poll::Ready(received) => return Poll::Ready(self.take(received, batch)),
             }
         }
@@ -272,7 +274,8 @@ impl Client {
                 self.closed = Some(reason);
                 None
             }
-            Received::Resync => None,
+            // Handled by the callers, which go on receiving.
+            Received::Resync | Received::Notified => None,
         }
     }
 }

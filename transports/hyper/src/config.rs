@@ -15,7 +15,9 @@ pub struct ServerConfig {
     /// Compat mode: the most loop turns per second (default 25, as in the original purly), so
     /// that an idle client and server exchange `[]` at most that often.
     pub refresh_per_second: u32,
-    /// How often an idle connection is pinged (default 30 s).
+    /// How often a connection is pinged (default 30 s). One task per [`Purly`](crate::Purly)
+    /// keeps this clock for all its connections (no timer per connection), so a connection's
+    /// first ping comes within one interval of its opening, at a phase it shares with others.
     pub ping_interval: Duration,
     /// How many pings may go unanswered before the connection is closed (default 2). Any frame
     /// from the peer counts as an answer.

@@ -86,6 +86,7 @@ mod config;
 mod http;
 mod keep_alive;
 mod page;
+mod pinger;
 mod rate_limit;
 mod route;
 mod service;

@@ -25,6 +25,7 @@ use crate::config::ServerConfig;
 use crate::http::{error_response, Body, StateResponse};
 use crate::keep_alive::Activity;
 use crate::page;
+use crate::pinger::Pinger;
 use crate::route::{route, RouteKind, Routed};
 use crate::telemetry::TransportMetrics;
 use crate::upgrade::{upgrade, Streams};
@@ -48,6 +49,7 @@ struct Shared {
     authorize: Option<Box<Authorize>>,
     websocket: WebSocketConfig,
     connections: TaskTracker,
+    pinger: Pinger,
     admission: Arc<Admission>,
     metrics: Arc<TransportMetrics>,
     extra_routes: Vec<ExtraRoute>,
@@ -93,9 +95,11 @@ impl Purly {
             config.max_connections_per_peer,
             metrics.http_connections.clone(),
         ));
+        let pinger = Pinger::new(config.ping_interval);
         Purly {
             inner: Arc::new(Shared {
                 engine,
+                pinger,
                 config: Arc::new(config),
                 authorize,
                 websocket,
@@ -190,6 +194,7 @@ impl Purly {
                     config: &self.inner.config,
                     websocket: self.inner.websocket,
                     connections: &self.inner.connections,
+                    pinger: &self.inner.pinger,
                     metrics: &self.inner.metrics,
                 };
                 upgrade(streams, request, model, decision)

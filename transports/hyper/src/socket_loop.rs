@@ -15,9 +15,7 @@ use purly::{
     encode_frame_bytes, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received, ServerMessage,
     Session,
 };
-use tokio::time::{
-    interval_at, sleep, sleep_until, timeout, timeout_at, Instant, MissedTickBehavior,
-};
+use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 
 use crate::config::ServerConfig;
 use crate::rate_limit::{FrameLimiter, Verdict};
@@ -102,7 +100,6 @@ where
     fn stream(mut self) -> impl Future<Output = Ending> + use<'a, S> {
         // An async block, not an async fn: the loop's state is then stored once in it, not twice.
         async move {
-            let mut ping = self.ping_timer();
             loop {
                 tokio::select! {
                     received = poll_fn(|cx| self.outbox.poll_recv(cx, &mut self.batch)) => match received {
@@ -116,14 +113,15 @@ where
                             let _ = self.session.resync();
                         }
                         Received::Closed(reason) => return self.close_for(reason).await,
+                        // The service's pinger (no timer of its own: see `crate::pinger`).
+                        Received::Notified => {
+                            if let Err(ending) = self.ping().await {
+                                return ending;
+                            }
+                        }
                     },
                     incoming = self.ws.next() => {
                         if let Incoming::End(ending) = self.receive(incoming).await {
-                            return ending;
-                        }
-                    }
-                    _ = ping.tick() => {
-                        if let Err(ending) = self.ping().await {
                             return ending;
                         }
                     }
@@ -142,16 +140,22 @@ where
         async move {
             let period =
                 Duration::from_secs_f64(1.0 / f64::from(self.config.refresh_per_second.max(1)));
-            match poll_fn(|cx| self.outbox.poll_recv(cx, &mut self.batch)).await {
+            // The first frame is the state; a ping due this early waits for the next one.
+            let first = loop {
+                match poll_fn(|cx| self.outbox.poll_recv(cx, &mut self.batch)).await {
+                    Received::Notified => continue,
+                    received => break received,
+                }
+            };
+            match first {
                 Received::Messages => {
                     if let Err(ending) = self.write_batch(Mode::Compat).await {
                         return ending;
                     }
                 }
                 Received::Closed(reason) => return self.close_for(reason).await,
-                Received::Resync => {}
+                Received::Resync | Received::Notified => {}
             }
-            let mut ping = self.ping_timer();
             let mut next_turn = Instant::now() + period;
             let idle_timeout = self.config.compat_idle_timeout;
             let idle = sleep(idle_timeout);
@@ -170,7 +174,7 @@ where
                     reason = poll_fn(|cx| self.outbox.poll_closed(cx)) => {
                         return self.close_for(reason).await;
                     }
-                    _ = ping.tick() => {
+                    () = poll_fn(|cx| self.outbox.poll_notified(cx)) => {
                         if let Err(ending) = self.ping().await {
                             return ending;
                         }
@@ -249,13 +253,6 @@ where
         }
         let reason = "rate limit exceeded; frames kept coming after rate_limited";
         Incoming::End(self.close(CloseCode::Policy, reason).await)
-    }
-
-    fn ping_timer(&self) -> tokio::time::Interval {
-        let every = self.config.ping_interval;
-        let mut timer = interval_at(Instant::now() + every, every);
-        timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        timer
     }
 
     async fn ping(&mut self) -> Result<(), Ending> {

@@ -13,6 +13,7 @@ use crate::access::{origin_allowed, Decision, PeerAddr};
 use crate::admission::Permit;
 use crate::config::ServerConfig;
 use crate::http::{error_response, join_refused, Body};
+use crate::pinger::Pinger;
 use crate::socket_loop::{self, Ending};
 use crate::telemetry::TransportMetrics;
 
@@ -25,6 +26,7 @@ pub(crate) struct Streams<'a> {
     pub(crate) config: &'a Arc<ServerConfig>,
     pub(crate) websocket: WebSocketConfig,
     pub(crate) connections: &'a TaskTracker,
+    pub(crate) pinger: &'a Pinger,
     pub(crate) metrics: &'a Arc<TransportMetrics>,
 }
 
@@ -86,12 +88,15 @@ pub(crate) fn upgrade<B>(
     }
     let config = streams.config.clone();
     let metrics = streams.metrics.clone();
+    // A place in the service's pinger for as long as the task lives.
+    let pings = streams.pinger.register(&outbox);
     let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
     // On the heap and freed once the upgrade is done: the connection's task does not keep
     // room for it (or for its timer) for the rest of its life.
     let upgraded = Box::pin(tokio::time::timeout(config.upgrade_timeout, websocket));
     streams.connections.spawn(async move {
         let _permit = permit;
+        let _pings = pings;
         let mut ws = match upgraded.await {
             Ok(Ok(ws)) => ws,
             Ok(Err(error)) => {

@@ -65,9 +65,10 @@ async fn a_peer_that_never_answers_pings_is_dropped() {
     }
     let elapsed = started.elapsed();
     assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 101"));
-    // Two pings go unanswered (at 100 and 200 ms); the third tick drops the peer.
+    // Two pings go unanswered (the first within 100 ms: the server's ping clock has its own
+    // phase); the third tick, 200 ms after the first ping, drops the peer.
     assert!(
-        elapsed >= Duration::from_millis(250),
+        elapsed >= Duration::from_millis(190),
         "dropped too early: {elapsed:?}"
     );
     let pings = received.windows(2).filter(|w| w == &[0x89, 0x00]).count();
