@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// The read buffer of each connection, in bytes (default 512). tungstenite allocates it
     /// up front, so it dominates the memory of an idle connection (its default is 128 KiB).
+    /// It does not cap reads from the socket: once a read fills it, the next ones take up to
+    /// 16 KiB at once, into a buffer freed as soon as tungstenite has taken it all.
     pub read_buffer_bytes: usize,
     /// How long a client has to send a complete request head (default 10 s), counted from the
     /// moment the server waits for one: from the accept, and again after every response on a

@@ -56,7 +56,8 @@
 //! - Idle connections are pinged every 30 s and closed after 2 unanswered pings; a write that
 //!   takes over 60 s drops the peer.
 //! - A connection's read buffer is 512 bytes (tungstenite's default is 128 KiB), so idle
-//!   connections stay small.
+//!   connections stay small; a client's burst of frames is still read 16 KiB per system call,
+//!   into a buffer that lives only while the burst lasts.
 //! - Hostile clients ([`ServerConfig`]): a request head must arrive within 10 s, an idle
 //!   plain-HTTP connection is closed after 5 s, a silent compat client after 60 s (1008);
 //!   past 100,000 connections (or an optional cap per address) new ones get HTTP 503; a
@@ -88,6 +89,7 @@ mod keep_alive;
 mod page;
 mod pinger;
 mod rate_limit;
+mod read_ahead;
 mod route;
 mod service;
 mod socket_loop;

@@ -3,9 +3,16 @@
 
 use std::sync::Arc;
 
-use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
-use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
+use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use hyper_tungstenite::WebSocketStream;
+use hyper_util::rt::TokioIo;
 use purly::{Engine, JoinOptions, ModelName, Outbox};
 use tokio_util::task::TaskTracker;
 
@@ -14,6 +21,7 @@ use crate::admission::Permit;
 use crate::config::ServerConfig;
 use crate::http::{error_response, join_refused, Body};
 use crate::pinger::Pinger;
+use crate::read_ahead::ReadAhead;
 use crate::socket_loop::{self, Ending};
 use crate::telemetry::TransportMetrics;
 
@@ -75,11 +83,10 @@ pub(crate) fn upgrade<B>(
         Ok(session) => session,
         Err(error) => return join_refused(&error),
     };
-    let (mut response, websocket) =
-        match hyper_tungstenite::upgrade(&mut request, Some(streams.websocket)) {
-            Ok(upgrade) => upgrade,
-            Err(error) => return error_response(StatusCode::BAD_REQUEST, &error.to_string()),
-        };
+    let (mut response, upgraded) = match handshake(&mut request) {
+        Ok(upgrade) => upgrade,
+        Err(why) => return error_response(StatusCode::BAD_REQUEST, why),
+    };
     if stream_mode {
         response.headers_mut().insert(
             SEC_WEBSOCKET_PROTOCOL,
@@ -91,9 +98,15 @@ pub(crate) fn upgrade<B>(
     // A place in the service's pinger for as long as the task lives.
     let pings = streams.pinger.register(&outbox);
     let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+    let websocket = streams.websocket;
+    let upgraded = async move {
+        let socket = ReadAhead::new(TokioIo::new(upgraded.await?));
+        let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(websocket)).await;
+        Ok::<_, hyper::Error>(ws)
+    };
     // On the heap and freed once the upgrade is done: the connection's task does not keep
-    // room for it (or for its timer) for the rest of its life.
-    let upgraded = Box::pin(tokio::time::timeout(config.upgrade_timeout, websocket));
+    // room for it (its timer, tungstenite's configuration) for the rest of its life.
+    let upgraded = Box::pin(tokio::time::timeout(config.upgrade_timeout, upgraded));
     streams.connections.spawn(async move {
         let _permit = permit;
         let _pings = pings;
@@ -137,6 +150,36 @@ pub(crate) fn upgrade<B>(
         }
     });
     response
+}
+
+/// Checks the WebSocket handshake of `request` (RFC 6455 section 4.2.1; the `Upgrade` and
+/// `Connection` headers were checked by the caller) and answers it: the `101` response, and
+/// the connection once hyper hands it over.
+///
+/// This is what `hyper_tungstenite::upgrade` does, done here so that the socket can be
+/// wrapped ([`ReadAhead`]) before tungstenite takes it.
+fn handshake<B>(request: &mut Request<B>) -> Result<(Response<Body>, OnUpgrade), &'static str> {
+    let key = request
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .ok_or("missing Sec-WebSocket-Key header")?;
+    if request
+        .headers()
+        .get(SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err("Sec-WebSocket-Version must be 13");
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    let accept = HeaderValue::from_str(&accept).map_err(|_| "unusable Sec-WebSocket-Key")?;
+    headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    Ok((response, hyper::upgrade::on(request)))
 }
 
 fn offers_stream_protocol<B>(request: &Request<B>) -> bool {

@@ -136,7 +136,20 @@ async fn bad_requests_get_clean_http_answers() {
         ("/two/stream", UPGRADE, 503),        // over the model limit
         ("/bad%20name/stream", UPGRADE, 400), // not a model name
         ("/../stream", UPGRADE, 400),
-        ("/one/stream", &[], 426),    // a stream needs an upgrade
+        ("/one/stream", &[], 426), // a stream needs an upgrade
+        // A WebSocket handshake without its key, or of another protocol version.
+        ("/one/stream", &UPGRADE[..3], 400),
+        ("/one/stream", &[UPGRADE[0], UPGRADE[1], UPGRADE[3]], 400),
+        (
+            "/one/stream",
+            &[
+                UPGRADE[0],
+                UPGRADE[1],
+                UPGRADE[2],
+                ("sec-websocket-version", "8"),
+            ],
+            400,
+        ),
         ("/missing/state", &[], 404), // state of a model that does not exist
         ("/", &[], 404),              // not a purly route
         ("/a/b/c", &[], 404),
@@ -147,4 +160,36 @@ async fn bad_requests_get_clean_http_answers() {
         assert!(body.starts_with(r#"{"error":"#), "{path}: {body}");
     }
     assert_eq!(server.purly.engine().model_count(), 1);
+}
+
+#[tokio::test]
+async fn the_handshake_answers_with_the_accept_key_of_rfc_6455() {
+    let server = Server::start(Purly::new(common::engine())).await;
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut request = format!("GET /m/stream HTTP/1.1\r\nhost: {}\r\n", server.addr);
+    for (name, value) in UPGRADE {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut socket, request.as_bytes())
+        .await
+        .unwrap();
+    // The response head, then the first frame (the snapshot); read until the head is whole.
+    let mut received = Vec::new();
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; 1024];
+        let n = common::within(tokio::io::AsyncReadExt::read(&mut socket, &mut chunk))
+            .await
+            .unwrap();
+        assert!(n > 0, "closed before the response head");
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&received).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    // RFC 6455 section 1.3's example key and its accept value.
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
 }
