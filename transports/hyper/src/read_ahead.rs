@@ -20,28 +20,33 @@ const CHUNK: usize = 16 << 10;
 
 /// An I/O object whose reads are batched once they fill the caller's buffer (see the module
 /// docs). Writes go straight through.
+///
+/// One pointer beside the socket: every idle connection's task carries it, and tokio sizes
+/// tasks in steps of 128 bytes.
 #[derive(Debug)]
 pub(crate) struct ReadAhead<S> {
     inner: S,
-    /// Read from the socket, not yet handed out: `bytes[start..]`. Only while non-empty.
-    ahead: Option<Ahead>,
-    /// The last read filled the caller's buffer: the next one reads a whole chunk.
-    filled: bool,
+    /// `None`: reads go straight to the caller. Empty: the last read filled the caller's
+    /// buffer, so the next one reads a chunk. Otherwise the chunk's bytes not handed out yet.
+    ahead: Option<Box<Ahead>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Ahead {
+    /// `bytes[start..]` is still to be handed out.
     bytes: Vec<u8>,
     start: usize,
 }
 
+impl Ahead {
+    fn is_empty(&self) -> bool {
+        self.start == self.bytes.len()
+    }
+}
+
 impl<S> ReadAhead<S> {
     pub(crate) fn new(inner: S) -> Self {
-        ReadAhead {
-            inner,
-            ahead: None,
-            filled: false,
-        }
+        ReadAhead { inner, ahead: None }
     }
 }
 
@@ -52,40 +57,41 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.ahead.is_none() && this.filled {
-            let mut bytes = vec![0; CHUNK];
-            let mut chunk = ReadBuf::new(&mut bytes);
-            if Pin::new(&mut this.inner)
-                .poll_read(cx, &mut chunk)?
-                .is_pending()
-            {
-                // The burst is over: the next read goes straight to the caller's buffer.
-                this.filled = false;
-                return Poll::Pending;
-            }
-            let len = chunk.filled().len();
-            bytes.truncate(len);
-            this.filled = len == CHUNK;
-            if len > 0 {
-                this.ahead = Some(Ahead { bytes, start: 0 });
-            } else {
-                // The peer closed its side: nothing to hand out but the end.
-                return Poll::Ready(Ok(()));
-            }
-        }
-        if let Some(ahead) = &mut this.ahead {
-            let rest = &ahead.bytes[ahead.start..];
-            let len = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..len]);
-            ahead.start += len;
-            if ahead.start == ahead.bytes.len() {
-                this.ahead = None;
+        let Some(ahead) = &mut this.ahead else {
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            if buf.remaining() == 0 && buf.filled().len() > before {
+                this.ahead = Some(Box::default());
             }
             return Poll::Ready(Ok(()));
+        };
+        if ahead.is_empty() {
+            ahead.bytes.resize(CHUNK, 0);
+            let mut chunk = ReadBuf::new(&mut ahead.bytes);
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut chunk);
+            let len = chunk.filled().len();
+            ahead.bytes.truncate(len);
+            ahead.start = 0;
+            if polled.is_pending() || len == 0 {
+                // The burst is over (or the peer closed its side, which the caller learns
+                // from this empty read): the next read goes straight to the caller's buffer.
+                this.ahead = None;
+                return polled;
+            }
         }
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        this.filled = buf.remaining() == 0 && buf.filled().len() > before;
+        let rest = &ahead.bytes[ahead.start..];
+        let len = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..len]);
+        ahead.start += len;
+        if ahead.is_empty() {
+            if ahead.bytes.len() == CHUNK {
+                // A full chunk: more may be waiting, so the next read takes a chunk again.
+                ahead.bytes.clear();
+                ahead.start = 0;
+            } else {
+                this.ahead = None;
+            }
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -186,7 +192,7 @@ mod tests {
             client.write_all(&[round; 100]).await.unwrap();
             assert_eq!(reader.read(&mut small).await.unwrap(), 100);
             assert_eq!(&small[..100], &[round; 100]);
-            assert!(reader.ahead.is_none() && !reader.filled);
+            assert!(reader.ahead.is_none());
         }
     }
 }
