@@ -1,5 +1,6 @@
 //! Any sequence of join / leave / update / signal / multi-message frame / raw frame / slow
-//! reader / bursts from other threads, on an in-process engine whose model refuses some
+//! reader / transport notification (`Outbox::notify`) / bursts from other threads, on an
+//! in-process engine whose model refuses some
 //! updates (`rejected`) and whose size limit is small (`model_too_large`), in stream and compat
 //! mode, with keys that need escaping. Every replica applies what it receives without a gap;
 //! after draining, every live stream-mode replica equals its model at the model's version,
@@ -11,6 +12,7 @@
 mod json;
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use arbitrary::Arbitrary;
 use json::{object, Json, Key};
@@ -33,6 +35,8 @@ enum Op {
     Frame { slot: u8, messages: Vec<(bool, Vec<(Key, Json)>)> },
     Raw { slot: u8, bytes: Vec<u8> },
     Drain { slot: u8 },
+    /// A transport's tick (what purly-hyper's pinger does): it must not take or lose anything.
+    Notify { slot: u8 },
     /// Two threads, each with a session of its own, send these updates at the same time.
     Threads { model: bool, updates: Vec<Vec<(Key, Json)>> },
 }
@@ -57,20 +61,23 @@ struct Client {
 }
 
 impl Client {
-    /// Takes what is queued; returns false once the engine closed the client.
+    /// Takes what is queued, as a transport's receiving side does; returns false once the
+    /// engine closed the client.
     fn drain(&mut self) -> bool {
         let mut batch = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
         loop {
-            match self.outbox.try_recv(&mut batch) {
-                None => return true,
-                Some(Received::Messages) => {
+            match self.outbox.poll_recv(&mut cx, &mut batch) {
+                Poll::Pending => return true,
+                Poll::Ready(Received::Messages) => {
                     if self.session.mode() == Mode::Stream {
                         self.replica.receive(&batch).expect("a replica never sees a gap");
                     }
                     batch.clear();
                 }
-                Some(Received::Resync) => self.session.resync().expect("the model is open"),
-                Some(Received::Closed(_)) => return false,
+                Poll::Ready(Received::Resync) => self.session.resync().expect("the model is open"),
+                Poll::Ready(Received::Closed(_)) => return false,
+                Poll::Ready(Received::Notified) => {}
             }
         }
     }
@@ -140,6 +147,11 @@ fuzz_target!(|ops: Vec<Op>| {
                 let slot = &mut clients[usize::from(slot % 4)];
                 if slot.as_mut().is_some_and(|c| !c.drain()) {
                     *slot = None;
+                }
+            }
+            Op::Notify { slot } => {
+                if let Some(client) = &clients[usize::from(slot % 4)] {
+                    client.outbox.notify();
                 }
             }
             Op::Threads { model, updates } => {

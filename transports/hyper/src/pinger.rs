@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use purly::Outbox;
 use slab::Slab;
+use tokio::task::JoinHandle;
 use tokio::time::{interval, MissedTickBehavior};
 
 /// The ticks per ping interval; a connection is notified at one of them.
@@ -26,10 +27,16 @@ pub(crate) struct Pinger {
 
 struct Shared {
     every: Duration,
+    registry: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
     /// The registered outboxes, weak: a connection's registration never keeps it alive.
-    outboxes: Mutex<Slab<Weak<Outbox>>>,
-    /// Whether the ticking task runs (started by the first registration, inside the runtime).
-    started: std::sync::Once,
+    outboxes: Slab<Weak<Outbox>>,
+    /// The ticking task, started by a registration (inside the runtime) when none runs: the
+    /// first one, or the first after the runtime that ran it shut down.
+    task: Option<JoinHandle<()>>,
 }
 
 /// A connection's place in the [`Pinger`]; dropping it unregisters the connection.
@@ -44,19 +51,20 @@ impl Pinger {
         Pinger {
             shared: Arc::new(Shared {
                 every,
-                outboxes: Mutex::new(Slab::new()),
-                started: std::sync::Once::new(),
+                registry: Mutex::new(Registry::default()),
             }),
         }
     }
 
-    /// Registers a connection's outbox until the returned registration drops. The first
-    /// registration starts the ticking task, so this must run inside a Tokio runtime.
+    /// Registers a connection's outbox until the returned registration drops. A registration
+    /// starts the ticking task if none runs, so this must run inside a Tokio runtime.
     pub(crate) fn register(&self, outbox: &Arc<Outbox>) -> Registration {
-        self.shared.started.call_once(|| {
-            tokio::spawn(tick(Arc::downgrade(&self.shared)));
-        });
-        let key = self.shared.lock().insert(Arc::downgrade(outbox));
+        let mut registry = self.shared.lock();
+        if registry.task.as_ref().is_none_or(JoinHandle::is_finished) {
+            registry.task = Some(tokio::spawn(tick(Arc::downgrade(&self.shared))));
+        }
+        let key = registry.outboxes.insert(Arc::downgrade(outbox));
+        drop(registry);
         Registration {
             shared: self.shared.clone(),
             key,
@@ -65,14 +73,14 @@ impl Pinger {
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slab<Weak<Outbox>>> {
-        self.outboxes.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.shared.lock().try_remove(self.key);
+        self.shared.lock().outboxes.try_remove(self.key);
     }
 }
 
@@ -97,6 +105,7 @@ async fn tick(shared: Weak<Shared>) {
         due.extend(
             shared
                 .lock()
+                .outboxes
                 .iter()
                 .filter(|(key, _)| key % SLICES == slice)
                 .filter_map(|(_, outbox)| outbox.upgrade()),
@@ -143,8 +152,29 @@ mod tests {
             }
         }
         drop(registrations);
-        assert_eq!(pinger.shared.lock().len(), 0);
+        assert_eq!(pinger.shared.lock().outboxes.len(), 0);
         assert!(!notified_within(&outboxes[0], every * 2).await);
+    }
+
+    #[test]
+    fn a_service_that_outlives_its_runtime_keeps_pinging_in_the_next() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        let every = Duration::from_secs(16);
+        let pinger = Pinger::new(every);
+        let first = Arc::new(Outbox::new(1 << 10));
+        let _first = runtime().block_on(async { pinger.register(&first) });
+        // That runtime is gone, and its ticking task with it.
+        let second = Arc::new(Outbox::new(1 << 10));
+        runtime().block_on(async {
+            let _second = pinger.register(&second);
+            assert!(notified_within(&second, every * 2).await);
+        });
     }
 
     #[tokio::test(start_paused = true)]
