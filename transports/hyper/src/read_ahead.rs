@@ -151,6 +151,14 @@ mod tests {
         }
     }
 
+    /// One read, failing the test if it does not return within 5 s.
+    async fn read_within<R: AsyncRead + Unpin>(reader: &mut R, into: &mut [u8]) -> usize {
+        tokio::time::timeout(std::time::Duration::from_secs(5), reader.read(into))
+            .await
+            .expect("the read returns")
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_burst_is_read_in_chunks_and_every_byte_comes_out_once_in_order() {
         let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -164,7 +172,7 @@ mod tests {
         let mut received = Vec::new();
         let mut small = [0u8; 512];
         loop {
-            let n = reader.read(&mut small).await.unwrap();
+            let n = read_within(&mut reader, &mut small).await;
             if n == 0 {
                 break;
             }
@@ -190,7 +198,7 @@ mod tests {
         let mut small = [0u8; 512];
         for round in 0..3u8 {
             client.write_all(&[round; 100]).await.unwrap();
-            assert_eq!(reader.read(&mut small).await.unwrap(), 100);
+            assert_eq!(read_within(&mut reader, &mut small).await, 100);
             assert_eq!(&small[..100], &[round; 100]);
             assert!(reader.ahead.is_none());
         }
