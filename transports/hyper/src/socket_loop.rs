@@ -140,21 +140,20 @@ where
         async move {
             let period =
                 Duration::from_secs_f64(1.0 / f64::from(self.config.refresh_per_second.max(1)));
-            // The first frame is the state; a ping due this early waits for the next one.
-            let first = loop {
+            // The first frame is the state.
+            loop {
                 match poll_fn(|cx| self.outbox.poll_recv(cx, &mut self.batch)).await {
-                    Received::Notified => continue,
-                    received => break received,
-                }
-            };
-            match first {
-                Received::Messages => {
-                    if let Err(ending) = self.write_batch(Mode::Compat).await {
-                        return ending;
+                    Received::Messages => {
+                        if let Err(ending) = self.write_batch(Mode::Compat).await {
+                            return ending;
+                        }
+                        break;
                     }
+                    Received::Closed(reason) => return self.close_for(reason).await,
+                    Received::Resync => break,
+                    // A ping due this early waits for the next one.
+                    Received::Notified => {}
                 }
-                Received::Closed(reason) => return self.close_for(reason).await,
-                Received::Resync | Received::Notified => {}
             }
             let mut next_turn = Instant::now() + period;
             let idle_timeout = self.config.compat_idle_timeout;
