@@ -1,7 +1,6 @@
 //! [`PurlyBuilder`]: the prefix, allowed origins, authorization hook and transport settings.
 
 use hyper::Response;
-use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use purly::Engine;
 
 use crate::access::{Authorize, Decision, RequestInfo};
@@ -100,19 +99,7 @@ impl PurlyBuilder {
         }
         config.prefix = normalize_prefix(&config.prefix);
         config.allowed_origins.extend(self.origins);
-        let limits = &self.engine.config().limits;
-        let websocket = WebSocketConfig::default()
-            .read_buffer_size(config.read_buffer_bytes)
-            .write_buffer_size(0)
-            .max_message_size(Some(limits.max_frame_bytes))
-            .max_frame_size(Some(limits.max_frame_bytes));
-        Purly::from_parts(
-            self.engine,
-            config,
-            self.authorize,
-            websocket,
-            self.extra_routes,
-        )
+        Purly::from_parts(self.engine, config, self.authorize, self.extra_routes)
     }
 }
 

@@ -29,11 +29,6 @@ pub struct ServerConfig {
     /// any. Same-site requests and requests without an `Origin` header (non-browser clients)
     /// are always allowed. Default: none.
     pub allowed_origins: Vec<String>,
-    /// The read buffer of each connection, in bytes (default 512). tungstenite allocates it
-    /// up front, so it dominates the memory of an idle connection (its default is 128 KiB).
-    /// It does not cap reads from the socket: once a read fills it, the next ones take up to
-    /// 16 KiB at once, into a buffer freed as soon as tungstenite has taken it all.
-    pub read_buffer_bytes: usize,
     /// How long a client has to send a complete request head (default 10 s), counted from the
     /// moment the server waits for one: from the accept, and again after every response on a
     /// keep-alive connection. A half-sent or too slow request is closed (hyper's header read
@@ -105,7 +100,6 @@ impl Default for ServerConfig {
             max_missed_pings: 2,
             write_timeout: Duration::from_secs(60),
             allowed_origins: Vec::new(),
-            read_buffer_bytes: 512,
             header_read_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
             upgrade_timeout: Duration::from_secs(10),

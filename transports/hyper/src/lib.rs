@@ -49,15 +49,17 @@
 //!
 //! ## Limits and liveness
 //! - Frames above [`Limits::max_frame_bytes`](purly::Limits::max_frame_bytes) (1 MiB) close the
-//!   connection with 1009; binary frames are answered `binary_not_supported`.
+//!   connection with 1009; binary frames are answered `binary_not_supported`. A client breaking
+//!   RFC 6455 is closed with 1002, a text frame that is not UTF-8 with 1007.
 //! - Each connection's outbound queue is bounded (8 MiB): a stream-mode client that falls
 //!   behind gets a fresh snapshot instead of the diffs it missed; a compat-mode one is closed
 //!   with 1013.
 //! - Idle connections are pinged every 30 s and closed after 2 unanswered pings; a write that
 //!   takes over 60 s drops the peer.
-//! - A connection's read buffer is 512 bytes (tungstenite's default is 128 KiB), so idle
-//!   connections stay small; a client's burst of frames is still read 16 KiB per system call,
-//!   into a buffer that lives only while the burst lasts.
+//! - An idle connection holds no read or write buffer: the framing is purly's own (tungstenite
+//!   supplies the message and error types). Reads take up to 16 KiB per system call into a
+//!   buffer on the stack, and only a frame still arriving is kept; a frame goes out from the
+//!   bytes shared by every subscriber, its header beside it in one vectored write.
 //! - Hostile clients ([`ServerConfig`]): a request head must arrive within 10 s, an idle
 //!   plain-HTTP connection is closed after 5 s, a silent compat client after 60 s (1008);
 //!   past 100,000 connections (or an optional cap per address) new ones get HTTP 503; a
@@ -89,12 +91,12 @@ mod keep_alive;
 mod page;
 mod pinger;
 mod rate_limit;
-mod read_ahead;
 mod route;
 mod service;
 mod socket_loop;
 pub mod telemetry;
 mod upgrade;
+mod websocket;
 
 pub use access::{Authorize, Decision, PeerAddr, RequestInfo};
 pub use builder::PurlyBuilder;

@@ -13,7 +13,6 @@ use hyper::rt::{Read, Write};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use purly::{Engine, ModelName};
 use tokio_util::task::TaskTracker;
 
@@ -47,7 +46,6 @@ struct Shared {
     engine: Engine,
     config: Arc<ServerConfig>,
     authorize: Option<Box<Authorize>>,
-    websocket: WebSocketConfig,
     connections: TaskTracker,
     pinger: Pinger,
     admission: Arc<Admission>,
@@ -80,7 +78,6 @@ impl Purly {
         engine: Engine,
         config: ServerConfig,
         authorize: Option<Box<Authorize>>,
-        websocket: WebSocketConfig,
         extra_routes: Vec<ExtraRoute>,
     ) -> Self {
         let metrics = Arc::new(TransportMetrics::register());
@@ -102,7 +99,6 @@ impl Purly {
                 pinger,
                 config: Arc::new(config),
                 authorize,
-                websocket,
                 connections: TaskTracker::new(),
                 admission,
                 metrics,
@@ -192,7 +188,6 @@ impl Purly {
                 let streams = Streams {
                     engine: &self.inner.engine,
                     config: &self.inner.config,
-                    websocket: self.inner.websocket,
                     connections: &self.inner.connections,
                     pinger: &self.inner.pinger,
                     metrics: &self.inner.metrics,

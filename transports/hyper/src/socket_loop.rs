@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hyper_tungstenite::tungstenite::error::ProtocolError;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 use hyper_tungstenite::tungstenite::protocol::frame::Frame;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
@@ -226,6 +227,17 @@ where
             Some(Ok(_)) => Incoming::Control,
             Some(Err(WsError::Capacity(error))) => Incoming::End(
                 self.close(CloseCode::Size, &format!("frame too large: {error}"))
+                    .await,
+            ),
+            // RFC 6455 section 7.1.7: a peer that breaks the protocol is told why.
+            Some(Err(WsError::Protocol(error)))
+                if error != ProtocolError::ResetWithoutClosingHandshake =>
+            {
+                let why = format!("protocol error: {error}");
+                Incoming::End(self.close(CloseCode::Protocol, &why).await)
+            }
+            Some(Err(WsError::Utf8(_))) => Incoming::End(
+                self.close(CloseCode::Invalid, "a text frame is not UTF-8")
                     .await,
             ),
             Some(Err(error)) => Incoming::End(Ending::PeerLost(error.to_string())),

@@ -10,8 +10,6 @@ use hyper::header::{
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
-use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use hyper_tungstenite::WebSocketStream;
 use hyper_util::rt::TokioIo;
 use purly::{Engine, JoinOptions, ModelName, Outbox};
 use tokio_util::task::TaskTracker;
@@ -21,9 +19,9 @@ use crate::admission::Permit;
 use crate::config::ServerConfig;
 use crate::http::{error_response, join_refused, Body};
 use crate::pinger::Pinger;
-use crate::read_ahead::ReadAhead;
 use crate::socket_loop::{self, Ending};
 use crate::telemetry::TransportMetrics;
+use crate::websocket::WebSocket;
 
 /// The subprotocol a client offers to get stream mode (PROTOCOL.md section 4).
 pub const STREAM_SUBPROTOCOL: &str = "purly.stream";
@@ -32,7 +30,6 @@ pub const STREAM_SUBPROTOCOL: &str = "purly.stream";
 pub(crate) struct Streams<'a> {
     pub(crate) engine: &'a Engine,
     pub(crate) config: &'a Arc<ServerConfig>,
-    pub(crate) websocket: WebSocketConfig,
     pub(crate) connections: &'a TaskTracker,
     pub(crate) pinger: &'a Pinger,
     pub(crate) metrics: &'a Arc<TransportMetrics>,
@@ -98,14 +95,13 @@ pub(crate) fn upgrade<B>(
     // A place in the service's pinger for as long as the task lives.
     let pings = streams.pinger.register(&outbox);
     let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
-    let websocket = streams.websocket;
+    let max_message = engine.config().limits.max_frame_bytes;
     let upgraded = async move {
-        let socket = ReadAhead::new(TokioIo::new(upgraded.await?));
-        let ws = WebSocketStream::from_raw_socket(socket, Role::Server, Some(websocket)).await;
-        Ok::<_, hyper::Error>(ws)
+        let socket = TokioIo::new(upgraded.await?);
+        Ok::<_, hyper::Error>(WebSocket::new(socket, max_message))
     };
     // On the heap and freed once the upgrade is done: the connection's task does not keep
-    // room for it (its timer, tungstenite's configuration) for the rest of its life.
+    // room for it (its timer) for the rest of its life.
     let upgraded = Box::pin(tokio::time::timeout(config.upgrade_timeout, upgraded));
     streams.connections.spawn(async move {
         let _permit = permit;
@@ -156,8 +152,8 @@ pub(crate) fn upgrade<B>(
 /// `Connection` headers were checked by the caller) and answers it: the `101` response, and
 /// the connection once hyper hands it over.
 ///
-/// This is what `hyper_tungstenite::upgrade` does, done here so that the socket can be
-/// wrapped ([`ReadAhead`]) before tungstenite takes it.
+/// This is what `hyper_tungstenite::upgrade` does, done here so that the upgraded connection
+/// is framed by [`WebSocket`], not tungstenite's stream.
 fn handshake<B>(request: &mut Request<B>) -> Result<(Response<Body>, OnUpgrade), &'static str> {
     let key = request
         .headers()

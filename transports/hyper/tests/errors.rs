@@ -1,5 +1,6 @@
 //! Every error code of PROTOCOL.md section 5 on the wire: the model is unchanged afterwards
-//! and the connection stays open, except an oversized frame, which closes it with 1009.
+//! and the connection stays open, except an oversized frame, which closes it with 1009, and a
+//! WebSocket protocol violation, which closes it with 1002 (1007 for text that is not UTF-8).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -154,4 +155,33 @@ async fn an_oversized_frame_closes_with_1009() {
     assert_eq!(close_code(&mut client).await, Some(1009));
     let (_, state) = common::get(&server, "/m/state", &[]).await;
     assert_eq!(state, "{}");
+}
+
+#[tokio::test]
+async fn a_protocol_violation_closes_with_1002_and_text_not_utf8_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let server = server().await;
+    let text = |payload: &[u8]| Frame::message(payload.to_vec(), OpCode::Data(Data::Text), true);
+    let mut reserved_bit = text(b"[]");
+    reserved_bit.header_mut().rsv1 = true;
+    let cases = [
+        (reserved_bit, 1002),
+        (text(&[b'[', 0xFF, b']']), 1007),
+        (
+            Frame::message(b"[]".to_vec(), OpCode::Data(Data::Continue), true),
+            1002,
+        ),
+    ];
+    for (frame, code) in cases {
+        let mut client = stream_client(&server, "m").await;
+        next_frame(&mut client).await;
+        client.send(Message::Frame(frame)).await.unwrap();
+        assert_eq!(close_code(&mut client).await, Some(code));
+    }
+    // Those clients are gone; a new one is served as before.
+    let mut client = stream_client(&server, "m").await;
+    next_frame(&mut client).await;
+    send(&mut client, &format!("[{}]", msg("update", r#"{"a":1}"#))).await;
+    assert_eq!(next_frame(&mut client).await[0]["content"]["a"], 1);
 }
