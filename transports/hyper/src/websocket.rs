@@ -834,6 +834,42 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever bytes arrive, cut however, the stream gives messages, then an error or the
+        /// end, or waits for more; it never panics, and after an error or the end it stays
+        /// ended.
+        #[test]
+        fn any_bytes_end_in_messages_an_error_or_a_wait(
+            bytes in proptest::collection::vec(any::<u8>(), 0..3_000),
+            masked in any::<bool>(),
+            cut in 1..500usize,
+            eof in any::<bool>(),
+        ) {
+            let mut bytes = bytes;
+            if masked && bytes.len() > 1 {
+                // Most random headers are unmasked: set the bit so that payloads get read.
+                bytes[1] |= 0x80;
+            }
+            let chunks = bytes.chunks(cut).map(<[u8]>::to_vec).collect();
+            let wire = Wire { chunks, eof, vectored: true, ..Wire::default() };
+            let mut ws = WebSocket::new(wire, 1_000);
+            let mut ended = false;
+            for _ in 0..bytes.len() + 2 {
+                match next(&mut ws) {
+                    Poll::Ready(Some(Ok(_))) => prop_assert!(!ended),
+                    Poll::Ready(Some(Err(_)) | None) => ended = true,
+                    Poll::Pending => {
+                        prop_assert!(!ended && !eof);
+                        break;
+                    }
+                }
+            }
+            prop_assert!(ended || !eof, "a closed wire ends the stream");
+        }
+    }
+
     #[test]
     fn a_frame_split_across_reads_is_held_only_until_it_is_whole() {
         let frame = text_frame("hello");
