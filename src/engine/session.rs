@@ -8,7 +8,9 @@ use super::transaction::{Sender, Write};
 use super::Access;
 use crate::config::Limits;
 use crate::error::{ErrorCode, FrameError, SendError};
-use crate::protocol::{parse_frame, ClientId, Frame, MessageId, MessageKind, Mode, ModelName};
+use crate::protocol::{
+    parse_frame, parse_frame_text, ClientId, Frame, MessageId, MessageKind, Mode, ModelName,
+};
 
 /// One subscriber attached to one model, returned by [`Engine::join`](crate::Engine::join).
 ///
@@ -66,15 +68,25 @@ impl Session {
 
     /// Parses, validates and applies one frame of JSON text (PROTOCOL.md section 2).
     pub fn send_text(&self, text: &str) -> Result<(), SendError> {
-        self.send_bytes(text.as_bytes())
+        // Already UTF-8: not checked again (the transport checked it once, as WebSocket asks).
+        self.send_parsed(text.len(), || parse_frame_text(text, &self.limits))
     }
 
     /// Parses, validates and applies one frame given as bytes (UTF-8 JSON text). Everything is
     /// read and checked here, before the model's lock is taken.
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
-        let _span = tracing::trace_span!("frame", model = %self.live.name, client = %self.sender.id, bytes = bytes.len()).entered();
+        self.send_parsed(bytes.len(), || parse_frame(bytes, &self.limits))
+    }
+
+    /// Parses a frame of `len` bytes with `parse` and applies it, or refuses it.
+    fn send_parsed(
+        &self,
+        len: usize,
+        parse: impl FnOnce() -> Result<Frame, FrameError>,
+    ) -> Result<(), SendError> {
+        let _span = tracing::trace_span!("frame", model = %self.live.name, client = %self.sender.id, bytes = len).entered();
         self.live.metrics.frames_received.increment(1);
-        match parse_frame(bytes, &self.limits) {
+        match parse() {
             Ok(frame) => self.apply(frame),
             Err(error) => Err(self.refuse_ids(error, Vec::new())),
         }
@@ -103,7 +115,7 @@ impl Session {
     /// naming its messages' ids when the frame can be read, so that the client knows which of
     /// its updates were not applied.
     pub fn refuse_text(&self, text: &str, error: FrameError) -> SendError {
-        let ids = parse_frame(text.as_bytes(), &self.limits)
+        let ids = parse_frame_text(text, &self.limits)
             .map(|frame| frame.ids())
             .unwrap_or_default();
         self.refuse_ids(error, ids)

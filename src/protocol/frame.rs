@@ -366,18 +366,34 @@ impl WireHeader<'_> {
 /// absent, a string or a number (`invalid_message`). Unknown header fields are ignored and
 /// dropped. Never panics, whatever the input.
 pub fn parse_frame(input: &[u8], limits: &Limits) -> Result<Frame, FrameError> {
-    if input.len() > limits.max_frame_bytes {
+    check_size(input.len(), limits)?;
+    let text = std::str::from_utf8(input)
+        .map_err(|_| FrameError::new(ErrorCode::InvalidJson, "the frame is not valid UTF-8"))?;
+    parse_sized_text(text, limits)
+}
+
+/// [`parse_frame`] for text already known to be UTF-8 (a WebSocket text frame, checked by the
+/// transport): the same checks but that one, with the same answers.
+pub(crate) fn parse_frame_text(text: &str, limits: &Limits) -> Result<Frame, FrameError> {
+    check_size(text.len(), limits)?;
+    parse_sized_text(text, limits)
+}
+
+fn check_size(len: usize, limits: &Limits) -> Result<(), FrameError> {
+    if len > limits.max_frame_bytes {
         return Err(FrameError::new(
             ErrorCode::FrameTooLarge,
             format!(
-                "the frame is {} bytes, more than the limit of {}",
-                input.len(),
+                "the frame is {len} bytes, more than the limit of {}",
                 limits.max_frame_bytes
             ),
         ));
     }
-    let text = std::str::from_utf8(input)
-        .map_err(|_| FrameError::new(ErrorCode::InvalidJson, "the frame is not valid UTF-8"))?;
+    Ok(())
+}
+
+/// The checks of [`parse_frame`] after size and UTF-8.
+fn parse_sized_text(text: &str, limits: &Limits) -> Result<Frame, FrameError> {
     let scan = depth::text_depth(text.as_bytes(), limits.max_depth);
     if scan.depth > limits.max_depth {
         return Err(too_deep(limits, scan.deepest_element));
@@ -801,6 +817,21 @@ mod tests {
             if let Some(at_once) = read_messages_at_once(&text, &limits) {
                 proptest::prop_assert_eq!(at_once, read_messages_one_by_one(&text, &limits));
             }
+        }
+
+        /// Text the transport checked for UTF-8 gets the answer its bytes get, size limit
+        /// included.
+        #[test]
+        fn text_and_its_bytes_get_the_same_answer(
+            elements in proptest::collection::vec(element(), 0..5),
+            max_frame_bytes in 1usize..400,
+        ) {
+            let text = format!("[{}]", elements.join(","));
+            let limits = Limits { max_frame_bytes, ..Limits::default() };
+            proptest::prop_assert_eq!(
+                parse_frame_text(&text, &limits),
+                parse_frame(text.as_bytes(), &limits)
+            );
         }
     }
 

@@ -9,6 +9,7 @@ mod identity;
 mod message;
 mod name;
 
+pub(crate) use frame::parse_frame_text;
 pub use frame::{parse_frame, Content, Frame, Message, MessageKind};
 pub(crate) use header::Header;
 pub use identity::{ClientId, MessageId, Mode, PROTOCOL_VERSION};
