@@ -251,15 +251,19 @@ impl ServerMessage {
         self.0.frame.clone()
     }
 
-    /// `frame` without its first `start` bytes and its last `end` bytes, as text. The frame was
-    /// built from a string and is cut at ASCII bytes, so this always succeeds; checking it
-    /// costs a pass over the bytes and no unsafe code.
-    fn text(&self, start: usize, end: usize) -> &str {
+    /// `frame` without its first `start` bytes and its last `end` bytes.
+    fn bytes(&self, start: usize, end: usize) -> &[u8] {
         let frame = &self.0.frame[..];
         frame
             .get(start..frame.len().saturating_sub(end))
-            .and_then(|bytes| std::str::from_utf8(bytes).ok())
             .unwrap_or_default()
+    }
+
+    /// [`bytes`](Self::bytes) as text. The frame was built from a string and is cut at ASCII
+    /// bytes, so this always succeeds; checking it costs a pass over the bytes and no unsafe
+    /// code.
+    fn text(&self, start: usize, end: usize) -> &str {
+        std::str::from_utf8(self.bytes(start, end)).unwrap_or_default()
     }
 
     /// The whole message as compat-mode JSON text: the header has only `type` and `version`.
@@ -415,8 +419,7 @@ fn join_stream_frames(messages: &[ServerMessage]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(len.max(2));
     for (i, message) in messages.iter().enumerate() {
         frame.push(if i == 0 { b'[' } else { b',' });
-        let own = &message.0.frame[..];
-        frame.extend_from_slice(own.get(1..own.len().saturating_sub(1)).unwrap_or_default());
+        frame.extend_from_slice(message.bytes(1, 1));
     }
     if messages.is_empty() {
         frame.push(b'[');
