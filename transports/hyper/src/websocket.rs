@@ -200,11 +200,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if !self.input.is_empty() {
                 let mut input = std::mem::take(&mut self.input);
                 let taken = self.take_frames(&mut input);
-                let used = match &taken {
-                    Ok((used, _)) => *used,
-                    Err(_) => 0,
-                };
-                input.advance(used);
+                if let Ok((used, _)) = &taken {
+                    input.advance(*used);
+                }
                 self.input = input;
                 match taken {
                     Ok((_, Some(message))) => return Poll::Ready(Some(Ok(message))),
