@@ -94,6 +94,16 @@ impl Message {
         }
     }
 
+    /// The message's nesting depth within a frame: the frame array (1) and the message object
+    /// (2) enclose its header and content (3), and the content's nesting adds to that. Counted
+    /// no further than just past `limit`.
+    fn depth(&self, limit: usize) -> usize {
+        2 + match &self.content {
+            Content::Object(map) => depth::map_depth(map, limit),
+            Content::Raw(raw) => depth::text_depth(raw.get().as_bytes(), limit).depth,
+        }
+    }
+
     /// Sets the message's `id`.
     pub fn with_id(mut self, id: MessageId) -> Self {
         self.id = Some(id);
@@ -126,16 +136,21 @@ impl Frame {
         }
         check_count(self.messages.len(), limits)?;
         for (index, message) in self.messages.iter().enumerate() {
-            // Frame array (1) and message object (2) enclose the content.
-            let depth = 2 + match &message.content {
-                Content::Object(map) => depth::map_depth(map, limits.max_depth),
-                Content::Raw(raw) => depth::text_depth(raw.get().as_bytes(), usize::MAX).depth,
-            };
-            if depth > limits.max_depth {
+            if message.depth(limits.max_depth) > limits.max_depth {
                 return Err(too_deep(limits, Some(index)));
             }
         }
         Ok(())
+    }
+
+    /// The frame's nesting depth as the text of [`to_json`](Frame::to_json) has it, counted no
+    /// further than just past `limit`.
+    fn depth(&self, limit: usize) -> usize {
+        self.messages
+            .iter()
+            .map(|message| message.depth(limit))
+            .max()
+            .unwrap_or(1)
     }
 
     /// The ids of the messages that have one, in order.
@@ -244,7 +259,7 @@ impl<'de> serde::de::Visitor<'de> for Fields {
             match field {
                 Field::Header if wire.header.is_none() => {
                     wire.header = Some(if self.objects {
-                        WireHeaderField::Fields(map.next_value()?)
+                        WireHeaderField::Fields(map.next_value::<ScalarHeader<'_>>()?.0)
                     } else {
                         WireHeaderField::Text(map.next_value()?)
                     });
@@ -262,6 +277,9 @@ impl<'de> serde::de::Visitor<'de> for Fields {
                 }
                 Field::Header | Field::Content => {
                     return Err(serde::de::Error::custom("a duplicate field"));
+                }
+                Field::Other if self.objects => {
+                    scalar(map.next_value()?)?;
                 }
                 Field::Other => {
                     map.next_value::<serde::de::IgnoredAny>()?;
@@ -305,45 +323,73 @@ enum HeaderField {
     Other,
 }
 
+/// A header read for the usual frame: every field a scalar, so that the frame's depth is that
+/// of its contents.
+struct ScalarHeader<'a>(WireHeader<'a>);
+
 impl<'de> Deserialize<'de> for WireHeader<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct HeaderFields;
-        impl<'de> serde::de::Visitor<'de> for HeaderFields {
-            type Value = WireHeader<'de>;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a header object")
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut header = WireHeader {
-                    kind: None,
-                    version: None,
-                    id: None,
-                };
-                while let Some(field) = map.next_key::<HeaderField>()? {
-                    let slot = match field {
-                        HeaderField::Type => &mut header.kind,
-                        HeaderField::Version => &mut header.version,
-                        HeaderField::Id => &mut header.id,
-                        HeaderField::Other => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    if slot.is_some() {
-                        return Err(serde::de::Error::custom("a duplicate header field"));
-                    }
-                    *slot = Some(map.next_value()?);
-                }
-                Ok(header)
-            }
-        }
-        deserializer.deserialize_map(HeaderFields)
+        deserializer.deserialize_map(HeaderFields { scalars: false })
     }
+}
+
+impl<'de> Deserialize<'de> for ScalarHeader<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(HeaderFields { scalars: true })
+            .map(ScalarHeader)
+    }
+}
+
+/// Reads a header object's fields; with `scalars`, fails on any field that is an object or an
+/// array.
+struct HeaderFields {
+    scalars: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for HeaderFields {
+    type Value = WireHeader<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a header object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut header = WireHeader {
+            kind: None,
+            version: None,
+            id: None,
+        };
+        while let Some(field) = map.next_key::<HeaderField>()? {
+            let slot = match field {
+                HeaderField::Type => &mut header.kind,
+                HeaderField::Version => &mut header.version,
+                HeaderField::Id => &mut header.id,
+                HeaderField::Other if self.scalars => {
+                    scalar(map.next_value()?)?;
+                    continue;
+                }
+                HeaderField::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                return Err(serde::de::Error::custom("a duplicate header field"));
+            }
+            let value = map.next_value()?;
+            *slot = Some(if self.scalars { scalar(value)? } else { value });
+        }
+        Ok(header)
+    }
+}
+
+/// `raw` if it is neither an object nor an array.
+fn scalar<E: serde::de::Error>(raw: &RawValue) -> Result<&RawValue, E> {
+    if raw.get().starts_with(['{', '[']) {
+        return Err(E::custom("a nested value"));
+    }
+    Ok(raw)
 }
 
 impl WireHeader<'_> {
@@ -359,7 +405,8 @@ impl WireHeader<'_> {
 /// Parses and validates one incoming frame (text or bytes) against `limits`.
 ///
 /// Checks, in this order: size (`frame_too_large`), UTF-8 and JSON syntax (`invalid_json`),
-/// nesting depth (`too_deep`, before the JSON parser recurses), top-level array
+/// nesting depth (`too_deep`; the JSON parser never recurses past serde_json's own limit of
+/// 128 levels, whatever the input), top-level array
 /// (`not_an_array`), message count (`too_many_messages`), then each message: an object with an
 /// object `header` and an object `content` (`invalid_message`), a known `header.type`
 /// (`unknown_type`), `header.version` absent or `"0.1"` (`unsupported_version`), `header.id`
@@ -394,11 +441,28 @@ fn check_size(len: usize, limits: &Limits) -> Result<(), FrameError> {
 
 /// The checks of [`parse_frame`] after size and UTF-8.
 fn parse_sized_text(text: &str, limits: &Limits) -> Result<Frame, FrameError> {
-    let scan = depth::text_depth(text.as_bytes(), limits.max_depth);
-    if scan.depth > limits.max_depth {
-        return Err(too_deep(limits, scan.deepest_element));
+    // The usual frame is read first and its depth measured on what was read: every header
+    // field and every field skipped is a scalar there, so that depth is the text's.
+    // serde_json's own recursion limit (128) bounds the stack meanwhile.
+    let usual = read_messages_at_once(text, limits);
+    if let Some(Ok(frame)) = usual {
+        if frame.depth(limits.max_depth) <= limits.max_depth {
+            return Ok(frame);
+        }
+        return Err(too_deep_text(text, limits).unwrap_or_else(|| too_deep(limits, None)));
     }
-    read_messages_at_once(text, limits).unwrap_or_else(|| read_messages_one_by_one(text, limits))
+    // Anything else is checked in the documented order: depth on the text first.
+    if let Some(error) = too_deep_text(text, limits) {
+        return Err(error);
+    }
+    usual.unwrap_or_else(|| read_messages_one_by_one(text, limits))
+}
+
+/// `too_deep`, naming the first element that goes past the limit, if the text nests deeper
+/// than the limit.
+fn too_deep_text(text: &str, limits: &Limits) -> Option<FrameError> {
+    let scan = depth::text_depth(text.as_bytes(), limits.max_depth);
+    (scan.depth > limits.max_depth).then(|| too_deep(limits, scan.deepest_element))
 }
 
 /// The usual frame, where every element is a message object: the messages are read in the
@@ -406,10 +470,57 @@ fn parse_sized_text(text: &str, limits: &Limits) -> Result<Frame, FrameError> {
 /// [`read_messages_one_by_one`] then names exactly (both give the same answer; a property test
 /// holds them to it).
 fn read_messages_at_once(text: &str, limits: &Limits) -> Option<Result<Frame, FrameError>> {
-    let wires = serde_json::from_str::<Vec<UsualMessage<'_>>>(text).ok()?;
-    Some(read_each(wires, limits, |UsualMessage(wire), index| {
-        message_from_wire(wire, index)
-    }))
+    let usual = serde_json::from_str::<UsualFrame>(text).ok()?;
+    let frame = match usual.refusal {
+        Some(refusal) => Err(refusal),
+        None => Ok(Frame {
+            messages: usual.messages,
+        }),
+    };
+    Some(check_count(usual.count, limits).and(frame))
+}
+
+/// The usual frame as one pass reads it: each message checked and read as it comes (no list
+/// of the wire messages in between), the first refusal kept, and the messages counted.
+struct UsualFrame {
+    messages: Vec<Message>,
+    count: usize,
+    refusal: Option<FrameError>,
+}
+
+impl<'de> Deserialize<'de> for UsualFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Elements;
+        impl<'de> serde::de::Visitor<'de> for Elements {
+            type Value = UsualFrame;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of messages")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut frame = UsualFrame {
+                    messages: Vec::new(),
+                    count: 0,
+                    refusal: None,
+                };
+                while let Some(UsualMessage(wire)) = seq.next_element()? {
+                    if frame.refusal.is_none() {
+                        match message_from_wire(wire, frame.count) {
+                            Ok(message) => frame.messages.push(message),
+                            Err(refusal) => frame.refusal = Some(refusal),
+                        }
+                    }
+                    frame.count += 1;
+                }
+                Ok(frame)
+            }
+        }
+        deserializer.deserialize_seq(Elements)
+    }
 }
 
 /// Reads the frame as an array of any JSON values, then each as a message: the first problem
@@ -746,7 +857,13 @@ mod tests {
             r#","version":"0.2""#,
             r#","version":1"#,
         ]);
-        let id = prop::sample::select(vec!["", r#","id":7"#, r#","id":"a""#, r#","id":true"#]);
+        let id = prop::sample::select(vec![
+            "",
+            r#","id":7"#,
+            r#","id":"a""#,
+            r#","id":true"#,
+            r#","id":[[7]]"#,
+        ]);
         let content = prop::sample::select(vec![
             r#","content":{"a":1}"#,
             r#","content":{"a":{"b":[1,null]}}"#,
@@ -755,9 +872,16 @@ mod tests {
             r#","extra":0,"content":{}"#,
             r#","content":"text""#,
             r#","content":{"a":1,"a":{"c":"\u00e9\n"}}"#,
+            r#","content":{"a":{"b":{"c":{"d":[{}]}}}}"#,
+            r#","extra":{"a":[[{}]]},"content":{"a":{}}"#,
             "",
         ]);
-        let header_extra = prop::sample::select(vec!["", r#","other":{"x":1}"#]);
+        let header_extra = prop::sample::select(vec![
+            "",
+            r#","other":{"x":1}"#,
+            r#","other":"x""#,
+            r#","deep":[[[[1]]]]"#,
+        ]);
         let message = (kind, version, id, header_extra, content).prop_map(
             |(kind, version, id, extra, content)| {
                 let fields = format!("{kind}{version}{id}{extra}");
@@ -817,6 +941,22 @@ mod tests {
             if let Some(at_once) = read_messages_at_once(&text, &limits) {
                 proptest::prop_assert_eq!(at_once, read_messages_one_by_one(&text, &limits));
             }
+        }
+
+        /// Measuring the usual frame's depth on what was read gives the answer of measuring it
+        /// on the text first, as the parser did before (and does for anything else).
+        #[test]
+        fn depth_on_what_was_read_agrees_with_depth_on_the_text(
+            elements in proptest::collection::vec(element(), 0..5),
+            max_depth in 1usize..9,
+        ) {
+            let text = format!("[{}]", elements.join(","));
+            let limits = Limits { max_depth, ..Limits::default() };
+            let text_first = too_deep_text(&text, &limits).map_or_else(
+                || read_messages_one_by_one(&text, &limits),
+                Err,
+            );
+            proptest::prop_assert_eq!(parse_frame(text.as_bytes(), &limits), text_first);
         }
 
         /// Text the transport checked for UTF-8 gets the answer its bytes get, size limit

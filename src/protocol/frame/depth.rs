@@ -1,4 +1,5 @@
-//! Nesting depth, measured without recursion so that hostile input cannot overflow the stack.
+//! Nesting depth: of text, measured without recursion so that hostile input cannot overflow the
+//! stack, and of values already read.
 
 use serde_json::{Map, Value};
 
@@ -58,26 +59,31 @@ pub(crate) fn text_depth(text: &[u8], limit: usize) -> TextDepth {
 }
 
 /// The nesting depth of an object (1 for an object of scalars), counting no further than
-/// `limit + 1`.
+/// `limit + 1`. Recursive, no deeper than `limit + 1` calls: a parsed value is at most
+/// serde_json's 128 levels deep, and a value built in code deeper than the limit is cut off
+/// there.
 pub(crate) fn map_depth(map: &Map<String, Value>, limit: usize) -> usize {
-    nested_depth(map.values(), 1, limit)
+    nested_depth(map.values(), limit)
 }
 
-fn nested_depth<'a>(roots: impl Iterator<Item = &'a Value>, base: usize, limit: usize) -> usize {
-    let mut deepest = base;
-    let mut stack: Vec<(&Value, usize)> = roots.map(|v| (v, base + 1)).collect();
-    while let Some((value, depth)) = stack.pop() {
-        match value {
-            Value::Object(m) => stack.extend(m.values().map(|v| (v, depth + 1))),
-            Value::Array(a) => stack.extend(a.iter().map(|v| (v, depth + 1))),
-            _ => continue,
-        }
-        deepest = deepest.max(depth);
-        if deepest > limit {
-            return deepest;
+/// The depth of an array or object whose members are `children`.
+fn nested_depth<'a>(children: impl Iterator<Item = &'a Value>, limit: usize) -> usize {
+    let Some(inner_limit) = limit.checked_sub(1) else {
+        // Past the limit: this level is not looked into.
+        return 1;
+    };
+    let mut deepest = 0;
+    for child in children {
+        deepest = deepest.max(match child {
+            Value::Object(map) => nested_depth(map.values(), inner_limit),
+            Value::Array(items) => nested_depth(items.iter(), inner_limit),
+            _ => 0,
+        });
+        if deepest > inner_limit {
+            break;
         }
     }
-    deepest
+    1 + deepest
 }
 
 #[cfg(test)]
@@ -158,5 +164,16 @@ mod tests {
             unreachable!()
         };
         assert_eq!(map_depth(&map, 64), 4);
+        for limit in 0..8 {
+            let depth = map_depth(&map, limit);
+            if limit >= 4 {
+                assert_eq!(depth, 4, "limit {limit}");
+            } else {
+                assert!(
+                    depth > limit && depth <= limit + 1,
+                    "limit {limit}: {depth}"
+                );
+            }
+        }
     }
 }
