@@ -6,26 +6,31 @@
 //! refused can be rolled back exactly ([`Change::revert`]), and the change in the model's
 //! serialized size, so that the size limit is enforced without serializing the model.
 
-use std::io;
-
 use serde_json::{Map, Value};
 
-use crate::json_text::{write_string, write_value};
+use crate::json_text::{value_len, write_string, write_value};
 
 /// What one update did to a model: the diff to fan out (as JSON text, written while merging),
 /// and what it takes to undo it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     diff: String,
-    undo: Vec<(String, Restore)>,
+    /// What the merge overwrote, one flat log in the order it was made (one allocation for the
+    /// whole update, however deep).
+    undo: Vec<Undo>,
     size_delta: i64,
 }
 
+/// One entry of a change's undo log. Entries inside an object come before the entry that names
+/// the object, so that reading the log backwards meets the object first.
 #[derive(Debug, Clone, PartialEq)]
-enum Restore {
-    Absent,
-    Value(Value),
-    Nested(Vec<(String, Restore)>),
+enum Undo {
+    /// The key was absent: remove it.
+    Absent(String),
+    /// The key held this value: put it back.
+    Value(String, Value),
+    /// The key is an object whose own changes are the `usize` entries before this one.
+    Nested(String, usize),
 }
 
 impl Change {
@@ -61,7 +66,8 @@ impl Change {
     /// Restores `target` to what it was before this change. `target` must be in the state the
     /// change left it in (revert changes in the reverse order they were made).
     pub fn revert(self, target: &mut Map<String, Value>) {
-        revert_map(target, self.undo);
+        let count = self.undo.len();
+        revert_map(target, &mut self.undo.into_iter().rev(), count);
     }
 }
 
@@ -81,7 +87,8 @@ impl Change {
 /// is built, no value copied for it). The recursion follows the update's nesting; the engine
 /// bounds it with [`Limits::max_depth`](crate::Limits::max_depth) before calling this.
 pub fn merge_diff(target: &mut Map<String, Value>, update: Map<String, Value>) -> Change {
-    let mut undo = Vec::new();
+    // The update's own keys and a few nested ones without growing.
+    let mut undo = Vec::with_capacity(update.len() + 4);
     let mut diff = String::with_capacity(128);
     let size_delta = merge_map(target, update, &mut undo, &mut diff);
     Change {
@@ -96,7 +103,7 @@ pub fn merge_diff(target: &mut Map<String, Value>, update: Map<String, Value>) -
 fn merge_map(
     target: &mut Map<String, Value>,
     update: Map<String, Value>,
-    undo: &mut Vec<(String, Restore)>,
+    undo: &mut Vec<Undo>,
     diff: &mut String,
 ) -> i64 {
     let len_before = target.len();
@@ -111,20 +118,21 @@ fn merge_map(
                     let key_len = write_key(&key, entries_start, diff);
                     diff.push_str("null");
                     delta -= key_len + 1 + json_len(&old);
-                    undo.push((key, Restore::Value(old)));
+                    undo.push(Undo::Value(key, old));
                 }
             }
             Value::Object(sub) => {
                 if let Some(Value::Object(existing)) = target.get_mut(&key) {
                     write_key(&key, entries_start, diff);
-                    let mut nested_undo = Vec::new();
-                    let nested_delta = merge_map(existing, sub, &mut nested_undo, diff);
-                    if nested_undo.is_empty() {
+                    let nested_start = undo.len();
+                    let nested_delta = merge_map(existing, sub, undo, diff);
+                    let nested = undo.len() - nested_start;
+                    if nested == 0 {
                         // Nothing changed inside: no entry for it.
                         diff.truncate(entry_start);
                     } else {
                         delta += nested_delta;
-                        undo.push((key, Restore::Nested(nested_undo)));
+                        undo.push(Undo::Nested(key, nested));
                     }
                 } else {
                     let created = Value::Object(without_nulls(sub));
@@ -133,11 +141,11 @@ fn merge_map(
                     match target.insert(key.clone(), created) {
                         Some(old) => {
                             delta += created_len - json_len(&old);
-                            undo.push((key, Restore::Value(old)));
+                            undo.push(Undo::Value(key, old));
                         }
                         None => {
                             delta += key_len + 1 + created_len;
-                            undo.push((key, Restore::Absent));
+                            undo.push(Undo::Absent(key));
                         }
                     }
                 }
@@ -148,13 +156,13 @@ fn merge_map(
                     write_key(&key, entries_start, diff);
                     delta += write_len(&value, diff) - json_len(current);
                     let old = std::mem::replace(current, value);
-                    undo.push((key, Restore::Value(old)));
+                    undo.push(Undo::Value(key, old));
                 }
                 None => {
                     let key_len = write_key(&key, entries_start, diff);
                     delta += key_len + 1 + write_len(&value, diff);
                     target.insert(key.clone(), value);
-                    undo.push((key, Restore::Absent));
+                    undo.push(Undo::Absent(key));
                 }
             },
         }
@@ -183,18 +191,33 @@ fn write_len(value: &Value, diff: &mut String) -> i64 {
     (diff.len() - start) as i64
 }
 
-fn revert_map(target: &mut Map<String, Value>, undo: Vec<(String, Restore)>) {
-    for (key, restore) in undo.into_iter().rev() {
-        match restore {
-            Restore::Absent => {
+/// Reverts the next `count` entries of a log read backwards (`entries`) in `target`; the
+/// entries of a nested object are reverted inside it.
+fn revert_map(
+    target: &mut Map<String, Value>,
+    entries: &mut impl Iterator<Item = Undo>,
+    count: usize,
+) {
+    let mut left = count;
+    while left > 0 {
+        let Some(entry) = entries.next() else {
+            return;
+        };
+        left -= 1;
+        match entry {
+            Undo::Absent(key) => {
                 target.remove(&key);
             }
-            Restore::Value(old) => {
+            Undo::Value(key, old) => {
                 target.insert(key, old);
             }
-            Restore::Nested(nested) => {
-                if let Some(Value::Object(map)) = target.get_mut(&key) {
-                    revert_map(map, nested);
+            Undo::Nested(key, nested) => {
+                let nested = nested.min(left);
+                left -= nested;
+                match target.get_mut(&key) {
+                    Some(Value::Object(map)) => revert_map(map, entries, nested),
+                    // The target is in the state the change left it in: the object is there.
+                    _ => entries.take(nested).for_each(drop),
                 }
             }
         }
@@ -216,25 +239,9 @@ fn commas(len: usize) -> i64 {
     len.saturating_sub(1) as i64
 }
 
-struct ByteCounter(usize);
-
-impl io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The length of `value`'s compact JSON serialization, in bytes.
-pub(crate) fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> i64 {
-    let mut counter = ByteCounter(0);
-    // Writing into a counter cannot fail, and a JSON value always serializes.
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0 as i64
+pub(crate) fn json_len(value: &Value) -> i64 {
+    value_len(value) as i64
 }
 
 #[cfg(test)]
@@ -256,7 +263,7 @@ mod tests {
         assert_eq!(Value::Object(change.diff()), expect_diff);
         assert_eq!(change.diff_json(), expect_diff.to_string());
         assert_eq!(
-            json_len(&state) - json_len(&model),
+            json_len(&Value::Object(state.clone())) - json_len(&model),
             change.size_delta(),
             "size delta"
         );

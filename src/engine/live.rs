@@ -28,6 +28,7 @@ use std::time::Instant;
 use metrics::Gauge;
 
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use super::fanout::{Command, Fanout, First, Registered};
 use super::history::{History, HistoryBudget};
@@ -168,7 +169,7 @@ impl LiveModel {
         budget: Arc<HistoryBudget>,
     ) -> Arc<Self> {
         let state = Arc::new(start.state);
-        let size = crate::merge::json_len(&*state);
+        let size = crate::json_text::object_len(&state) as i64;
         let mut history = History::new(config.history_len, config.history_bytes, budget);
         for diff in start.history {
             history.push(diff);
@@ -1002,12 +1003,12 @@ impl ModelState {
 
     /// Takes the commands whose changes are all durable, in order, and records how long each
     /// waited in the queue.
-    fn release(&mut self, latency: &metrics::Histogram) -> Vec<Command> {
+    fn release(&mut self, latency: &metrics::Histogram) -> SmallVec<[Command; 2]> {
         if !self.releasable() {
             self.report_backlog();
-            return Vec::new();
+            return SmallVec::new();
         }
-        let mut released = Vec::new();
+        let mut released = SmallVec::new();
         let mut bytes = 0;
         // The clock is read only if a released command carries a timestamp.
         let mut now = None;

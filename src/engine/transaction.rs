@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use crate::error::{ErrorCode, FrameError};
 use crate::merge::{merge_diff, Change};
@@ -60,6 +61,12 @@ pub(crate) enum Effect {
     },
 }
 
+/// The effects of a frame's messages, in order: on the stack for the usual frame of one message.
+pub(crate) type Effects = SmallVec<[Effect; 1]>;
+
+/// What a frame's effects send, in order: on the stack for the usual frame of one message.
+pub(crate) type Outcomes = SmallVec<[Outcome; 1]>;
+
 /// A refused frame: the error and the ids of all its messages (none of them was applied).
 #[derive(Debug)]
 pub(crate) struct Refusal {
@@ -78,12 +85,9 @@ pub(crate) enum Outcome {
 
 /// Merges every update of a frame into the working state, or none: on a refusal the updates
 /// already merged are reverted, the size is restored and the error names the offending message.
-pub(crate) fn apply(
-    working: &mut Working<'_>,
-    messages: Vec<Message>,
-) -> Result<Vec<Effect>, Refusal> {
+pub(crate) fn apply(working: &mut Working<'_>, messages: Vec<Message>) -> Result<Effects, Refusal> {
     let size_before = *working.size;
-    let mut effects: Vec<Effect> = Vec::with_capacity(messages.len());
+    let mut effects = Effects::with_capacity(messages.len());
     let mut messages = messages.into_iter().enumerate();
     while let Some((index, Message { kind, id, content })) = messages.next() {
         let error = match kind {
@@ -172,14 +176,14 @@ pub(crate) struct Sender {
 /// else; a change becomes a diff for everyone; a signal is relayed. `committed` sees each diff.
 /// With `undo`, every change is kept there (in order) so that it can be reverted later.
 pub(crate) fn commit(
-    effects: Vec<Effect>,
+    effects: Effects,
     from: Sender,
     version: &mut u64,
     epoch: &Arc<str>,
     mut undo: Option<&mut Vec<Change>>,
     mut committed: impl FnMut(u64, &str),
-) -> Vec<Outcome> {
-    let mut outcomes = Vec::with_capacity(effects.len());
+) -> Outcomes {
+    let mut outcomes = Outcomes::with_capacity(effects.len());
     for effect in effects {
         match effect {
             Effect::Update { id, change } if change.is_empty() => {
@@ -264,7 +268,7 @@ mod tests {
         size: &mut i64,
         max: usize,
         messages: Vec<Message>,
-    ) -> Result<Vec<Effect>, Refusal> {
+    ) -> Result<Effects, Refusal> {
         let mut working = Working {
             state,
             size,

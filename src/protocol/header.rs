@@ -1,11 +1,10 @@
 //! The one writer of a message's `header` object: every message purly writes, client or
 //! server, stream or compat, starts with it.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::identity::{ClientId, MessageId, PROTOCOL_VERSION};
-use crate::json_text::write_string;
+use crate::json_text::{string_len, write_integer, write_string};
 
 /// The header fields of a message besides `type` and `version` (absent ones are not written).
 #[derive(Default)]
@@ -19,33 +18,34 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    /// At least the length of what [`write_prefix`](Header::write_prefix) writes for a type of
-    /// up to eight letters (an epoch that needs escaping may take more), to size the message's
-    /// text in one allocation.
-    pub(crate) fn prefix_len_hint(&self) -> usize {
-        const DIGITS: usize = 20; // u64::MAX
-        let fixed = r#"{"header":{"type":"snapshot","version":"0.1"},"content":"#.len();
-        fixed
-            + self.seq.map_or(0, |_| r#","seq":"#.len() + DIGITS)
+    /// The length of what [`write_prefix`](Header::write_prefix) writes for a message of type
+    /// `kind`, to size the message's text exactly (one allocation, which a transport then
+    /// shares without another).
+    pub(crate) fn prefix_len(&self, kind: &str) -> usize {
+        let ids = if self.ids.is_empty() {
+            0
+        } else {
+            r#","ids":[]"#.len() + self.ids.len() - 1
+                + self.ids.iter().map(|id| id.as_json().len()).sum::<usize>()
+        };
+        r#"{"header":{"type":"","version":""},"content":"#.len()
+            + kind.len()
+            + PROTOCOL_VERSION.len()
+            + self
+                .seq
+                .map_or(0, |seq| r#","seq":"#.len() + decimal_len(seq))
             + self
                 .epoch
                 .as_ref()
-                .map_or(0, |e| r#","epoch":"""#.len() + e.len())
-            + self.origin.map_or(0, |_| r#","origin":"#.len() + DIGITS)
+                .map_or(0, |epoch| r#","epoch":"#.len() + string_len(epoch))
+            + self.origin.map_or(0, |origin| {
+                r#","origin":"#.len() + decimal_len(origin.get())
+            })
             + self
                 .id
                 .as_ref()
                 .map_or(0, |id| r#","id":"#.len() + id.as_json().len())
-            + self
-                .ids
-                .iter()
-                .map(|id| id.as_json().len() + 1)
-                .sum::<usize>()
-            + if self.ids.is_empty() {
-                0
-            } else {
-                r#","ids":[]"#.len()
-            }
+            + ids
             + if self.snapshot {
                 r#","snapshot":true"#.len()
             } else {
@@ -65,7 +65,7 @@ impl Header {
         // would be an allocation.
         if let Some(seq) = self.seq {
             out.push_str(r#","seq":"#);
-            let _ = write!(out, "{seq}");
+            write_integer(seq, out);
         }
         if let Some(epoch) = &self.epoch {
             out.push_str(r#","epoch":"#);
@@ -73,7 +73,7 @@ impl Header {
         }
         if let Some(origin) = self.origin {
             out.push_str(r#","origin":"#);
-            let _ = write!(out, "{}", origin.get());
+            write_integer(origin.get(), out);
         }
         if let Some(id) = &self.id {
             out.push_str(r#","id":"#);
@@ -94,6 +94,11 @@ impl Header {
         }
         out.push_str(r#"},"content":"#);
     }
+}
+
+/// The number of decimal digits of `n`.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 #[cfg(test)]
@@ -125,7 +130,14 @@ mod tests {
     }
 
     #[test]
-    fn the_length_hint_covers_what_is_written() {
+    fn decimal_lengths() {
+        for n in [0, 1, 9, 10, 99, 100, 999_999, 1_000_000, u64::MAX] {
+            assert_eq!(decimal_len(n), n.to_string().len(), "{n}");
+        }
+    }
+
+    #[test]
+    fn the_prefix_length_is_what_is_written() {
         let full = || Header {
             snapshot: true,
             seq: Some(u64::MAX),
@@ -142,13 +154,19 @@ mod tests {
                 snapshot: false,
                 ..full()
             },
+            Header {
+                seq: Some(0),
+                origin: Some(ClientId(9)),
+                epoch: Some("a\"\u{1}".into()),
+                ids: vec![MessageId::number(10)],
+                ..Header::default()
+            },
         ];
         for header in headers {
             for kind in ["update", "signal", "snapshot", "error", "ack"] {
                 let mut out = String::new();
                 header.write_prefix(kind, &mut out);
-                assert!(header.prefix_len_hint() >= out.len(), "{out}");
-                assert!(header.prefix_len_hint() <= out.len() + 64, "{out}");
+                assert_eq!(header.prefix_len(kind), out.len(), "{out}");
             }
         }
     }

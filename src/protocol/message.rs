@@ -82,7 +82,8 @@ impl ServerMessage {
     }
 
     /// Builds a message whose content `write_content` writes straight after the header (about
-    /// `content_len` bytes): one allocation for the whole text.
+    /// `content_len` bytes): one allocation for the whole text, which the frame's `Bytes` then
+    /// takes over without another when `content_len` was exact.
     fn written(
         kind: ServerMessageKind,
         header: Header,
@@ -90,7 +91,7 @@ impl ServerMessage {
         content: Option<Map<String, Value>>,
         write_content: impl FnOnce(&mut String),
     ) -> Self {
-        let mut text = String::with_capacity(header.prefix_len_hint() + content_len + 3);
+        let mut text = String::with_capacity(header.prefix_len(kind.as_str()) + content_len + 3);
         text.push('[');
         header.write_prefix(kind.as_str(), &mut text);
         let content_start = text.len();
