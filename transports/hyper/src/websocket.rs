@@ -42,6 +42,10 @@ const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
 const FIN: u8 = 0x80;
 
+/// Frames up to this size (header included) are copied into one buffer and written with one
+/// plain write; larger ones go out as header and payload in one vectored write.
+const SMALL_FRAME: usize = 1024;
+
 /// A server-side WebSocket over `io` (see the module docs).
 #[derive(Debug)]
 pub(crate) struct WebSocket<S> {
@@ -123,6 +127,9 @@ struct Head {
     payload_len: usize,
 }
 
+#[cfg(any(test, fuzzing))]
+pub(crate) mod wire;
+
 impl<S> WebSocket<S> {
     /// A WebSocket over `io`, once the upgrade is done, taking messages of up to
     /// `max_message` bytes.
@@ -155,7 +162,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             };
             let head = &out.head[..usize::from(out.head_len)];
             let io = Pin::new(&mut self.io);
-            let written = if out.written < head.len() {
+            let total = head.len() + out.payload.len();
+            let written = if out.written == 0 && total <= SMALL_FRAME {
+                // A small frame in one piece: one plain write, cheaper in the kernel than a
+                // vectored one of two pieces.
+                let mut frame = [0u8; SMALL_FRAME];
+                frame[..head.len()].copy_from_slice(head);
+                frame[head.len()..total].copy_from_slice(&out.payload);
+                ready!(io.poll_write(cx, &frame[..total]))?
+            } else if out.written < head.len() {
                 let parts = [
                     IoSlice::new(&head[out.written..]),
                     IoSlice::new(&out.payload),
@@ -512,85 +527,8 @@ mod tests {
     use hyper_tungstenite::tungstenite::protocol::frame::FrameHeader;
     use proptest::prelude::*;
 
+    use super::wire::Wire;
     use super::*;
-
-    /// The peer's end of the connection: what it sends, in the chunks it arrives in; what the
-    /// server wrote, taken at most `write_limit` bytes per write.
-    #[derive(Default)]
-    struct Wire {
-        chunks: VecDeque<Vec<u8>>,
-        /// After the chunks: the end of the stream (true) or nothing yet (false).
-        eof: bool,
-        written: Vec<u8>,
-        write_limit: Option<usize>,
-        vectored: bool,
-    }
-
-    impl AsyncRead for Wire {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            let Some(mut chunk) = self.chunks.pop_front() else {
-                return if self.eof {
-                    Poll::Ready(Ok(()))
-                } else {
-                    Poll::Pending
-                };
-            };
-            let n = chunk.len().min(buf.remaining());
-            buf.put_slice(&chunk[..n]);
-            if n < chunk.len() {
-                self.chunks.push_front(chunk.split_off(n));
-            }
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl AsyncWrite for Wire {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let n = buf.len().min(self.write_limit.unwrap_or(usize::MAX));
-            self.written.extend_from_slice(&buf[..n]);
-            Poll::Ready(Ok(n))
-        }
-
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            if !self.vectored {
-                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
-                return self.poll_write(cx, first);
-            }
-            let mut left = self.write_limit.unwrap_or(usize::MAX);
-            let mut n = 0;
-            for buf in bufs {
-                let take = buf.len().min(left);
-                self.written.extend_from_slice(&buf[..take]);
-                left -= take;
-                n += take;
-            }
-            Poll::Ready(Ok(n))
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            self.vectored
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
 
     const MAX: usize = 1 << 20;
 
