@@ -86,6 +86,9 @@ mod builder;
 mod client;
 mod client_files;
 mod config;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod keep_alive;
 mod page;
