@@ -26,7 +26,12 @@ fn engine_to_outboxes(c: &mut Criterion) {
             .collect();
         let _sessions: Vec<_> = outboxes
             .iter()
-            .map(|o| engine.join("m", o.clone(), JoinOptions::stream()).unwrap())
+            .map(|o| {
+                engine
+                    .join("m", o.clone(), JoinOptions::stream())
+                    .wait()
+                    .unwrap()
+            })
             .collect();
         let mut batch = Vec::new();
         for outbox in &outboxes {
@@ -35,6 +40,7 @@ fn engine_to_outboxes(c: &mut Criterion) {
         }
         let publisher = engine
             .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::compat())
+            .wait()
             .unwrap();
         let frames = [flat_dom::update_frame(10, 0), flat_dom::update_frame(10, 1)];
         let mut round = 0;
@@ -58,14 +64,18 @@ fn channel_clients(c: &mut Criterion) {
     for subscribers in [1_000] {
         group.throughput(Throughput::Elements(subscribers as u64));
         let engine = Engine::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let mut clients: Vec<Client> = (0..subscribers)
-            .map(|_| Client::connect(&engine, "m").unwrap())
+            .map(|_| runtime.block_on(Client::connect(&engine, "m")).unwrap())
             .collect();
         for client in &mut clients {
             client.try_recv();
         }
         let publisher = engine
             .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::compat())
+            .wait()
             .unwrap();
         let frames = [flat_dom::update_frame(10, 0), flat_dom::update_frame(10, 1)];
         let mut round = 0;

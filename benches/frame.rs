@@ -41,6 +41,7 @@ fn session_send(c: &mut Criterion) {
     let outbox = Arc::new(Outbox::new(64 << 20));
     let session = engine
         .join("m", outbox.clone(), JoinOptions::stream())
+        .wait()
         .unwrap();
     let mut batch = Vec::new();
     outbox.try_recv(&mut batch);

@@ -23,6 +23,7 @@ fn main() {
             Arc::new(Outbox::new(usize::MAX)),
             JoinOptions::stream(),
         )
+        .wait()
         .expect("join");
     for chunk in 0..MODEL_BYTES / CHUNK {
         let mut fields = Vec::new();
@@ -40,6 +41,7 @@ fn main() {
     let outbox = Arc::new(Outbox::new(usize::MAX));
     let publisher = engine
         .join("big", outbox.clone(), JoinOptions::stream())
+        .wait()
         .expect("join");
     let mut batch = Vec::new();
     let _ = outbox.try_recv(&mut batch);
@@ -71,6 +73,7 @@ fn main() {
                 let inbox = Arc::new(Outbox::new(usize::MAX));
                 let session = engine
                     .join("big", inbox.clone(), JoinOptions::stream())
+                    .wait()
                     .expect("join");
                 let mut got = Vec::new();
                 let start = Instant::now();

@@ -11,8 +11,12 @@ use purly_channel::{Client, ClientError};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), ClientError> {
     let engine = Engine::default();
-    let mut page = Client::connect(&engine, "model").expect("a valid model name");
-    let mut bot = Client::connect(&engine, "model").expect("a valid model name");
+    let mut page = Client::connect(&engine, "model")
+        .await
+        .expect("a valid model name");
+    let mut bot = Client::connect(&engine, "model")
+        .await
+        .expect("a valid model name");
 
     // The bot builds the page: a root with one coral div.
     bot.update(json!({
@@ -23,7 +27,8 @@ async fn main() -> Result<(), ClientError> {
                                   "style": {"height": "20px", "width": "20px",
                                             "background_color": "coral"},
                                   "onClick": {"callback": "grow", "keys": ["clientX"]}}}
-    }))?;
+    }))
+    .await?;
     bot.settle().await?;
 
     // The page receives its snapshot and the bot's diff in one batch.
@@ -39,7 +44,8 @@ async fn main() -> Result<(), ClientError> {
     );
 
     // A click on the page: the signal of PROTOCOL.md section 6.
-    page.signal(json!({"square": {"callback": "grow", "event": {"clientX": 7}}}))?;
+    page.signal(json!({"square": {"callback": "grow", "event": {"clientX": 7}}}))
+        .await?;
     let clicked = loop {
         let batch = bot.recv().await.expect("the bot is connected");
         if let Some(signal) = batch.iter().find(|m| m.kind() == ServerMessageKind::Signal) {
@@ -49,7 +55,8 @@ async fn main() -> Result<(), ClientError> {
     println!("bot got a click: {}", clicked.content_json());
 
     // The bot reacts with an update; only the changed leaf travels.
-    bot.update(json!({"square": {"attributes": {"style": {"width": "40px"}}}}))?;
+    bot.update(json!({"square": {"attributes": {"style": {"width": "40px"}}}}))
+        .await?;
     bot.settle().await?;
     let batch = page.recv().await.expect("the page is connected");
     println!("diff sent to the page: {}", batch[0].content_json());

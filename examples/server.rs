@@ -81,6 +81,10 @@ struct Args {
     /// The frames per second one connection may send, sustained and in a burst (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     max_frames_per_sec: u32,
+    /// How long a join (or state read) may wait for its model to load from the store before
+    /// it is answered 503; joins of models in memory never wait.
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    join_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -106,6 +110,7 @@ impl Args {
         let mut config = ServerConfig::default();
         config.max_connections = self.max_connections;
         config.max_connections_per_peer = self.max_connections_per_peer;
+        config.join_timeout = Duration::from_millis(self.join_timeout_ms);
         config.rate_limit = (self.max_frames_per_sec > 0).then(|| {
             let mut limit = RateLimit::default();
             limit.frames_per_second = f64::from(self.max_frames_per_sec);

@@ -26,7 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(20_000);
     let engine = Engine::default();
     let outbox = Arc::new(Outbox::new(64 << 20));
-    let session = engine.join("m", outbox.clone(), JoinOptions::stream())?;
+    let session = engine
+        .join("m", outbox.clone(), JoinOptions::stream())
+        .wait()?;
     let mut batch = Vec::new();
     // The snapshot first.
     outbox.try_recv(&mut batch);

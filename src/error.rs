@@ -174,6 +174,10 @@ pub enum JoinError {
     /// The engine was shut down.
     #[error("the engine is shut down")]
     ShutDown,
+    /// The model closed (its store failed, or it was removed) before the request was served;
+    /// a new try loads it again (HTTP 503).
+    #[error("the model closed before the request was served; try again")]
+    ModelClosed,
 }
 
 /// A model name that breaks the rules of PROTOCOL.md section 1.

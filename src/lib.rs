@@ -29,8 +29,9 @@
 //! let engine = Engine::default();
 //! let alice_box = Arc::new(Outbox::new(engine.config().max_queued_bytes));
 //! let bob_box = Arc::new(Outbox::new(engine.config().max_queued_bytes));
-//! let alice = engine.join("model", alice_box.clone(), JoinOptions::stream()).unwrap();
-//! let _bob = engine.join("model", bob_box.clone(), JoinOptions::stream()).unwrap();
+//! // In memory, a join never waits; `wait()` is the blocking form of `.await`.
+//! let alice = engine.join("model", alice_box.clone(), JoinOptions::stream()).wait().unwrap();
+//! let _bob = engine.join("model", bob_box.clone(), JoinOptions::stream()).wait().unwrap();
 //!
 //! alice
 //!     .send_text(r#"[{"header":{"type":"update"},"content":{"div":{"color":"coral"}}}]"#)
@@ -105,20 +106,22 @@ mod json_text;
 mod lock;
 mod merge;
 mod model;
+mod oneshot;
 mod outbox;
 mod protocol;
 mod store;
 mod subscriber;
 pub mod telemetry;
 mod token;
+mod wait;
 
 pub use client::{
     Child, ClientConnection, Element, Event, Layout, LayoutError, Replica, ReplicaError,
 };
 pub use config::{Config, Limits};
 pub use engine::{
-    Access, Engine, EngineBuilder, EpochSource, JoinOptions, Resume, Session, Snapshot, WriteError,
-    SERVER_ORIGIN,
+    Access, Engine, EngineBuilder, EngineFuture, EpochSource, Executor, JoinOptions, Ready, Resume,
+    Session, Snapshot, Task, WriteError, SERVER_ORIGIN,
 };
 pub use error::{ErrorCode, FrameError, InvalidModelName, JoinError, SendError, StoreError};
 pub use merge::{merge_diff, Change};
@@ -130,8 +133,8 @@ pub use protocol::{
     MAX_MODEL_NAME_LEN, PROTOCOL_VERSION,
 };
 pub use store::{
-    AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, MemoryStore, RemoteFeed, Store,
-    StoredDiff, StoredModel,
+    AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, Completion, LoadDone, MemoryStore,
+    NewModel, RemoteFeed, RemoveDone, Store, StoredDiff, StoredModel,
 };
 pub use subscriber::{CloseReason, Delivery, Subscriber};
 pub use token::random_hex;

@@ -1,4 +1,6 @@
-//! A fan-out slower than its publishers slows them down instead of queueing without bound.
+//! A fan-out slower than its publishers slows them down instead of queueing without bound:
+//! past the bound a session is not ready (a transport stops reading its socket), and a frame
+//! sent anyway past twice the bound is refused. No publisher's thread ever waits.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -76,10 +78,12 @@ fn the_fan_out_backlog_stays_bounded() {
     let (gate, entered_rx) = Gate::new();
     let _gated = engine
         .join("m", gate.clone(), JoinOptions::stream())
+        .wait()
         .unwrap();
     let watcher = Arc::new(Outbox::new(64 << 20));
     let _watching = engine
         .join("m", watcher.clone(), JoinOptions::stream())
+        .wait()
         .unwrap();
     gate.armed.store(true, Ordering::SeqCst);
 
@@ -87,6 +91,7 @@ fn the_fan_out_backlog_stays_bounded() {
     let a = {
         let session = engine
             .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
+            .wait()
             .unwrap();
         std::thread::spawn(move || session.send_text(&update(0)).unwrap())
     };
@@ -94,21 +99,27 @@ fn the_fan_out_backlog_stays_bounded() {
         .recv_timeout(TIMEOUT)
         .expect("the fan-out never reached the gate");
 
-    // Thread B publishes 10,000 updates (~2.4 MB) meanwhile.
+    // Thread B publishes 10,000 updates (~2.4 MB) meanwhile, as a transport does: it awaits
+    // the session's readiness before each frame.
     let progress = Arc::new(AtomicUsize::new(0));
     let b = {
         let session = engine
             .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
+            .wait()
             .unwrap();
         let progress = progress.clone();
         std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
             for i in 1..=UPDATES {
+                runtime.block_on(session.ready());
                 session.send_text(&update(i)).unwrap();
                 progress.fetch_add(1, Ordering::SeqCst);
             }
         })
     };
-    // The send that takes the backlog over its bound does not return while delivery is stuck.
+    // Past the bound the session is not ready while delivery is stuck: no more sends.
     let crossed = std::time::Instant::now();
     while engine.fanout_backlog("m").unwrap() <= BOUND {
         assert!(
@@ -117,7 +128,7 @@ fn the_fan_out_backlog_stays_bounded() {
         );
         std::thread::yield_now();
     }
-    // One message more than the bound at the most: the one whose send is now waiting.
+    // One message more than the bound at the most: the one that took it over.
     let message = update(UPDATES).len() + 200;
     let backlog = engine.fanout_backlog("m").unwrap();
     assert!(
@@ -191,6 +202,7 @@ fn publishing_from_inside_a_delivery_never_deadlocks_even_over_the_bound() {
     });
     let session = engine
         .join("m", responder.clone(), JoinOptions::stream())
+        .wait()
         .unwrap();
     assert!(responder.session.set(session).is_ok());
     let (done_tx, done_rx) = mpsc::channel();
@@ -198,6 +210,7 @@ fn publishing_from_inside_a_delivery_never_deadlocks_even_over_the_bound() {
     std::thread::spawn(move || {
         let writer = engine2
             .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
+            .wait()
             .unwrap();
         for i in 0..100 {
             writer.send_text(&update(i)).unwrap();
@@ -217,11 +230,13 @@ fn acks_count_toward_the_fan_out_backlog() {
     let (gate, entered_rx) = Gate::new();
     let _gated = engine
         .join("m", gate.clone(), JoinOptions::stream())
+        .wait()
         .unwrap();
     gate.armed.store(true, Ordering::SeqCst);
     let stuck = {
         let session = engine
             .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
+            .wait()
             .unwrap();
         std::thread::spawn(move || session.send_text(&update(0)).unwrap())
     };
@@ -231,6 +246,7 @@ fn acks_count_toward_the_fan_out_backlog() {
     let before = engine.fanout_backlog("m").unwrap();
     let acked = engine
         .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
+        .wait()
         .unwrap();
     let after_join = engine.fanout_backlog("m").unwrap();
     acked
@@ -240,6 +256,51 @@ fn acks_count_toward_the_fan_out_backlog() {
         engine.fanout_backlog("m").unwrap() > after_join,
         "an ack waiting for fan-out counts toward the bound (backlog {before} -> {after_join})"
     );
+    gate.release();
+    stuck.join().unwrap();
+}
+
+#[test]
+fn a_publisher_that_does_not_wait_is_refused_past_twice_the_bound() {
+    const BOUND: usize = 64 << 10;
+    let mut config = Config::default();
+    config.max_fanout_backlog_bytes = BOUND;
+    let engine = Engine::new(config.clone());
+    let (gate, entered_rx) = Gate::new();
+    let _gated = engine
+        .join("m", gate.clone(), JoinOptions::stream())
+        .wait()
+        .unwrap();
+    gate.armed.store(true, Ordering::SeqCst);
+    let stuck = {
+        let session = engine
+            .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
+            .wait()
+            .unwrap();
+        std::thread::spawn(move || session.send_text(&update(0)).unwrap())
+    };
+    entered_rx
+        .recv_timeout(TIMEOUT)
+        .expect("the fan-out never reached the gate");
+    let flooder = engine
+        .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
+        .wait()
+        .unwrap();
+    let hard = 2 * BOUND + config.limits.max_frame_bytes;
+    let mut refused = None;
+    for i in 1..=20_000 {
+        match flooder.send_text(&update(i)) {
+            Ok(()) => assert!(flooder.must_wait() || engine.fanout_backlog("m").unwrap() <= BOUND),
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+        assert!(engine.fanout_backlog("m").unwrap() <= hard + update(i).len() + 200);
+    }
+    let refused = refused.expect("a publisher that never waits is refused past twice the bound");
+    assert_eq!(refused.code(), Some(purly::ErrorCode::Unavailable));
+    assert!(flooder.must_wait(), "the session says it must wait");
     gate.release();
     stuck.join().unwrap();
 }

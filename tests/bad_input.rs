@@ -128,15 +128,15 @@ async fn every_malformed_frame_is_refused_with_its_code() {
     ];
 
     let engine = engine();
-    let mut sender = Client::connect(&engine, "m").unwrap();
-    let mut other = Client::connect(&engine, "m").unwrap();
-    sender.update(json!({"before": 1})).unwrap();
+    let mut sender = Client::connect(&engine, "m").await.unwrap();
+    let mut other = Client::connect(&engine, "m").await.unwrap();
+    sender.update(json!({"before": 1})).await.unwrap();
     settle(&mut sender).await;
     common::recv_until_version(&mut other, 1).await;
     let state = engine.state("m").unwrap();
 
     for (name, frame, code, index) in cases {
-        let error = sender.send_text(&frame).unwrap_err();
+        let error = sender.send_text(&frame).await.unwrap_err();
         assert_eq!(error.code(), Some(code), "{name}: returned error");
         assert_eq!(engine.state("m").unwrap(), state, "{name}: model changed");
         assert_eq!(version(&engine, "m"), 1, "{name}: version moved");
@@ -177,7 +177,7 @@ async fn every_malformed_frame_is_refused_with_its_code() {
     );
 
     // The connection is alive: a valid update still applies and reaches the other client.
-    sender.update(json!({"after": 2})).unwrap();
+    sender.update(json!({"after": 2})).await.unwrap();
     settle(&mut sender).await;
     common::recv_until_version(&mut other, 2).await;
     assert_eq!(other.state()["after"], 2);
@@ -187,7 +187,7 @@ async fn every_malformed_frame_is_refused_with_its_code() {
 #[tokio::test]
 async fn binary_frames_are_refused_by_the_transport_through_the_session() {
     let engine = Engine::default();
-    let mut client = Client::connect(&engine, "m").unwrap();
+    let mut client = Client::connect(&engine, "m").await.unwrap();
     recv(&mut client).await;
     let error = client.session().refuse(purly::FrameError::new(
         ErrorCode::BinaryNotSupported,
@@ -249,6 +249,7 @@ fn unreadable_content_is_an_error_never_an_empty_object() {
     let outbox = std::sync::Arc::new(purly::Outbox::new(1 << 20));
     let _watcher = engine
         .join("m", outbox.clone(), purly::JoinOptions::stream())
+        .wait()
         .unwrap();
     let sender = engine
         .join(
@@ -256,6 +257,7 @@ fn unreadable_content_is_an_error_never_an_empty_object() {
             std::sync::Arc::new(purly::Outbox::new(1 << 20)),
             purly::JoinOptions::stream(),
         )
+        .wait()
         .unwrap();
     sender
         .send_text(r#"[{"header":{"type":"signal"},"content":{"n":1e999}}]"#)

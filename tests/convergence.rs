@@ -43,16 +43,17 @@ async fn eight_concurrent_writers_converge() {
     let engine = Engine::default();
     // Every client joins before any writes, so that each sees every version as a diff (one
     // that joined after the first writes would get them in its snapshot instead).
-    let clients: Vec<Client> = (0..CLIENTS)
-        .map(|_| Client::connect(&engine, "shared").unwrap())
-        .collect();
+    let mut clients: Vec<Client> = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(Client::connect(&engine, "shared").await.unwrap());
+    }
     let mut tasks = Vec::new();
     for (writer, mut client) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (writer as u64 + 1));
             let mut seqs = Vec::new();
             for i in 0..UPDATES {
-                client.update(rng.update(writer)).unwrap();
+                client.update(rng.update(writer)).await.unwrap();
                 if i % 7 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -105,6 +106,7 @@ fn every_subscriber_sees_every_version_once_in_order() {
         .map(|o| {
             engine
                 .join("ordered", o.clone(), JoinOptions::stream())
+                .wait()
                 .unwrap()
         })
         .collect();
@@ -118,6 +120,7 @@ fn every_subscriber_sees_every_version_once_in_order() {
                         Arc::new(Outbox::new(64 << 20)),
                         JoinOptions::stream(),
                     )
+                    .wait()
                     .unwrap();
                 for i in 0..UPDATES {
                     let frame = json!([{"header": {"type": "update"},
@@ -143,12 +146,12 @@ fn every_subscriber_sees_every_version_once_in_order() {
 #[tokio::test]
 async fn two_models_are_isolated() {
     let engine = Engine::default();
-    let mut red = Client::connect(&engine, "red").unwrap();
-    let mut red_watcher = Client::connect(&engine, "red").unwrap();
-    let mut blue = Client::connect(&engine, "blue").unwrap();
-    red.update(json!({"color": "red"})).unwrap();
-    red.signal(json!({"ping": "red"})).unwrap();
-    blue.update(json!({"color": "blue"})).unwrap();
+    let mut red = Client::connect(&engine, "red").await.unwrap();
+    let mut red_watcher = Client::connect(&engine, "red").await.unwrap();
+    let mut blue = Client::connect(&engine, "blue").await.unwrap();
+    red.update(json!({"color": "red"})).await.unwrap();
+    red.signal(json!({"ping": "red"})).await.unwrap();
+    blue.update(json!({"color": "blue"})).await.unwrap();
     settle(&mut red).await;
     settle(&mut blue).await;
     recv_until_version(&mut red_watcher, 1).await;
@@ -287,10 +290,10 @@ mod property {
                     .build();
                 // The reference observer: a queue large enough never to lag.
                 let recorder = Arc::new(Outbox::new(64 << 20));
-                let _recording = engine.join("m", recorder.clone(), JoinOptions::stream()).unwrap();
+                let _recording = engine.join("m", recorder.clone(), JoinOptions::stream()).await.unwrap();
                 let mut readers = Vec::new();
                 for r in 0..slow_readers {
-                    let mut reader = Client::connect(&engine, "m").unwrap();
+                    let mut reader = Client::connect(&engine, "m").await.unwrap();
                     readers.push(tokio::spawn(async move {
                         // Reads now and then, falling behind the writers.
                         let mut reads = 0u64;
@@ -304,7 +307,7 @@ mod property {
                 }
                 let mut tasks = Vec::new();
                 for frames in writers {
-                    let mut client = Client::connect(&engine, "m").unwrap();
+                    let mut client = Client::connect(&engine, "m").await.unwrap();
                     tasks.push(tokio::spawn(async move {
                         for (i, frame) in frames.iter().enumerate() {
                             // A refusal is answered to the writer; the frame changes nothing.

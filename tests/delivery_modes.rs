@@ -21,11 +21,11 @@ fn only(batch: Vec<ServerMessage>) -> ServerMessage {
 #[tokio::test]
 async fn join_starts_with_a_snapshot_at_the_current_version() {
     let engine = Engine::default();
-    let mut first = Client::connect(&engine, "m").unwrap();
-    first.update(json!({"a": {"b": 1}})).unwrap();
-    first.update(json!({"c": 2})).unwrap();
+    let mut first = Client::connect(&engine, "m").await.unwrap();
+    first.update(json!({"a": {"b": 1}})).await.unwrap();
+    first.update(json!({"c": 2})).await.unwrap();
     settle(&mut first).await;
-    let mut late = Client::connect(&engine, "m").unwrap();
+    let mut late = Client::connect(&engine, "m").await.unwrap();
     let snapshot = only(recv(&mut late).await);
     assert!(snapshot.is_snapshot());
     assert_eq!(snapshot.seq(), Some(2));
@@ -40,16 +40,17 @@ async fn join_starts_with_a_snapshot_at_the_current_version() {
 #[tokio::test]
 async fn diffs_are_echoed_with_origin_and_id_and_carry_only_the_difference() {
     let engine = Engine::default();
-    let mut alice = Client::connect(&engine, "m").unwrap();
-    let mut bob = Client::connect(&engine, "m").unwrap();
+    let mut alice = Client::connect(&engine, "m").await.unwrap();
+    let mut bob = Client::connect(&engine, "m").await.unwrap();
     recv(&mut alice).await;
     recv(&mut bob).await;
     alice
         .send_text(r#"[{"header":{"type":"update","id":"a-1"},"content":{"x":{"y":1,"z":2}}}]"#)
+        .await
         .unwrap();
     alice
         .send_text(r#"[{"header":{"type":"update","id":"a-2","extra":"dropped"},"content":{"x":{"y":1,"z":3}}}]"#)
-        .unwrap();
+        .await.unwrap();
     let alice_id = alice.id();
     for client in [&mut alice, &mut bob] {
         let batch = recv(client).await;
@@ -73,14 +74,14 @@ async fn diffs_are_echoed_with_origin_and_id_and_carry_only_the_difference() {
 #[tokio::test]
 async fn a_no_op_update_is_acked_only_to_its_sender_and_only_with_an_id() {
     let engine = Engine::default();
-    let mut alice = Client::connect(&engine, "m").unwrap();
-    let mut bob = Client::connect(&engine, "m").unwrap();
-    alice.update(json!({"k": 1})).unwrap();
+    let mut alice = Client::connect(&engine, "m").await.unwrap();
+    let mut bob = Client::connect(&engine, "m").await.unwrap();
+    alice.update(json!({"k": 1})).await.unwrap();
     settle(&mut alice).await;
     recv_until_version(&mut bob, 1).await;
     alice
         .send_text(r#"[{"header":{"type":"update"},"content":{"k":1}},{"header":{"type":"update","id":7},"content":{"k":1}}]"#)
-        .unwrap();
+        .await.unwrap();
     let ack = only(recv(&mut alice).await);
     assert_eq!(ack.kind(), ServerMessageKind::Ack);
     assert_eq!(ack.id().unwrap().as_json(), "7");
@@ -92,9 +93,11 @@ async fn a_no_op_update_is_acked_only_to_its_sender_and_only_with_an_id() {
 #[tokio::test]
 async fn signals_are_relayed_unmodified_to_the_others_only() {
     let engine = Engine::default();
-    let mut alice = Client::connect(&engine, "m").unwrap();
-    let mut bob = Client::connect(&engine, "m").unwrap();
-    let mut carol = Client::connect_with(&engine, "m", JoinOptions::compat()).unwrap();
+    let mut alice = Client::connect(&engine, "m").await.unwrap();
+    let mut bob = Client::connect(&engine, "m").await.unwrap();
+    let mut carol = Client::connect_with(&engine, "m", JoinOptions::compat())
+        .await
+        .unwrap();
     for c in [&mut alice, &mut bob, &mut carol] {
         recv(c).await;
     }
@@ -103,6 +106,7 @@ async fn signals_are_relayed_unmodified_to_the_others_only() {
         .send_text(&format!(
             r#"[{{"header":{{"type":"signal"}},"content":{content}}}]"#
         ))
+        .await
         .unwrap();
     let at_bob = only(recv(&mut bob).await);
     assert_eq!(at_bob.kind(), ServerMessageKind::Signal);
@@ -121,13 +125,14 @@ async fn signals_are_relayed_unmodified_to_the_others_only() {
 #[tokio::test]
 async fn compat_mode_is_the_original_behaviour() {
     let engine = Engine::default();
-    let mut stream = Client::connect(&engine, "m").unwrap();
-    stream.update(json!({"start": true})).unwrap();
+    let mut stream = Client::connect(&engine, "m").await.unwrap();
+    stream.update(json!({"start": true})).await.unwrap();
     settle(&mut stream).await;
 
     let outbox = Arc::new(Outbox::new(1 << 20));
     let compat = engine
         .join("m", outbox.clone(), JoinOptions::compat())
+        .await
         .unwrap();
     let mut first = Vec::new();
     assert_eq!(outbox.try_recv(&mut first), Some(Received::Messages));
@@ -146,7 +151,7 @@ async fn compat_mode_is_the_original_behaviour() {
     let diff = only(recv(&mut stream).await);
     assert_eq!(diff.origin(), Some(compat.id()));
     // Others' diffs reach it without seq, epoch, origin or id.
-    stream.update(json!({"theirs": 2})).unwrap();
+    stream.update(json!({"theirs": 2})).await.unwrap();
     settle(&mut stream).await;
     let mut batch = Vec::new();
     assert_eq!(outbox.try_recv(&mut batch), Some(Received::Messages));
@@ -160,23 +165,25 @@ async fn compat_mode_is_the_original_behaviour() {
 async fn read_only_sessions_are_forbidden_to_write() {
     let engine = Engine::default();
     let mut reader =
-        Client::connect_with(&engine, "m", JoinOptions::stream().access(Access::ReadOnly)).unwrap();
+        Client::connect_with(&engine, "m", JoinOptions::stream().access(Access::ReadOnly))
+            .await
+            .unwrap();
     recv(&mut reader).await;
     assert!(
-        reader.send_text("[]").is_ok(),
+        reader.send_text("[]").await.is_ok(),
         "an empty frame does nothing"
     );
     for frame in [
         r#"[{"header":{"type":"update","id":"u"},"content":{"a":1}}]"#,
         r#"[{"header":{"type":"signal"},"content":{"a":1}}]"#,
     ] {
-        let error = reader.send_text(frame).unwrap_err();
+        let error = reader.send_text(frame).await.unwrap_err();
         assert_eq!(error.code(), Some(ErrorCode::Forbidden));
         let message = only(recv(&mut reader).await);
         assert_eq!(message.content().unwrap()["code"], "forbidden");
     }
     // The replica's own update is refused and dropped from its pending list by the error's ids.
-    reader.update(json!({"a": 1})).unwrap_err();
+    reader.update(json!({"a": 1})).await.unwrap_err();
     recv(&mut reader).await;
     assert_eq!(reader.replica().pending(), 0);
     assert!(reader.state().is_empty());
@@ -188,9 +195,9 @@ async fn resume_replays_missed_diffs_or_falls_back_to_a_snapshot() {
     let mut config = Config::default();
     config.history_len = 150;
     let engine = Engine::new(config);
-    let mut writer = Client::connect(&engine, "m").unwrap();
-    let mut reader = Client::connect(&engine, "m").unwrap();
-    writer.update(json!({"n": 0})).unwrap();
+    let mut writer = Client::connect(&engine, "m").await.unwrap();
+    let mut reader = Client::connect(&engine, "m").await.unwrap();
+    writer.update(json!({"n": 0})).await.unwrap();
     settle(&mut writer).await;
     recv_until_version(&mut reader, 1).await;
     let epoch = reader.session().epoch().to_owned();
@@ -198,12 +205,15 @@ async fn resume_replays_missed_diffs_or_falls_back_to_a_snapshot() {
     let stale = kept.clone();
 
     for n in 1..=100 {
-        writer.update(json!({"n": n, format!("k{n}"): n})).unwrap();
+        writer
+            .update(json!({"n": n, format!("k{n}"): n}))
+            .await
+            .unwrap();
     }
     settle(&mut writer).await;
 
     // Replay: exactly the 100 diffs after version 1, no snapshot, and the replica converges.
-    let mut resumed = Client::resume(&engine, "m", kept).unwrap();
+    let mut resumed = Client::resume(&engine, "m", kept).await.unwrap();
     let replay = recv(&mut resumed).await;
     assert!(replay.iter().all(|m| !m.is_snapshot()));
     assert_eq!(
@@ -213,27 +223,27 @@ async fn resume_replays_missed_diffs_or_falls_back_to_a_snapshot() {
     assert_eq!(resumed.state(), &engine.state("m").unwrap());
 
     // Fallback: a version older than the kept history, a wrong epoch, or a future version.
-    let mut too_old = Client::connect(&engine, "m").unwrap();
+    let mut too_old = Client::connect(&engine, "m").await.unwrap();
     recv(&mut too_old).await;
     for n in 101..=300 {
-        writer.update(json!({"n": n})).unwrap();
+        writer.update(json!({"n": n})).await.unwrap();
     }
     settle(&mut writer).await;
-    let mut fell_back = Client::resume(&engine, "m", stale).unwrap();
+    let mut fell_back = Client::resume(&engine, "m", stale).await.unwrap();
     let first = recv(&mut fell_back).await;
     assert!(first[0].is_snapshot(), "history no longer holds version 2");
     assert_eq!(fell_back.state(), &engine.state("m").unwrap());
     let now = version(&engine, "m");
     for (since, epoch) in [(now - 1, "another-epoch"), (now + 10, epoch.as_str())] {
         let options = JoinOptions::stream().resume(since, epoch);
-        let mut client = Client::connect_with(&engine, "m", options).unwrap();
+        let mut client = Client::connect_with(&engine, "m", options).await.unwrap();
         let first = recv(&mut client).await;
         assert!(first[0].is_snapshot(), "since={since} epoch={epoch}");
         assert_eq!(client.state(), &engine.state("m").unwrap());
     }
     // Resuming at the current version sends nothing until the next change.
     let options = JoinOptions::stream().resume(now, &epoch);
-    let mut current = Client::connect_with(&engine, "m", options).unwrap();
+    let mut current = Client::connect_with(&engine, "m", options).await.unwrap();
     assert!(current.try_recv().is_none());
     drop(too_old);
 }

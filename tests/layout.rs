@@ -14,7 +14,7 @@ use purly_channel::Client;
 #[tokio::test]
 async fn the_getting_started_square() {
     let engine = Engine::default();
-    let mut layout = Layout::new(Client::connect(&engine, "model").unwrap());
+    let mut layout = Layout::new(Client::connect(&engine, "model").await.unwrap());
     let div = layout.html("div");
     div.styles([
         ("height", "20px"),
@@ -41,7 +41,7 @@ async fn the_getting_started_square() {
 #[tokio::test]
 async fn a_click_runs_the_handler_and_its_change_reaches_the_page() {
     let engine = Engine::default();
-    let mut layout = Layout::new(Client::connect(&engine, "model").unwrap());
+    let mut layout = Layout::new(Client::connect(&engine, "model").await.unwrap());
     let heading = layout.html("h1");
     heading.set_text("clicked 0 times");
     let button = layout.html("button");
@@ -56,7 +56,7 @@ async fn a_click_runs_the_handler_and_its_change_reaches_the_page() {
     layout.root().append(&heading).append(&button);
     common::within(layout.sync()).await.unwrap();
 
-    let mut page = Client::connect(&engine, "model").unwrap();
+    let mut page = Client::connect(&engine, "model").await.unwrap();
     recv(&mut page).await;
     let spec = page.state()[button.key()]["attributes"]["onclick"].clone();
     let callback = spec["callback"].as_str().unwrap().to_owned();
@@ -66,6 +66,7 @@ async fn a_click_runs_the_handler_and_its_change_reaches_the_page() {
     });
     for expected in 1..=3 {
         page.signal(json!({ button.key(): {"callback": callback, "event": {"clientX": 12}} }))
+            .await
             .unwrap();
         while page.state()[heading.key()]["children"]
             != json!([format!("clicked {expected} times")])
@@ -80,7 +81,7 @@ async fn a_click_runs_the_handler_and_its_change_reaches_the_page() {
 #[tokio::test]
 async fn values_the_page_reports_are_readable_in_the_handler() {
     let engine = Engine::default();
-    let mut layout = Layout::new(Client::connect(&engine, "model").unwrap());
+    let mut layout = Layout::new(Client::connect(&engine, "model").await.unwrap());
     let input = layout.html("input");
     let echo = layout.html("p");
     let shown = echo.clone();
@@ -92,7 +93,7 @@ async fn values_the_page_reports_are_readable_in_the_handler() {
     common::within(layout.sync()).await.unwrap();
     let key = input.key().to_owned();
 
-    let mut page = Client::connect(&engine, "model").unwrap();
+    let mut page = Client::connect(&engine, "model").await.unwrap();
     recv(&mut page).await;
     let serving = tokio::spawn(async move {
         let _ = tokio::time::timeout(TIMEOUT, layout.serve()).await;
@@ -106,6 +107,7 @@ async fn values_the_page_reports_are_readable_in_the_handler() {
         ])
         .to_string(),
     )
+    .await
     .unwrap();
     while page.state()[echo.key()]["children"] != json!(["you typed hello"]) {
         recv(&mut page).await;
@@ -120,7 +122,7 @@ async fn values_the_page_reports_are_readable_in_the_handler() {
 #[tokio::test]
 async fn removed_and_dropped_elements_leave_the_model() {
     let engine = Engine::default();
-    let mut layout = Layout::new(Client::connect(&engine, "model").unwrap());
+    let mut layout = Layout::new(Client::connect(&engine, "model").await.unwrap());
     let list = layout.html("ul");
     let item = layout.html("li");
     let inner = layout.html("b");
@@ -150,7 +152,7 @@ async fn removed_and_dropped_elements_leave_the_model() {
 #[tokio::test]
 async fn with_signatures_every_change_re_signs_the_element_and_its_ancestors() {
     let engine = Engine::default();
-    let mut layout = Layout::with_signatures(Client::connect(&engine, "model").unwrap());
+    let mut layout = Layout::with_signatures(Client::connect(&engine, "model").await.unwrap());
     let outer = layout.html("div");
     let inner = layout.html("span");
     outer.append(&inner);
@@ -170,7 +172,7 @@ async fn with_signatures_every_change_re_signs_the_element_and_its_ancestors() {
     assert_eq!(signature("root"), Value::Null, "the root never is");
 
     // Without the option no signature is written at all.
-    let mut plain = Layout::new(Client::connect(&engine, "plain").unwrap());
+    let mut plain = Layout::new(Client::connect(&engine, "plain").await.unwrap());
     let div = plain.html("div");
     plain.root().append(&div);
     div.style("color", "coral");

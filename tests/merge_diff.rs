@@ -120,8 +120,8 @@ proptest! {
     fn a_no_op_update_fans_out_nothing(update in object()) {
         let engine = Engine::default();
         let watcher = Arc::new(Outbox::new(1 << 20));
-        let _watch = engine.join("m", watcher.clone(), JoinOptions::stream()).unwrap();
-        let writer = engine.join("m", Arc::new(Outbox::new(1 << 20)), JoinOptions::stream()).unwrap();
+        let _watch = engine.join("m", watcher.clone(), JoinOptions::stream()).wait().unwrap();
+        let writer = engine.join("m", Arc::new(Outbox::new(1 << 20)), JoinOptions::stream()).wait().unwrap();
         let frame = |u: &Map<String, Value>| {
             json!([{"header": {"type": "update"}, "content": u}]).to_string()
         };

@@ -52,8 +52,8 @@ fn guarded_engine(log: Arc<Mutex<Vec<u64>>>) -> Engine {
 async fn a_rejected_update_rolls_back_its_whole_frame() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let engine = guarded_engine(log.clone());
-    let mut client = Client::connect(&engine, "m").unwrap();
-    let mut other = Client::connect(&engine, "m").unwrap();
+    let mut client = Client::connect(&engine, "m").await.unwrap();
+    let mut other = Client::connect(&engine, "m").await.unwrap();
     recv(&mut client).await;
     recv(&mut other).await;
     let before = engine.state("m").unwrap();
@@ -62,13 +62,14 @@ async fn a_rejected_update_rolls_back_its_whole_frame() {
             r#"[{"header":{"type":"update","id":"x"},"content":{"a":{"b":1},"locked":null,"c":null}},
                 {"header":{"type":"signal"},"content":{"s":1}}]"#,
         )
-        .unwrap_err();
+        .await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::Rejected));
     let error = client
         .send_text(
             r#"[{"header":{"type":"update","id":"y"},"content":{"a":{"b":1},"new":[1]}},
                 {"header":{"type":"update","id":"z"},"content":{"locked":"mine"}}]"#,
         )
+        .await
         .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::Rejected));
     assert_eq!(
@@ -91,39 +92,39 @@ async fn a_rejected_update_rolls_back_its_whole_frame() {
         "the signal of a refused frame is not relayed"
     );
 
-    client.update(json!({"free": 1})).unwrap();
+    client.update(json!({"free": 1})).await.unwrap();
     settle(&mut client).await;
     assert_eq!(*log.lock().unwrap(), vec![1]);
     assert_eq!(client.state()["locked"], "initial");
 }
 
-#[test]
-fn the_factory_decides_which_models_exist() {
+#[tokio::test]
+async fn the_factory_decides_which_models_exist() {
     let engine = guarded_engine(Arc::default());
-    let error = Client::connect(&engine, "private-notes").unwrap_err();
+    let error = Client::connect(&engine, "private-notes").await.unwrap_err();
     assert_eq!(error, JoinError::Refused("no such model".into()));
     assert!(matches!(
-        Client::connect(&engine, "../etc"),
+        Client::connect(&engine, "../etc").await,
         Err(JoinError::InvalidName(_))
     ));
     assert_eq!(engine.model_count(), 0);
 }
 
-#[test]
-fn the_number_of_models_is_bounded() {
+#[tokio::test]
+async fn the_number_of_models_is_bounded() {
     let mut config = Config::default();
     config.max_models = 3;
     let engine = Engine::new(config);
-    let clients: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|m| Client::connect(&engine, m).unwrap())
-        .collect();
+    let mut clients = Vec::new();
+    for model in ["a", "b", "c"] {
+        clients.push(Client::connect(&engine, model).await.unwrap());
+    }
     assert_eq!(
-        Client::connect(&engine, "d").unwrap_err(),
+        Client::connect(&engine, "d").await.unwrap_err(),
         JoinError::TooManyModels { limit: 3 }
     );
     assert!(
-        Client::connect(&engine, "a").is_ok(),
+        Client::connect(&engine, "a").await.is_ok(),
         "existing models still join"
     );
     drop(clients);
@@ -134,11 +135,17 @@ async fn an_update_that_would_make_the_model_too_large_is_not_applied() {
     let mut config = Config::default();
     config.max_model_bytes = 200;
     let engine = Engine::new(config);
-    let mut client = Client::connect(&engine, "m").unwrap();
-    client.update(json!({"small": "x".repeat(100)})).unwrap();
+    let mut client = Client::connect(&engine, "m").await.unwrap();
+    client
+        .update(json!({"small": "x".repeat(100)}))
+        .await
+        .unwrap();
     settle(&mut client).await;
     let before = engine.state("m").unwrap();
-    let error = client.update(json!({"big": "y".repeat(100)})).unwrap_err();
+    let error = client
+        .update(json!({"big": "y".repeat(100)}))
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, ClientError::Send(SendError::Frame(e)) if e.code == ErrorCode::ModelTooLarge)
     );
@@ -154,6 +161,7 @@ async fn an_update_that_would_make_the_model_too_large_is_not_applied() {
     // Shrinking first makes room: replacing within one update is measured as a whole.
     client
         .update(json!({"small": null, "big": "y".repeat(100)}))
+        .await
         .unwrap();
     settle(&mut client).await;
     assert_eq!(client.state(), &engine.state("m").unwrap());
@@ -162,23 +170,23 @@ async fn an_update_that_would_make_the_model_too_large_is_not_applied() {
 #[tokio::test]
 async fn removing_a_model_closes_its_clients_and_starts_a_new_epoch() {
     let engine = Engine::default();
-    let mut client = Client::connect(&engine, "m").unwrap();
-    client.update(json!({"a": 1})).unwrap();
+    let mut client = Client::connect(&engine, "m").await.unwrap();
+    client.update(json!({"a": 1})).await.unwrap();
     settle(&mut client).await;
     let old_epoch = client.session().epoch().to_owned();
-    assert!(engine.remove_model("m"));
+    assert!(engine.remove_model("m").await.unwrap());
     assert!(tokio::time::timeout(common::TIMEOUT, client.recv())
         .await
         .unwrap()
         .is_none());
     assert_eq!(client.close_reason(), Some(CloseReason::ModelRemoved));
     assert_eq!(
-        client.update(json!({"b": 1})).unwrap_err(),
+        client.update(json!({"b": 1})).await.unwrap_err(),
         ClientError::Send(SendError::Closed)
     );
 
     let replica = client.into_replica();
-    let mut again = Client::resume(&engine, "m", replica).unwrap();
+    let mut again = Client::resume(&engine, "m", replica).await.unwrap();
     assert_ne!(again.session().epoch(), old_epoch);
     let first = recv(&mut again).await;
     assert!(first[0].is_snapshot(), "a new epoch means a snapshot");
@@ -188,15 +196,21 @@ async fn removing_a_model_closes_its_clients_and_starts_a_new_epoch() {
 #[tokio::test]
 async fn shutdown_closes_every_client_and_refuses_more() {
     let engine = Engine::default();
-    let mut clients: Vec<Client> = (0..5)
-        .map(|i| Client::connect(&engine, &format!("m{}", i % 2)).unwrap())
-        .collect();
+    let mut clients: Vec<Client> = Vec::new();
+    for i in 0..5 {
+        clients.push(
+            Client::connect(&engine, &format!("m{}", i % 2))
+                .await
+                .unwrap(),
+        );
+    }
     let session = engine
         .join(
             "m0",
             Arc::new(purly::Outbox::new(1 << 20)),
             JoinOptions::compat(),
         )
+        .await
         .unwrap();
     engine.shutdown();
     for client in &mut clients {
@@ -209,11 +223,11 @@ async fn shutdown_closes_every_client_and_refuses_more() {
     }
     assert_eq!(session.send_text("[]"), Err(SendError::Closed));
     assert_eq!(
-        Client::connect(&engine, "m0").unwrap_err(),
+        Client::connect(&engine, "m0").await.unwrap_err(),
         JoinError::ShutDown
     );
     assert_eq!(
-        Client::connect(&engine, "new").unwrap_err(),
+        Client::connect(&engine, "new").await.unwrap_err(),
         JoinError::ShutDown
     );
 }
@@ -235,6 +249,7 @@ async fn the_history_budget_bounds_all_models_together() {
             let patch = json!({ "i": i, "pad": format!("{i}{padding}") });
             engine
                 .update(&format!("m{model}"), patch.as_object().unwrap().clone())
+                .await
                 .unwrap();
             assert!(
                 engine.history_bytes() <= BUDGET,
@@ -252,7 +267,7 @@ async fn the_history_budget_bounds_all_models_together() {
     let resume = |model: &str, since: u64| {
         let outbox = Arc::new(purly::Outbox::new(1 << 20));
         let options = purly::JoinOptions::stream().resume(since, epoch_of(&engine, model));
-        let _session = engine.join(model, outbox.clone(), options).unwrap();
+        let _session = engine.join(model, outbox.clone(), options).wait().unwrap();
         let mut batch = Vec::new();
         outbox.try_recv(&mut batch);
         batch
@@ -268,6 +283,7 @@ async fn the_history_budget_bounds_all_models_together() {
     let patch = json!({ "i": 20 });
     engine
         .update("m199", patch.as_object().unwrap().clone())
+        .await
         .unwrap();
     let close = resume("m199", 20);
     assert!(!close[0].is_snapshot());
@@ -280,6 +296,7 @@ fn epoch_of(engine: &Engine, model: &str) -> String {
     let outbox = Arc::new(purly::Outbox::new(1 << 20));
     let _session = engine
         .join(model, outbox.clone(), purly::JoinOptions::stream())
+        .wait()
         .unwrap();
     let mut batch = Vec::new();
     outbox.try_recv(&mut batch);

@@ -12,11 +12,20 @@ use purly_channel::Client;
 #[tokio::test]
 async fn update_merges_and_fans_out_with_the_server_origin() {
     let engine = Engine::default();
-    let mut client = Client::connect(&engine, "m").unwrap();
+    let mut client = Client::connect(&engine, "m").await.unwrap();
     recv(&mut client).await;
-    assert_eq!(engine.update("m", obj(json!({"a": {"b": 1}}))).unwrap(), 1);
     assert_eq!(
-        engine.update("m", obj(json!({"a": {"b": 1}}))).unwrap(),
+        engine
+            .update("m", obj(json!({"a": {"b": 1}})))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        engine
+            .update("m", obj(json!({"a": {"b": 1}})))
+            .await
+            .unwrap(),
         1,
         "no-op"
     );
@@ -26,7 +35,10 @@ async fn update_merges_and_fans_out_with_the_server_origin() {
     assert_eq!(batch[0].seq(), Some(1));
     assert_eq!(client.state()["a"]["b"], 1);
     // A model that does not exist yet is created.
-    assert_eq!(engine.update("fresh", obj(json!({"x": 1}))).unwrap(), 1);
+    assert_eq!(
+        engine.update("fresh", obj(json!({"x": 1}))).await.unwrap(),
+        1
+    );
     assert_eq!(engine.state("fresh").unwrap()["x"], 1);
 }
 
@@ -46,13 +58,16 @@ async fn server_writes_meet_the_models_policy() {
         }
     }
     let engine = Engine::with_model_factory(Default::default(), |_| Ok(Box::new(NoLocked)));
-    let error = engine.update("m", obj(json!({"locked": 1}))).unwrap_err();
+    let error = engine
+        .update("m", obj(json!({"locked": 1})))
+        .await
+        .unwrap_err();
     let WriteError::Send(SendError::Frame(error)) = error else {
         panic!("expected a refused frame, got {error:?}");
     };
     assert_eq!(error.code, ErrorCode::Rejected);
     assert!(matches!(
-        engine.update("bad name", obj(json!({}))),
+        engine.update("bad name", obj(json!({}))).await,
         Err(WriteError::Join(_))
     ));
 }
@@ -62,23 +77,27 @@ async fn modify_is_atomic_under_contention() {
     const TASKS: u64 = 8;
     const EACH: u64 = 1_000;
     let engine = Engine::default();
-    engine.update("counter", obj(json!({"n": 0}))).unwrap();
+    engine
+        .update("counter", obj(json!({"n": 0})))
+        .await
+        .unwrap();
     let mut watchers = Vec::new();
     for _ in 0..3 {
-        let mut client = Client::connect(&engine, "counter").unwrap();
+        let mut client = Client::connect(&engine, "counter").await.unwrap();
         recv(&mut client).await;
         watchers.push(client);
     }
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {
             let engine = engine.clone();
-            tokio::task::spawn_blocking(move || {
+            tokio::spawn(async move {
                 for _ in 0..EACH {
                     engine
                         .modify("counter", |state| {
                             let n = state["n"].as_u64().unwrap_or(0);
                             Some(obj(json!({ "n": n + 1 })))
                         })
+                        .await
                         .unwrap();
                 }
             })
@@ -110,7 +129,7 @@ async fn modify_is_atomic_under_contention() {
 #[tokio::test]
 async fn modify_can_decline_to_change_anything() {
     let engine = Engine::default();
-    engine.update("m", obj(json!({"a": 1}))).unwrap();
-    assert_eq!(engine.modify("m", |_| None).unwrap(), 1);
+    engine.update("m", obj(json!({"a": 1}))).await.unwrap();
+    assert_eq!(engine.modify("m", |_| None).await.unwrap(), 1);
     assert_eq!(engine.read("m", |_, version| version), Some(1));
 }

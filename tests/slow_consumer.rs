@@ -26,15 +26,17 @@ async fn a_stuck_subscriber_does_not_hold_back_the_others() {
     let stuck_box = Arc::new(Outbox::new(STUCK_LIMIT));
     let mut stuck =
         Client::connect_with_outbox(&engine, "busy", JoinOptions::stream(), stuck_box.clone())
+            .await
             .unwrap();
     let compat_box = Arc::new(Outbox::new(STUCK_LIMIT));
     let compat =
         Client::connect_with_outbox(&engine, "busy", JoinOptions::compat(), compat_box.clone())
+            .await
             .unwrap();
 
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let mut reader = Client::connect(&engine, "busy").unwrap();
+        let mut reader = Client::connect(&engine, "busy").await.unwrap();
         readers.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             while reader.replica().version() < Some(DIFFS) {
@@ -54,6 +56,7 @@ async fn a_stuck_subscriber_does_not_hold_back_the_others() {
             Arc::new(Outbox::new(64 << 20)),
             JoinOptions::stream(),
         )
+        .await
         .unwrap();
     let mut peak = 0;
     for i in 1..=DIFFS {
@@ -96,13 +99,15 @@ async fn a_stuck_subscriber_does_not_hold_back_the_others() {
 async fn a_lagging_writer_still_gets_its_confirmations() {
     let engine = Engine::default();
     let small = Arc::new(Outbox::new(8 << 10));
-    let mut lagging =
-        Client::connect_with_outbox(&engine, "m", JoinOptions::stream(), small).unwrap();
+    let mut lagging = Client::connect_with_outbox(&engine, "m", JoinOptions::stream(), small)
+        .await
+        .unwrap();
     let other = engine
         .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
+        .await
         .unwrap();
     for i in 0..50u64 {
-        lagging.update(json!({"mine": i})).unwrap();
+        lagging.update(json!({"mine": i})).await.unwrap();
         for j in 0..20 {
             other.send_text(&update_frame(i * 20 + j)).unwrap();
         }

@@ -33,8 +33,8 @@ async fn the_engine_counts_what_happens_to_it() {
     let m = recorder.handle();
     // The engine registers its handles when built: with this recorder.
     let engine = metrics::with_local_recorder(&recorder, Engine::default);
-    let mut writer = Client::connect(&engine, "m").unwrap();
-    let mut reader = Client::connect(&engine, "m").unwrap();
+    let mut writer = Client::connect(&engine, "m").await.unwrap();
+    let mut reader = Client::connect(&engine, "m").await.unwrap();
     recv(&mut writer).await;
     recv(&mut reader).await;
     assert_eq!(value(&m, MODELS_IN_MEMORY, ""), 1.0);
@@ -62,7 +62,10 @@ async fn the_engine_counts_what_happens_to_it() {
     assert_eq!(value(&m, FANOUT_BACKLOG, ""), 0.0);
     // How long they waited is sampled, one command in 16: 64 more updates give samples.
     for i in 0..64 {
-        writer.update(purly::serde_json::json!({ "n": i })).unwrap();
+        writer
+            .update(purly::serde_json::json!({ "n": i }))
+            .await
+            .unwrap();
     }
     settle(&mut writer).await;
     let waited = format!("{PUBLISH_TO_ENQUEUE}_count");
@@ -73,7 +76,7 @@ async fn the_engine_counts_what_happens_to_it() {
     assert_eq!(value(&m, RESYNCS, ""), 1.0);
     drop(reader);
     assert_eq!(value(&m, SESSIONS, r#"mode="stream""#), 1.0);
-    assert!(engine.remove_model("m"));
+    assert!(engine.remove_model("m").await.unwrap());
     assert_eq!(value(&m, MODELS_IN_MEMORY, ""), 0.0);
     // Labels never name a model or a client: one series per label value, whatever the load.
     for line in text.lines().filter(|l| !l.starts_with('#')) {

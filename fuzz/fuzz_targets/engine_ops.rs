@@ -95,7 +95,7 @@ fuzz_target!(|ops: Vec<Op>| {
         .iter()
         .map(|model| {
             let outbox = Arc::new(Outbox::new(64 << 20));
-            let session = engine.join(model, outbox.clone(), JoinOptions::stream()).unwrap();
+            let session = engine.join(model, outbox.clone(), JoinOptions::stream()).wait().unwrap();
             (outbox, session)
         })
         .collect();
@@ -109,7 +109,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     false => (JoinOptions::stream(), Mode::Stream),
                 };
                 let model = MODELS[usize::from(model)];
-                let session = engine.join(model, outbox.clone(), options).unwrap();
+                let session = engine.join(model, outbox.clone(), options).wait().unwrap();
                 clients[usize::from(slot % 4)] =
                     Some(Client { session, outbox, replica: Replica::new(mode), model });
             }
@@ -162,7 +162,7 @@ fuzz_target!(|ops: Vec<Op>| {
                         scope.spawn(move || {
                             let outbox = Arc::new(Outbox::new(1 << 20));
                             let session =
-                                engine.join(model, outbox, JoinOptions::stream()).unwrap();
+                                engine.join(model, outbox, JoinOptions::stream()).wait().unwrap();
                             for content in updates.iter().take(20) {
                                 let message = Message::update(object(content, 4));
                                 let _ = session.send(Frame::new(vec![message]));

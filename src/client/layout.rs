@@ -87,7 +87,7 @@ pub(crate) struct Shared {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let engine = Engine::default();
-/// let mut layout = Layout::new(Client::connect(&engine, "model")?);
+/// let mut layout = Layout::new(Client::connect(&engine, "model").await?);
 ///
 /// let div = layout.html("div");
 /// div.styles([("height", "20px"), ("width", "20px"), ("background_color", "coral")]);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::snapshot::Snapshot;
+use super::written::Written;
 use crate::protocol::{ClientId, Mode, ServerMessage, ServerMessageKind};
 use crate::subscriber::{CloseReason, Delivery, Subscriber};
 
@@ -59,6 +60,8 @@ pub(crate) enum Command {
     Read(Box<dyn FnOnce(Arc<Snapshot>) + Send>, Arc<Snapshot>),
     /// Tell every subscriber the model is closed, and forget them.
     CloseAll(CloseReason),
+    /// Tell a server-side write it is durable, at `version`.
+    Written { version: u64, written: Written },
 }
 
 impl Command {
@@ -78,7 +81,10 @@ impl Command {
             Command::Join { first, .. } => first_len(first),
             Command::Resync { .. } => model_size,
             Command::Broadcast(message) | Command::Reply { message, .. } => message.queued_len(),
-            Command::Read(..) | Command::Leave(_) | Command::CloseAll(_) => 0,
+            Command::Read(..)
+            | Command::Leave(_)
+            | Command::CloseAll(_)
+            | Command::Written { .. } => 0,
         }
     }
 }
@@ -112,6 +118,7 @@ impl Fanout {
             Command::Reply { to, message } => self.deliver_to(to, &message, true),
             Command::Broadcast(message) => self.broadcast(&message),
             Command::Read(reply, snapshot) => reply(snapshot),
+            Command::Written { version, written } => written.answer(Ok(version)),
             Command::CloseAll(reason) => {
                 for (_, registered) in self.subscribers.drain(..) {
                     registered.subscriber.close(reason);

@@ -12,9 +12,15 @@
 //!   combining"). A thread that finds it taken returns at once: the holder runs its commands
 //!   too. So publishers do not wait for a fan-out, subscribers are never called under the
 //!   model's lock, and every subscriber sees commands in queue order.
-//! - The queue is bounded in bytes: a publisher whose message takes it over the bound helps
-//!   deliver (or, when what blocks the queue is the store, waits for the store), which paces
-//!   publishers to the slower of the two.
+//! - The queue is bounded in bytes, and so are the diffs the store has not confirmed: past
+//!   either bound the model is *over its bound*. Nobody waits in here: a session's
+//!   [`poll_ready`](LiveModel::poll_ready) reports it, and the transport stops reading its
+//!   socket until the model drains (TCP pushes back on the client), which paces publishers to
+//!   the slower of the fan-out and the store. A frame that arrives anyway past twice the
+//!   bound is refused with `unavailable`, so the bound holds for callers that do not wait.
+//!
+//! Store completions do not run here on the store's thread: they are handed to the engine's
+//! executor ([`Driver`]), which applies them (the next batch, a rebase) and runs the fan-out.
 //!
 //! The commit pipeline: diffs that the store has not seen yet wait in `unsent`; at most one
 //! batch is in flight; when it completes, everything unsent meanwhile goes out as the next
@@ -22,7 +28,9 @@
 //! skips all of it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use metrics::Gauge;
@@ -30,12 +38,14 @@ use metrics::Gauge;
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
+use super::executor::Driver;
 use super::fanout::{Command, Fanout, First, Registered};
-use super::history::{History, HistoryBudget};
+use super::history::History;
 use super::replay::{Replay, Replays};
 use super::snapshot::Snapshot;
 use super::transaction::{self, Outcome, Sender, Working, Write};
-use crate::config::Config;
+use super::written::Written;
+use super::EngineInner;
 use crate::error::StoreError;
 use crate::error::{ErrorCode, FrameError, SendError};
 use crate::lock::lock;
@@ -85,8 +95,14 @@ pub(crate) struct LiveModel {
     max_batch: usize,
     feed: OnceLock<RemoteFeed>,
     max_model_bytes: usize,
+    /// Past the bound, a frame is refused: it may exceed the bound by one frame per
+    /// session that did not wait for it, and by no more than this.
+    max_frame: usize,
+    /// Whether the model is over its bound (read without the lock by every session's
+    /// readiness check; written under it).
+    over: AtomicBool,
+    driver: Arc<Driver>,
     state: Mutex<ModelState>,
-    durable_moved: Condvar,
     fanout: Mutex<Fanout>,
     pub(crate) metrics: Arc<EngineMetrics>,
 }
@@ -130,6 +146,9 @@ struct ModelState {
     /// Shared store: other writers' diffs not applied yet (a batch of ours is in flight, or
     /// an earlier version is still missing).
     remote: BTreeMap<u64, StoredDiff>,
+    /// The sessions (and server writes) waiting for the model to drain below its bound: at
+    /// most one waker per waiting task.
+    ready_waiters: Vec<Waker>,
 }
 
 struct Queued {
@@ -159,15 +178,16 @@ pub(crate) enum Unapplied {
 }
 
 impl LiveModel {
+    /// A live model of `engine`'s: its store, limits, metrics, history budget and executor.
     pub(crate) fn new(
         name: ModelName,
         model: Box<dyn Model>,
         start: Start,
-        store: Arc<dyn Store>,
-        config: &Config,
-        metrics: Arc<EngineMetrics>,
-        budget: Arc<HistoryBudget>,
+        engine: &EngineInner,
     ) -> Arc<Self> {
+        let (store, config) = (engine.store.clone(), &engine.config);
+        let (metrics, driver) = (engine.metrics.clone(), engine.driver.clone());
+        let budget = engine.history_budget.clone();
         let state = Arc::new(start.state);
         let size = crate::json_text::object_len(&state) as i64;
         let mut history = History::new(config.history_len, config.history_bytes, budget);
@@ -190,6 +210,9 @@ impl LiveModel {
             feed: OnceLock::new(),
             store,
             max_model_bytes: config.max_model_bytes,
+            max_frame: config.limits.max_frame_bytes,
+            over: AtomicBool::new(false),
+            driver,
             state: Mutex::new(ModelState {
                 model,
                 state,
@@ -217,8 +240,8 @@ impl LiveModel {
                 applying: None,
                 frame_ends: VecDeque::new(),
                 remote: BTreeMap::new(),
+                ready_waiters: Vec::new(),
             }),
-            durable_moved: Condvar::new(),
             fanout: Mutex::new(Fanout::default()),
             metrics,
         })
@@ -315,32 +338,89 @@ impl LiveModel {
     /// Sends an error to one session, in order with everything else it receives.
     pub(crate) fn refuse(&self, to: ClientId, error: FrameError, ids: Vec<MessageId>) -> SendError {
         let message = ServerMessage::error(&error, ids);
-        let over_bound = {
-            let mut state = lock(&self.state);
-            state.enqueue(Command::Reply { to, message });
-            self.over_bound(&state)
-        };
-        self.deliver_or_wait(over_bound);
+        lock(&self.state).enqueue(Command::Reply { to, message });
+        self.run_commands();
         SendError::Frame(error)
     }
 
     /// Applies a write atomically in the model's order: every update is merged, or none is.
-    /// Returns the version after it.
-    pub(crate) fn write(self: &Arc<Self>, from: Sender, write: Write) -> Result<u64, Unapplied> {
-        let (outcome, over_bound, batch) = {
+    /// Returns the version after it. With `written`, the write is answered once durable.
+    /// Never waits: past twice the model's bound the write is refused (`unavailable`).
+    pub(crate) fn write(
+        self: &Arc<Self>,
+        from: Sender,
+        write: Write,
+        written: Option<Written>,
+    ) -> Result<u64, Unapplied> {
+        let (outcome, batch) = {
             let mut state = lock(&self.state);
             if state.closed.is_some() {
                 return Err(Unapplied::Closed(write));
             }
-            let outcome = self.apply_locked(&mut state, from, write);
+            if self.over_hard_bound(&state) {
+                let error = FrameError::new(
+                    ErrorCode::Unavailable,
+                    "the model is far behind (its store or its fan-out); wait until it drains and retry",
+                );
+                let ids = match &write {
+                    Write::Messages(messages) => {
+                        messages.iter().filter_map(|m| m.id.clone()).collect()
+                    }
+                    Write::Modify(_) => Vec::new(),
+                };
+                state.enqueue(Command::Reply {
+                    to: from.id,
+                    message: ServerMessage::error(&error, ids),
+                });
+                drop(state);
+                self.run_commands();
+                return Err(Unapplied::Refused(SendError::Frame(error)));
+            }
+            let outcome = self.apply_locked(&mut state, from, write, written);
             let batch = self.next_batch(&mut state);
-            (outcome, self.over_bound(&state), batch)
+            if self.over_bound(&state) {
+                self.over.store(true, Ordering::Release);
+            }
+            (outcome, batch)
         };
         if let Some(batch) = batch {
             self.send_batch(batch);
         }
-        self.deliver_or_wait(over_bound);
+        self.run_commands();
         outcome.map_err(Unapplied::Refused)
+    }
+
+    /// Ready once the model is under its bound (or closed): a transport polls it before it
+    /// reads the next frame from a client.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.over.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let mut state = lock(&self.state);
+        if state.closed.is_some() || !self.over_bound(&state) {
+            self.over.store(false, Ordering::Release);
+            return Poll::Ready(());
+        }
+        if !state.ready_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            state.ready_waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Whether the model is over its bound now (without waiting).
+    pub(crate) fn is_over_bound(&self) -> bool {
+        self.over.load(Ordering::Acquire)
+    }
+
+    /// Under the bound (or closed): clears the flag and hands back the waiters to wake once
+    /// the lock is let go.
+    fn drained(&self, state: &mut ModelState) -> Vec<Waker> {
+        if state.closed.is_none() && self.over_bound(state) {
+            self.over.store(true, Ordering::Release);
+            return Vec::new();
+        }
+        self.over.store(false, Ordering::Release);
+        std::mem::take(&mut state.ready_waiters)
     }
 
     fn apply_locked(
@@ -348,10 +428,13 @@ impl LiveModel {
         state: &mut ModelState,
         from: Sender,
         write: Write,
+        written: Option<Written>,
     ) -> Result<u64, SendError> {
         if !self.shared {
             let messages = write.into_messages(&state.state);
-            return self.apply_frame(state, from, messages, None);
+            let outcome = self.apply_frame(state, from, messages, None);
+            answer_when_durable(state, &outcome, written);
+            return outcome;
         }
         // Kept whole, to run again after another writer's commit: a modification is
         // computed again from the state it will then apply to.
@@ -367,6 +450,7 @@ impl LiveModel {
         state.applying = Some(id);
         let before = state.version;
         let outcome = self.apply_frame(state, from, messages, Some(&mut changes));
+        answer_when_durable(state, &outcome, written.clone());
         state.applying = None;
         if state.version > before {
             state.frame_ends.push_back(state.version);
@@ -376,6 +460,7 @@ impl LiveModel {
                 id,
                 from,
                 write: kept,
+                written,
                 changes,
                 last: state.version,
             });
@@ -406,15 +491,7 @@ impl LiveModel {
         match transaction::apply(&mut working, messages) {
             Ok(effects) => {
                 let mut version = state.version;
-                let model = &mut state.model;
-                let outcomes = transaction::commit(
-                    effects,
-                    from,
-                    &mut version,
-                    &self.epoch,
-                    undo,
-                    |v, diff| model.committed(v, diff),
-                );
+                let outcomes = transaction::commit(effects, from, &mut version, &self.epoch, undo);
                 for outcome in outcomes {
                     match outcome {
                         Outcome::Broadcast(message) => {
@@ -486,7 +563,6 @@ impl LiveModel {
             state.size += change.size_delta();
             state.version = diff.version;
             state.durable = diff.version;
-            state.model.committed(diff.version, change.diff_json());
             let header = Header {
                 seq: Some(diff.version),
                 epoch: Some(self.epoch.clone()),
@@ -502,7 +578,7 @@ impl LiveModel {
                 Some(id) => {
                     if let Some(replay) = frames.remove(&id) {
                         // A refusal now is queued to its sender like any other.
-                        let _ = self.apply_locked(state, replay.from, replay.write);
+                        let _ = self.apply_locked(state, replay.from, replay.write, replay.written);
                     }
                 }
                 None => {
@@ -620,10 +696,14 @@ impl LiveModel {
         .entered();
         let live = Arc::downgrade(self);
         let last = batch.last_version();
+        let driver = self.driver.clone();
+        // The store's thread only hands the answer over: the engine's executor applies it.
         let done = AppendDone::new(move |result| {
-            if let Some(live) = live.upgrade() {
-                live.appended(last, result);
-            }
+            driver.spawn(move || {
+                if let Some(live) = live.upgrade() {
+                    live.appended(last, result);
+                }
+            })
         });
         self.store.append(batch, done);
     }
@@ -678,7 +758,6 @@ impl LiveModel {
             }
         };
         drop(state);
-        self.durable_moved.notify_all();
         if let Some(batch) = batch {
             self.send_batch(batch);
         }
@@ -782,7 +861,6 @@ impl LiveModel {
                 state.enqueue_now(Command::CloseAll(reason));
             }
         }
-        self.durable_moved.notify_all();
         self.run_commands();
         self.unwatch_if_closed();
     }
@@ -847,28 +925,15 @@ impl LiveModel {
         }
     }
 
-    /// Runs released commands if no other thread is running them (see the module docs).
+    /// Runs released commands if no other thread is running them (see the module docs), then
+    /// wakes the sessions waiting for the model to drain, if it has.
     fn run_commands(&self) {
-        self.deliver_or_wait(false);
-    }
-
-    /// Like `run_commands`; with `over_bound` (the caller's message took the backlog over its
-    /// bound), waits its turn to deliver instead of leaving it to the thread delivering, and,
-    /// when it is the store that holds the queue back, waits for the store to move on. A thread
-    /// that is itself delivering (a subscriber that sends from `deliver`) never waits.
-    fn deliver_or_wait(&self, over_bound: bool) {
-        let wait = over_bound && !DELIVERING.get();
         loop {
-            let mut fanout = if wait {
-                lock(&self.fanout)
-            } else {
-                match self.fanout.try_lock() {
-                    Ok(guard) => guard,
-                    Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                    Err(TryLockError::WouldBlock) => return,
-                }
+            let mut fanout = match self.fanout.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
             };
-            let delivering = Delivering::enter();
             loop {
                 let commands = lock(&self.state).release(&self.metrics.publish_to_enqueue);
                 if commands.is_empty() {
@@ -878,40 +943,54 @@ impl LiveModel {
                     fanout.run(command);
                 }
             }
-            drop(delivering);
             drop(fanout);
             // A command released after our last look and before we let go found the lock taken
             // and left its work to us: look once more.
-            let state = lock(&self.state);
+            let mut state = lock(&self.state);
             if state.releasable() {
                 continue;
             }
-            if wait && self.over_bound(&state) {
-                self.wait_for_store(state);
+            let waiters = self.drained(&mut state);
+            drop(state);
+            for waker in waiters {
+                waker.wake();
             }
             return;
         }
     }
 
-    /// Whether a publisher should help deliver, or wait for the store: the fan-out backlog or
-    /// the bytes the store has not confirmed are over their bounds.
+    /// Whether the fan-out backlog or the bytes (or diffs) the store has not confirmed are
+    /// over their bounds: sessions then wait before they read more.
     fn over_bound(&self, state: &ModelState) -> bool {
         state.over_backlog()
             || state.unsent_bytes + state.in_flight_bytes > self.max_undurable
             || state.unsent.len() + state.in_flight_diffs > 2 * self.max_batch
     }
 
-    /// Waits until the store moves the durable version on (or the model closes).
-    fn wait_for_store(&self, state: MutexGuard<'_, ModelState>) {
-        let durable = state.durable;
-        let _state = self
-            .durable_moved
-            .wait_while(state, |s| {
-                s.durable == durable && s.closed.is_none() && s.in_flight()
-            })
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        drop(_state);
-        self.run_commands();
+    /// Past twice the bound (plus a frame): a frame is refused, whoever sends it.
+    fn over_hard_bound(&self, state: &ModelState) -> bool {
+        state.backlog > 2 * state.max_backlog + self.max_frame
+            || state.unsent_bytes + state.in_flight_bytes > 2 * self.max_undurable + self.max_frame
+            || state.unsent.len() + state.in_flight_diffs > 4 * self.max_batch + 1
+    }
+}
+
+/// Queues a write's answer right after its own commands: released, like them, once durable.
+/// A refused write is answered at once.
+fn answer_when_durable(
+    state: &mut ModelState,
+    outcome: &Result<u64, SendError>,
+    written: Option<Written>,
+) {
+    let Some(written) = written else {
+        return;
+    };
+    match outcome {
+        Ok(version) => state.enqueue(Command::Written {
+            version: *version,
+            written,
+        }),
+        Err(error) => written.answer(Err(error.clone())),
     }
 }
 
@@ -921,27 +1000,6 @@ impl LiveModel {
 fn serialize_outside_lock(snapshot: Option<&Snapshot>) {
     if let Some(snapshot) = snapshot {
         snapshot.message();
-    }
-}
-
-thread_local! {
-    /// Whether this thread is running fan-out commands (and so holds a fan-out lock).
-    static DELIVERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Marks this thread as delivering until dropped, then restores what it was: delivering for one
-/// model may publish to, and deliver for, another.
-struct Delivering(bool);
-
-impl Delivering {
-    fn enter() -> Self {
-        Delivering(DELIVERING.replace(true))
-    }
-}
-
-impl Drop for Delivering {
-    fn drop(&mut self) {
-        DELIVERING.set(self.0);
     }
 }
 
@@ -1019,6 +1077,12 @@ impl ModelState {
                     let now = *now.get_or_insert_with(Instant::now);
                     EngineMetrics::seconds(latency, now.saturating_duration_since(at));
                 }
+                // The embedder hears of each version once, in order, once it is durable.
+                if let Command::Broadcast(message) = &queued.command {
+                    if let Some(seq) = message.seq() {
+                        self.model.committed(seq, message.content_json());
+                    }
+                }
                 released.push(queued.command);
             }
         }
@@ -1078,9 +1142,12 @@ impl Drop for ModelState {
 
 impl RemoteSink for LiveModel {
     fn remote(&self, epoch: &str, diffs: Vec<StoredDiff>) {
-        // The feed holds the model weakly; a live model is always in an Arc.
+        // The feed holds the model weakly; a live model is always in an Arc. The store's
+        // thread only hands the commits over: the engine's executor applies them.
         if let Some(live) = self.me() {
-            live.receive_remote(epoch, diffs);
+            let epoch = epoch.to_owned();
+            self.driver
+                .spawn(move || live.receive_remote(&epoch, diffs));
         }
     }
 

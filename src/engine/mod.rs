@@ -6,38 +6,49 @@
 //! policy, [`history`] keeps recent diffs for resume, [`snapshot`] shares a serialized state,
 //! [`restore`] rebuilds a model from what the store holds, [`session`] is a subscriber's handle.
 
+mod executor;
 mod fanout;
+mod future;
 mod history;
 mod live;
+mod loading;
 mod replay;
 mod restore;
 mod session;
 mod snapshot;
 mod transaction;
+mod written;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::error::{JoinError, SendError};
-use crate::lock::{read_lock, write_lock};
+use crate::error::{ErrorCode, FrameError, JoinError, SendError, StoreError};
+use crate::lock::{lock, read_lock, write_lock};
 use crate::model::{DefaultModel, Model, ModelFactory, Rejection};
+use crate::oneshot;
 use crate::protocol::{ClientId, Message, Mode, ModelName};
-use crate::store::{MemoryStore, RemoteFeed, RemoteSink, Store};
+use crate::store::{LoadDone, MemoryStore, NewModel, RemoteFeed, RemoteSink, RemoveDone, Store};
 use crate::subscriber::{CloseReason, Subscriber};
 use crate::telemetry::EngineMetrics;
 use crate::token::random_hex;
 
+use executor::Driver;
 use history::HistoryBudget;
 use live::{Closed, LiveModel, ResumePoint, Start, Unapplied};
+use loading::{Installed, Loaded, Loading, Turn};
 use transaction::{Sender, Write};
+use written::Written;
 
-pub use session::Session;
+pub use executor::{Executor, Task};
+pub use future::EngineFuture;
+pub use session::{Ready, Session};
 pub use snapshot::Snapshot;
 
 /// Makes a new epoch: a string that no earlier incarnation of any model's version counter used.
@@ -133,12 +144,15 @@ pub struct Engine {
     inner: Arc<EngineInner>,
 }
 
-struct EngineInner {
+pub(crate) struct EngineInner {
     config: Config,
     factory: Box<ModelFactory>,
     store: Arc<dyn Store>,
     epochs: Box<EpochSource>,
     models: RwLock<HashMap<ModelName, Arc<LiveModel>>>,
+    /// Models being loaded from the store (they count toward `max_models`).
+    loading: Mutex<HashMap<ModelName, Arc<Loading>>>,
+    driver: Arc<Driver>,
     next_client: AtomicU64,
     shut_down: AtomicBool,
     metrics: Arc<EngineMetrics>,
@@ -151,6 +165,7 @@ pub struct EngineBuilder {
     factory: Box<ModelFactory>,
     store: Arc<dyn Store>,
     epochs: Box<EpochSource>,
+    driver: Driver,
 }
 
 impl EngineBuilder {
@@ -184,6 +199,15 @@ impl EngineBuilder {
         self
     }
 
+    /// Where the work that follows a store's completion runs (see [`Executor`]): the model's
+    /// next batch and its fan-out, off the store's thread. purly's transports set their
+    /// runtime's if none is set here ([`Engine::set_executor`]); without one, that work runs
+    /// on the thread that completes the store's operation.
+    pub fn executor(self, executor: impl Fn(Task) + Send + Sync + 'static) -> Self {
+        self.driver.set(Box::new(executor));
+        self
+    }
+
     /// The engine. Its metrics are registered with the [`metrics`](https://docs.rs/metrics) recorder installed now
     /// (see [`telemetry`](crate::telemetry)): install yours before.
     pub fn build(self) -> Engine {
@@ -195,6 +219,8 @@ impl EngineBuilder {
                 store: self.store,
                 epochs: self.epochs,
                 models: RwLock::new(HashMap::new()),
+                loading: Mutex::new(HashMap::new()),
+                driver: Arc::new(self.driver),
                 next_client: AtomicU64::new(SERVER_ORIGIN.get() + 1),
                 shut_down: AtomicBool::new(false),
                 metrics: Arc::new(EngineMetrics::register()),
@@ -227,6 +253,7 @@ impl Engine {
             factory: Box::new(|_| Ok(Box::new(DefaultModel::default()))),
             store: Arc::new(MemoryStore),
             epochs: Box::new(|| random_hex(16)),
+            driver: Driver::default(),
         }
     }
 
@@ -252,7 +279,25 @@ impl Engine {
         &self.inner.config
     }
 
-    /// Attaches `subscriber` to the model `model`, loading it from the store or creating it.
+    /// Sets the [`Executor`] unless one is set (see [`EngineBuilder::executor`]); returns
+    /// whether this call set it. A transport calls it with its runtime's when it starts.
+    pub fn set_executor(&self, executor: impl Fn(Task) + Send + Sync + 'static) -> bool {
+        self.inner.driver.set(Box::new(executor))
+    }
+
+    /// Whether an [`Executor`] is set.
+    pub fn has_executor(&self) -> bool {
+        self.inner.driver.is_set()
+    }
+
+    /// Attaches `subscriber` to the model `model`, loading it from the store or creating it:
+    /// a future of the [`Session`].
+    ///
+    /// A model in memory is joined at the first poll, without waiting for anything; a model
+    /// that is not is loaded (or created) by the store meanwhile, and every join of it waits
+    /// for that one load. No thread waits: put a timeout around the future to bound the wait
+    /// (purly-hyper answers 503 after `ServerConfig::join_timeout`). In sync code,
+    /// [`wait`](EngineFuture::wait) blocks the calling thread instead.
     ///
     /// The subscriber first receives a snapshot (or, when resuming, the diffs it missed), then
     /// every later message of the model in order, each once the store holds it. The returned
@@ -262,14 +307,25 @@ impl Engine {
         model: &str,
         subscriber: Arc<dyn Subscriber>,
         options: JoinOptions,
+    ) -> EngineFuture<Result<Session, JoinError>> {
+        let engine = self.clone();
+        let model = model.to_owned();
+        EngineFuture::new(async move { engine.join_model(&model, subscriber, options).await })
+    }
+
+    async fn join_model(
+        &self,
+        model: &str,
+        subscriber: Arc<dyn Subscriber>,
+        options: JoinOptions,
     ) -> Result<Session, JoinError> {
         let name = ModelName::new(model)?;
         let id = ClientId(self.inner.next_client.fetch_add(1, Ordering::Relaxed));
-        let _span = tracing::debug_span!("join", model = %name, client = %id, mode = ?options.mode, resume = options.resume.is_some()).entered();
         loop {
-            let Some(live) = self.live(&name, true)? else {
+            let Some(live) = self.open(&name, true).await? else {
                 continue;
             };
+            let _span = tracing::debug_span!("join", model = %name, client = %id, mode = ?options.mode, resume = options.resume.is_some()).entered();
             let resume = options.resume.as_ref().map(|r| ResumePoint {
                 since: r.since,
                 epoch: &r.epoch,
@@ -287,12 +343,18 @@ impl Engine {
     }
 
     /// Merges `patch` into `model` (created if needed), in the model's order, as if a client
-    /// had sent it: the difference is fanned out with `origin` [`SERVER_ORIGIN`]. Returns the
-    /// model's version after it (unchanged if the patch changed nothing) once it is applied in
-    /// memory. Like a client's update, it is shown, and so kept, once the store holds it
-    /// ([`durable_version`](Engine::durable_version) reaches that version); should the store
-    /// fail first, the model is reloaded without it.
-    pub fn update(&self, model: &str, patch: Map<String, Value>) -> Result<u64, WriteError> {
+    /// had sent it: the difference is fanned out with `origin` [`SERVER_ORIGIN`]. A future of
+    /// the model's version after the patch (unchanged if it changed nothing), resolved once
+    /// the change is durable: with a shared store (several nodes) that is its final version,
+    /// after any other node's commits that came first. Past the model's bound it waits for
+    /// the model to drain before it applies (backpressure for server writers too). Should the
+    /// store fail first, it resolves with an `unavailable` error and nothing was kept.
+    /// [`wait`](EngineFuture::wait) is the blocking form, for sync code.
+    pub fn update(
+        &self,
+        model: &str,
+        patch: Map<String, Value>,
+    ) -> EngineFuture<Result<u64, WriteError>> {
         self.write(model, Write::Messages(vec![Message::update(patch)]))
     }
 
@@ -306,18 +368,33 @@ impl Engine {
         &self,
         model: &str,
         change: impl FnMut(&Map<String, Value>) -> Option<Map<String, Value>> + Send + 'static,
-    ) -> Result<u64, WriteError> {
+    ) -> EngineFuture<Result<u64, WriteError>> {
         self.write(model, Write::Modify(Box::new(change)))
     }
 
-    fn write(&self, model: &str, mut write: Write) -> Result<u64, WriteError> {
+    fn write(&self, model: &str, write: Write) -> EngineFuture<Result<u64, WriteError>> {
+        let engine = self.clone();
+        let model = model.to_owned();
+        EngineFuture::new(async move { engine.write_model(&model, write).await })
+    }
+
+    async fn write_model(&self, model: &str, mut write: Write) -> Result<u64, WriteError> {
         let name = ModelName::new(model).map_err(JoinError::from)?;
         loop {
-            let Some(live) = self.live(&name, true)? else {
+            let Some(live) = self.open(&name, true).await? else {
                 continue;
             };
-            match live.write(server(), write) {
-                Ok(version) => return Ok(version),
+            poll_fn(|cx| live.poll_ready(cx)).await;
+            let (written, answer) = Written::new();
+            match live.write(server(), write, Some(written)) {
+                Ok(_) => return match answer.await {
+                    Some(result) => result.map_err(WriteError::from),
+                    None => Err(SendError::Frame(FrameError::new(
+                        ErrorCode::Unavailable,
+                        "the model closed before the store kept the change; nothing of it was kept",
+                    ))
+                    .into()),
+                },
                 // Closed for a reload between lookup and write: the write goes to the new one.
                 Err(Unapplied::Closed(back)) if live.needs_reload() => write = back,
                 Err(Unapplied::Closed(_)) => return Err(SendError::Closed.into()),
@@ -325,7 +402,6 @@ impl Engine {
             }
         }
     }
-
     /// Runs `read` on a model's latest applied state and version, or returns `None` if the
     /// model is not in memory (nothing is loaded or created). With a durable store the state
     /// may hold changes the store is still writing; [`read_snapshot`](Engine::read_snapshot)
@@ -339,25 +415,28 @@ impl Engine {
         Some(live.read(read))
     }
 
-    /// Hands `reply` a [`Snapshot`] of `model` once everything in it is durable, in the model's
-    /// order (the `GET /state` route uses it). Loads the model from the store if needed but
-    /// never creates it: `Ok(false)` if it does not exist. `reply` runs on the thread that
-    /// delivers the model's messages, or is dropped uncalled if the model closes first.
+    /// A [`Snapshot`] of `model` once everything in it is durable, in the model's order (the
+    /// `GET /state` route uses it): a future. Loads the model from the store if needed but
+    /// never creates it: `Ok(None)` if it does not exist.
     pub fn read_snapshot(
         &self,
         model: &str,
-        reply: impl FnOnce(Arc<Snapshot>) + Send + 'static,
-    ) -> Result<bool, JoinError> {
-        let name = ModelName::new(model)?;
-        let Some(live) = self.live(&name, false)? else {
-            return Ok(false);
-        };
-        match live.read_snapshot(Box::new(reply)) {
-            Ok(()) => Ok(true),
-            // Closed between lookup and read: the reply was dropped uncalled, as documented.
-            Err(Closed::Reload) => Ok(false),
-            Err(Closed::Shutdown) => Err(JoinError::ShutDown),
-        }
+    ) -> EngineFuture<Result<Option<Arc<Snapshot>>, JoinError>> {
+        let engine = self.clone();
+        let model = model.to_owned();
+        EngineFuture::new(async move {
+            let name = ModelName::new(&model)?;
+            let Some(live) = engine.open(&name, false).await? else {
+                return Ok(None);
+            };
+            let (reply, snapshot) = oneshot::channel();
+            match live.read_snapshot(Box::new(move |s| reply.send(s))) {
+                // Dropped uncalled if the model closes first.
+                Ok(()) => snapshot.await.map(Some).ok_or(JoinError::ModelClosed),
+                Err(Closed::Reload) => Err(JoinError::ModelClosed),
+                Err(Closed::Shutdown) => Err(JoinError::ShutDown),
+            }
+        })
     }
 
     /// How many bytes of a model's messages are waiting for fan-out or for the store (bounded
@@ -389,8 +468,8 @@ impl Engine {
 
     /// Drops a model, from memory and from the store: its subscribers are told
     /// [`CloseReason::ModelRemoved`], and a later join creates it afresh with a new epoch.
-    /// Returns whether it was in memory.
-    pub fn remove_model(&self, model: &str) -> bool {
+    /// A future of whether it was in memory, resolved once the store has forgotten it.
+    pub fn remove_model(&self, model: &str) -> EngineFuture<Result<bool, StoreError>> {
         let removed = {
             let mut models = write_lock(&self.inner.models);
             let removed = models.remove(model);
@@ -402,12 +481,19 @@ impl Engine {
         if let Some(live) = &removed {
             live.close(CloseReason::ModelRemoved);
         }
+        let was_in_memory = removed.is_some();
+        let (done, answer) = oneshot::channel();
         if let Ok(name) = ModelName::new(model) {
-            if let Err(error) = self.inner.store.remove(&name) {
-                tracing::warn!(model, %error, "the store could not remove the model");
-            }
+            self.inner
+                .store
+                .remove(&name, RemoveDone::new(move |result| done.send(result)));
+        } else {
+            done.send(Ok(()));
         }
-        removed.is_some()
+        EngineFuture::new(async move {
+            answer.await.unwrap_or(Err(StoreError::Closed))?;
+            Ok(was_in_memory)
+        })
     }
 
     /// One sweep of idle eviction: a model with no session, whose changes are all durable, is
@@ -473,63 +559,120 @@ impl Engine {
 
     /// The live model `name`: in memory, else loaded from the store, else (with `create`) new.
     /// `Ok(None)` when it does not exist and `create` is false, or when it was replaced while
-    /// loading (look again).
-    fn live(&self, name: &ModelName, create: bool) -> Result<Option<Arc<LiveModel>>, JoinError> {
-        if self.is_shut_down() {
-            return Err(JoinError::ShutDown);
-        }
-        if let Some(live) = self.existing(name.as_str()) {
-            if !live.needs_reload() {
-                return Ok(Some(live));
+    /// loading (look again). Waits (as a future) only for a load.
+    async fn open(
+        &self,
+        name: &ModelName,
+        create: bool,
+    ) -> Result<Option<Arc<LiveModel>>, JoinError> {
+        loop {
+            if self.is_shut_down() {
+                return Err(JoinError::ShutDown);
             }
-        }
-        let limit = self.inner.config.max_models;
-        let in_memory_store = self.inner.store.confirms_at_once();
-        if in_memory_store && !create {
-            return Ok(None);
-        }
-        // Loaded outside the table's lock, so that a slow read holds up no other model.
-        let stored = match in_memory_store {
-            true => None,
-            false => self.inner.store.load(name)?,
-        };
-        if stored.is_none() && !create {
-            return Ok(None);
-        }
-        if self.model_count() >= limit {
-            return Err(JoinError::TooManyModels { limit });
-        }
-        let mut model = (self.inner.factory)(name).map_err(|r| JoinError::Refused(r.0))?;
-        let start = match stored {
-            Some(stored) => restore::restore(stored)?,
-            None => {
-                let epoch: Arc<str> = (self.inner.epochs)().into();
-                let state = model.initial_state();
-                // A shared store agrees on one epoch: whoever records the model first wins,
-                // and the others load theirs.
-                match self.inner.store.create(name, &epoch, &state)? {
-                    true => Start {
-                        epoch,
-                        version: 0,
-                        state,
-                        history: Vec::new(),
-                    },
-                    false => match self.inner.store.load(name)? {
-                        Some(stored) => restore::restore(stored)?,
-                        None => return Ok(None),
-                    },
+            if let Some(live) = self.existing(name.as_str()) {
+                if !live.needs_reload() {
+                    return Ok(Some(live));
                 }
             }
+            if self.inner.store.confirms_at_once() {
+                // Nothing to read: the model is made here, at once.
+                if !create {
+                    return Ok(None);
+                }
+                self.check_model_limit(0)?;
+                let mut model = (self.inner.factory)(name).map_err(|r| JoinError::Refused(r.0))?;
+                let start = Start {
+                    epoch: (self.inner.epochs)().into(),
+                    version: 0,
+                    state: model.initial_state(),
+                    history: Vec::new(),
+                };
+                return self.install(name, model, start).map(Some);
+            }
+            let loading = self.start_loading(name, create)?;
+            let installed = match poll_fn(|cx| loading.poll_turn(cx)).await {
+                Turn::Done(installed) => installed,
+                Turn::Build(loaded, model) => {
+                    let installed = self.build(name, loaded, model);
+                    let mut table = lock(&self.inner.loading);
+                    if table.get(name).is_some_and(|l| Arc::ptr_eq(l, &loading)) {
+                        table.remove(name);
+                    }
+                    drop(table);
+                    loading.done(installed.clone());
+                    installed
+                }
+            };
+            match installed {
+                Ok(Some(live)) => return Ok(Some(live)),
+                // Nothing stored, and that load was not asked to create it.
+                Ok(None) if !create => return Ok(None),
+                Ok(None) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The load of `name` under way, or a new one (which counts toward the model limit).
+    fn start_loading(&self, name: &ModelName, create: bool) -> Result<Arc<Loading>, JoinError> {
+        let mut table = lock(&self.inner.loading);
+        if let Some(loading) = table.get(name) {
+            if !loading.is_stale() && (loading.create || !create) {
+                return Ok(loading.clone());
+            }
+        }
+        // A read that creates nothing is not refused here: the model may not exist (and then
+        // takes no room), and installing one that does is checked against the limit anyway.
+        // Those loads are bounded by the requests in flight.
+        if create {
+            let others = table.len() - usize::from(table.contains_key(name));
+            self.check_model_limit(others)?;
+        }
+        let mut model = (self.inner.factory)(name).map_err(|r| JoinError::Refused(r.0))?;
+        let new = create.then(|| NewModel {
+            epoch: (self.inner.epochs)().into(),
+            state: model.initial_state(),
+        });
+        let loading = Arc::new(Loading::new(create));
+        table.insert(name.clone(), loading.clone());
+        drop(table);
+        let answer = loading.clone();
+        let done = LoadDone::new(move |loaded| answer.answered(loaded, Some(model)));
+        self.inner.store.load(name, new, done);
+        Ok(loading)
+    }
+
+    /// Fails when the models in memory, with `loading` more being loaded, are at the limit.
+    fn check_model_limit(&self, loading: usize) -> Result<(), JoinError> {
+        let limit = self.inner.config.max_models;
+        if self.model_count() + loading >= limit {
+            return Err(JoinError::TooManyModels { limit });
+        }
+        Ok(())
+    }
+
+    /// The live model from the store's answer.
+    fn build(&self, name: &ModelName, loaded: Loaded, model: Option<Box<dyn Model>>) -> Installed {
+        let Some(stored) = loaded? else {
+            return Ok(None);
         };
-        let live = LiveModel::new(
-            name.clone(),
-            model,
-            start,
-            self.inner.store.clone(),
-            &self.inner.config,
-            self.inner.metrics.clone(),
-            self.inner.history_budget.clone(),
-        );
+        let model = match model {
+            Some(model) => model,
+            None => (self.inner.factory)(name).map_err(|r| JoinError::Refused(r.0))?,
+        };
+        let start = restore::restore(stored)?;
+        self.install(name, model, start).map(Some)
+    }
+
+    /// Puts a live model in the table (or returns the one another thread put there first).
+    fn install(
+        &self,
+        name: &ModelName,
+        model: Box<dyn Model>,
+        start: Start,
+    ) -> Result<Arc<LiveModel>, JoinError> {
+        let live = LiveModel::new(name.clone(), model, start, &self.inner);
+        let limit = self.inner.config.max_models;
         let mut models = write_lock(&self.inner.models);
         // Checked again under the write lock, so that shutdown sees every model it must close.
         if self.is_shut_down() {
@@ -538,7 +681,7 @@ impl Engine {
         if let Some(existing) = models.get(name) {
             if !existing.needs_reload() {
                 // Another thread loaded it first: use theirs.
-                return Ok(Some(existing.clone()));
+                return Ok(existing.clone());
             }
         } else if models.len() >= limit {
             return Err(JoinError::TooManyModels { limit });
@@ -554,7 +697,7 @@ impl Engine {
             live.set_feed(feed.clone());
             self.inner.store.watch(name, live.durable_version(), feed);
         }
-        Ok(Some(live))
+        Ok(live)
     }
 }
 

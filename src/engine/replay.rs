@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use serde_json::{Map, Value};
 
 use super::transaction::{Sender, Write};
+use super::written::Written;
 use crate::merge::Change;
 
 /// One frame applied but not yet durable.
@@ -16,6 +17,8 @@ pub(crate) struct Replay {
     pub(crate) from: Sender,
     /// The frame, or the server's modification, to run again.
     pub(crate) write: Write,
+    /// A server-side write's promise, answered once a run of it is durable.
+    pub(crate) written: Option<Written>,
     /// What it changed, in order.
     pub(crate) changes: Vec<Change>,
     /// The model's version after it.
@@ -91,6 +94,7 @@ mod tests {
                 id,
                 from,
                 write: Write::Messages(vec![Message::update(obj(update))]),
+                written: None,
                 changes: vec![change],
                 last,
             });

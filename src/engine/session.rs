@@ -1,7 +1,10 @@
 //! A [`Session`]: one subscriber's attachment to one model, and its way to send.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use super::live::{LiveModel, Unapplied};
 use super::transaction::{Sender, Write};
@@ -121,6 +124,27 @@ impl Session {
         self.refuse_ids(error, ids)
     }
 
+    /// Ready once the model is under its bounds again (its fan-out backlog and the diffs its
+    /// store has not confirmed; PROTOCOL.md section 5), or closed. Sending never waits: a
+    /// transport polls this before it reads the client's next frame, so that a fan-out or a
+    /// store slower than the publishers slows them down (TCP pushes back on the client)
+    /// instead of queueing without bound. A frame sent anyway while the model is past twice
+    /// its bound is refused with `unavailable`.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.live.poll_ready(cx)
+    }
+
+    /// [`poll_ready`](Session::poll_ready) as a future.
+    pub fn ready(&self) -> Ready<'_> {
+        Ready(self)
+    }
+
+    /// Whether the model is over its bounds now: a transport then awaits
+    /// [`ready`](Session::ready) before reading more. A cheap check (no lock).
+    pub fn must_wait(&self) -> bool {
+        self.live.is_over_bound()
+    }
+
     /// Asks for a fresh snapshot after the subscriber reported [`Delivery::Lagged`](crate::Delivery::Lagged).
     /// It is delivered to the subscriber in order: diffs after it follow it, none before it do.
     pub fn resync(&self) -> Result<(), SendError> {
@@ -151,7 +175,7 @@ impl Session {
         let signals = frame.messages.len() - updates;
         match self
             .live
-            .write(self.sender, Write::Messages(frame.messages))
+            .write(self.sender, Write::Messages(frame.messages), None)
         {
             Ok(_) => {
                 let metrics = &self.live.metrics;
@@ -189,5 +213,17 @@ impl fmt::Debug for Session {
             .field("mode", &self.sender.mode)
             .field("access", &self.access)
             .finish()
+    }
+}
+
+/// The future of [`Session::ready`].
+#[derive(Debug)]
+pub struct Ready<'a>(&'a Session);
+
+impl Future for Ready<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.poll_ready(cx)
     }
 }

@@ -173,7 +173,7 @@ pub(crate) struct Sender {
 
 /// Turns accepted effects into the messages they send, advancing `version` by one per diff:
 /// an empty change is answered with an `ack` (stream mode, with an `id`) and sent to nobody
-/// else; a change becomes a diff for everyone; a signal is relayed. `committed` sees each diff.
+/// else; a change becomes a diff for everyone; a signal is relayed.
 /// With `undo`, every change is kept there (in order) so that it can be reverted later.
 pub(crate) fn commit(
     effects: Effects,
@@ -181,7 +181,6 @@ pub(crate) fn commit(
     version: &mut u64,
     epoch: &Arc<str>,
     mut undo: Option<&mut Vec<Change>>,
-    mut committed: impl FnMut(u64, &str),
 ) -> Outcomes {
     let mut outcomes = Outcomes::with_capacity(effects.len());
     for effect in effects {
@@ -197,7 +196,6 @@ pub(crate) fn commit(
             }
             Effect::Update { id, change } => {
                 *version += 1;
-                committed(*version, change.diff_json());
                 let header = Header {
                     seq: Some(*version),
                     epoch: Some(epoch.clone()),
@@ -375,21 +373,12 @@ mod tests {
         )
         .unwrap();
         let mut version = 7;
-        let mut seen = Vec::new();
         let from = Sender {
             id: ClientId(4),
             mode: Mode::Stream,
         };
-        let outcomes = commit(
-            effects,
-            from,
-            &mut version,
-            &Arc::from("e"),
-            None,
-            |v, d| seen.push((v, d.to_owned())),
-        );
+        let outcomes = commit(effects, from, &mut version, &Arc::from("e"), None);
         assert_eq!(version, 8);
-        assert_eq!(seen, vec![(8, r#"{"a":2}"#.to_owned())]);
         let texts: Vec<String> = outcomes
             .iter()
             .map(|o| match o {
@@ -426,6 +415,6 @@ mod tests {
             id: ClientId(1),
             mode: Mode::Compat,
         };
-        assert!(commit(effects, from, &mut 0, &Arc::from("e"), None, |_, _| {}).is_empty());
+        assert!(commit(effects, from, &mut 0, &Arc::from("e"), None).is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! [`MemoryStore`]: models live in memory only (the default).
 
-use super::{AppendDone, Appended, Batch, Store, StoreError, StoredModel};
+use super::{AppendDone, Appended, Batch, LoadDone, NewModel, RemoveDone, Store};
 use crate::protocol::ModelName;
 
 /// Keeps nothing: every model lives in the engine's memory and is lost with the process (a
@@ -14,15 +14,15 @@ impl Store for MemoryStore {
         true
     }
 
-    fn load(&self, _model: &ModelName) -> Result<Option<StoredModel>, StoreError> {
-        Ok(None)
+    fn load(&self, _model: &ModelName, create: Option<NewModel>, done: LoadDone) {
+        done.complete(Ok(create.map(NewModel::into_stored)));
     }
 
     fn append(&self, _batch: Batch, done: AppendDone) {
         done.complete(Ok(Appended::Committed));
     }
 
-    fn remove(&self, _model: &ModelName) -> Result<(), StoreError> {
-        Ok(())
+    fn remove(&self, _model: &ModelName, done: RemoveDone) {
+        done.complete(Ok(()));
     }
 }

@@ -185,27 +185,43 @@ impl fmt::Debug for RemoteFeed {
     }
 }
 
-/// The engine's callback for one append: call [`complete`](AppendDone::complete) exactly once,
-/// from any thread, when the append has ended. Dropping it uncalled counts as a failure.
-pub struct AppendDone(Option<Box<OnAppended>>);
+/// The engine's callback for one store operation: call [`complete`](Completion::complete)
+/// exactly once, from any thread, when the operation has ended. Dropping it uncalled counts as
+/// a failure ([`StoreError::Closed`]).
+///
+/// Completing does next to nothing on the calling thread: it records the result and wakes
+/// whoever waits, or hands the model's follow-up work (the next batch, the fan-out) to the
+/// engine's [executor](crate::EngineBuilder::executor). A store's own thread never runs a
+/// fan-out.
+pub struct Completion<T>(Option<Box<OnDone<T>>>);
 
-type OnAppended = dyn FnOnce(Result<Appended, StoreError>) + Send;
+type OnDone<T> = dyn FnOnce(Result<T, StoreError>) + Send;
 
-impl AppendDone {
-    /// Wraps the engine's reaction to an append's end.
-    pub(crate) fn new(done: impl FnOnce(Result<Appended, StoreError>) + Send + 'static) -> Self {
-        AppendDone(Some(Box::new(done)))
+/// The callback of [`Store::append`].
+pub type AppendDone = Completion<Appended>;
+
+/// The callback of [`Store::load`]: the model, or `None` when the store holds nothing for it
+/// and no creation was asked for.
+pub type LoadDone = Completion<Option<StoredModel>>;
+
+/// The callback of [`Store::remove`].
+pub type RemoveDone = Completion<()>;
+
+impl<T> Completion<T> {
+    /// Wraps the engine's reaction to an operation's end.
+    pub(crate) fn new(done: impl FnOnce(Result<T, StoreError>) + Send + 'static) -> Self {
+        Completion(Some(Box::new(done)))
     }
 
-    /// Reports how the append ended.
-    pub fn complete(mut self, result: Result<Appended, StoreError>) {
+    /// Reports how the operation ended.
+    pub fn complete(mut self, result: Result<T, StoreError>) {
         if let Some(done) = self.0.take() {
             done(result);
         }
     }
 }
 
-impl Drop for AppendDone {
+impl<T> Drop for Completion<T> {
     fn drop(&mut self) {
         if let Some(done) = self.0.take() {
             done(Err(StoreError::Closed));
@@ -213,9 +229,31 @@ impl Drop for AppendDone {
     }
 }
 
-impl fmt::Debug for AppendDone {
+impl<T> fmt::Debug for Completion<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AppendDone")
+        f.write_str("Completion")
+    }
+}
+
+/// A model to record if the store holds nothing for it (see [`Store::load`]): its epoch and
+/// first state, at version 0.
+#[derive(Debug, Clone)]
+pub struct NewModel {
+    /// The epoch of the new model's version counter.
+    pub epoch: Arc<str>,
+    /// Its first state (the model's [`initial_state`](crate::Model::initial_state)).
+    pub state: Map<String, Value>,
+}
+
+impl NewModel {
+    /// The model as a store hands it back once recorded: version 0, no diffs.
+    pub fn into_stored(self) -> StoredModel {
+        StoredModel {
+            epoch: self.epoch.to_string(),
+            checkpoint_version: 0,
+            checkpoint: self.state,
+            diffs: Vec::new(),
+        }
     }
 }
 
@@ -241,18 +279,25 @@ impl Default for CheckpointPolicy {
 /// Where an [`Engine`](crate::Engine) keeps its models.
 ///
 /// # Contract
-/// - [`load`](Store::load) returns what the store holds for a model, or `None`. The engine
-///   calls it when a model is first needed (a join, a state read, a server-side write) and
-///   the model is not in memory; it blocks the caller, so keep it to one read.
-/// - [`append`](Store::append) writes a batch at `base_version` and reports through `done`,
-///   from any thread, once the diffs are as durable as the store promises. The engine has at
-///   most one append in flight per model, and shows nobody a diff before its append
-///   committed. A store that cannot tell whether a write happened reports an error: the engine
-///   then reloads the model from the store before accepting more.
+/// No method blocks: each starts its I/O and returns; the result comes back through the
+/// [`Completion`] it was given, from any thread. The engine never waits for a store on a
+/// caller's thread: a join of a model being loaded awaits the load, and everything else goes
+/// on meanwhile.
+/// - [`load`](Store::load) reports what the store holds for a model. With `create`, a model
+///   the store does not hold is recorded durably first (epoch, version 0, the first state as
+///   its checkpoint), unless another writer recorded it meanwhile (then theirs is reported),
+///   so that a model joined but never written keeps its epoch across restarts. The engine
+///   calls it when a model is first needed (a join, a state read, a server-side write) and is
+///   not in memory.
+/// - [`append`](Store::append) writes a batch at `base_version` and reports once the diffs
+///   are as durable as the store promises. The engine has at most one append in flight per
+///   model, and shows nobody a diff before its append committed. A store that cannot tell
+///   whether a write happened reports an error: the engine then reloads the model from the
+///   store before accepting more.
 /// - After a committed checkpoint at version C, the store may drop the diffs older than the
 ///   resume history it keeps; [`load`](Store::load) must still return a contiguous run of diffs
 ///   from the checkpoint (or earlier) to the model's version.
-/// - [`remove`](Store::remove) forgets a model; it returns once a later `load` sees it gone.
+/// - [`remove`](Store::remove) forgets a model and reports once a later `load` sees it gone.
 pub trait Store: Send + Sync + 'static {
     /// Whether every append is durable the moment it is made. The engine then never batches:
     /// it treats each diff as committed at once and calls neither `append` nor `load`.
@@ -260,31 +305,19 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    /// What the store holds for `model`, or `None` if it holds nothing.
-    fn load(&self, model: &ModelName) -> Result<Option<StoredModel>, StoreError>;
+    /// Reports what the store holds for `model` (recording `create` first if it holds
+    /// nothing), through `done`.
+    fn load(&self, model: &ModelName, create: Option<NewModel>, done: LoadDone);
 
     /// Appends a batch; reports through `done` (see the trait docs).
     fn append(&self, batch: Batch, done: AppendDone);
 
-    /// Forgets `model` and everything stored for it.
-    fn remove(&self, model: &ModelName) -> Result<(), StoreError>;
+    /// Forgets `model` and everything stored for it; reports through `done`.
+    fn remove(&self, model: &ModelName, done: RemoveDone);
 
     /// When the engine attaches checkpoints to batches.
     fn checkpoint_policy(&self) -> CheckpointPolicy {
         CheckpointPolicy::default()
-    }
-
-    /// Records a new model with its epoch and first state, unless another writer already did
-    /// (a shared store: then the engine loads theirs). Returns whether this call created it.
-    /// Default: nothing to do, the first append creates the model.
-    fn create(
-        &self,
-        model: &ModelName,
-        epoch: &str,
-        state: &Map<String, Value>,
-    ) -> Result<bool, StoreError> {
-        let _ = (model, epoch, state);
-        Ok(true)
     }
 
     /// Whether other engines write the same models (several nodes on one store). The engine
@@ -314,16 +347,16 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).confirms_at_once()
     }
 
-    fn load(&self, model: &ModelName) -> Result<Option<StoredModel>, StoreError> {
-        (**self).load(model)
+    fn load(&self, model: &ModelName, create: Option<NewModel>, done: LoadDone) {
+        (**self).load(model, create, done)
     }
 
     fn append(&self, batch: Batch, done: AppendDone) {
         (**self).append(batch, done)
     }
 
-    fn remove(&self, model: &ModelName) -> Result<(), StoreError> {
-        (**self).remove(model)
+    fn remove(&self, model: &ModelName, done: RemoveDone) {
+        (**self).remove(model, done)
     }
 
     fn checkpoint_policy(&self) -> CheckpointPolicy {
@@ -332,15 +365,6 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn shared(&self) -> bool {
         (**self).shared()
-    }
-
-    fn create(
-        &self,
-        model: &ModelName,
-        epoch: &str,
-        state: &Map<String, Value>,
-    ) -> Result<bool, StoreError> {
-        (**self).create(model, epoch, state)
     }
 
     fn watch(&self, model: &ModelName, from: u64, feed: RemoteFeed) {

@@ -51,6 +51,7 @@ fn main() {
     for engine in &engines {
         engine
             .update("hot", json!({"start": true}).as_object().cloned().unwrap())
+            .wait()
             .unwrap();
     }
     let calls_before = scripts_called(&redis);
@@ -68,6 +69,7 @@ fn main() {
                             json!({ format!("n{n}w{w}"): i, "last": format!("{n}-{w}-{i}") });
                         engine
                             .update("hot", patch.as_object().cloned().unwrap())
+                            .wait()
                             .unwrap();
                     }
                 })

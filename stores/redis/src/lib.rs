@@ -27,9 +27,11 @@
 //! (the model's `check` included) and appends again. Per model and node at most one append
 //! is in flight; frames arriving meanwhile form the next batch.
 //!
-//! The store runs its I/O on a runtime thread of its own ("purly-redis"), so that it never
-//! waits for the embedder's runtime, whose threads the engine may hold while publishers wait
-//! for the store.
+//! The store runs its I/O on a runtime thread of its own ("purly-redis"); no call from the
+//! engine waits for it: loads, creations, appends and removals are all commands on its
+//! multiplexed connection, each reporting back through its completion (a load bounded by
+//! [`RedisOptions::timeout`]). A Redis that is stopped or slow costs the joins of the models
+//! being loaded a bounded wait, never a thread.
 //!
 //! A node follows the channel of a model only while it holds the model (a session, or an
 //! idle model not yet evicted), so it receives no traffic for the others. A gap seen on the
@@ -72,8 +74,8 @@ use std::time::Duration;
 
 use purly::serde_json::{self, Map, Value};
 use purly::{
-    AppendDone, Appended, Batch, CheckpointPolicy, ModelName, RemoteFeed, Store, StoreError,
-    StoredModel,
+    AppendDone, Appended, Batch, CheckpointPolicy, LoadDone, ModelName, NewModel, RemoteFeed,
+    RemoveDone, Store, StoreError, StoredModel,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use thiserror::Error;
@@ -124,9 +126,7 @@ pub enum ConnectError {
 
 /// Models kept in Redis and shared by every node that uses the same Redis (see the crate docs).
 pub struct RedisStore {
-    client: redis::Client,
     commands: ConnectionManager,
-    blocking: Mutex<Option<redis::Connection>>,
     /// The store's own runtime: its I/O never waits for the embedder's threads, which the
     /// engine may hold while publishers wait for the store.
     runtime: Option<tokio::runtime::Runtime>,
@@ -156,12 +156,19 @@ impl RedisStore {
             .set_response_timeout(Some(options.timeout))
             .set_number_of_retries(2);
         let manager = handle.spawn(ConnectionManager::new_with_config(client.clone(), config));
-        let commands = match manager.await {
-            Ok(connected) => connected.map_err(ConnectError::Unreachable)?,
-            Err(join) => {
-                return Err(ConnectError::Runtime(std::io::Error::other(
-                    join.to_string(),
-                )))
+        let connected = match manager.await {
+            Ok(connected) => connected.map_err(ConnectError::Unreachable),
+            Err(join) => Err(ConnectError::Runtime(std::io::Error::other(
+                join.to_string(),
+            ))),
+        };
+        let commands = match connected {
+            Ok(commands) => commands,
+            Err(error) => {
+                // Dropping a runtime waits for its threads, which an async context forbids
+                // (a panic): let it go in the background.
+                runtime.shutdown_background();
+                return Err(error);
             }
         };
         let watches: Watches = Arc::new(Mutex::new(HashMap::new()));
@@ -175,9 +182,7 @@ impl RedisStore {
             received.clone(),
         ));
         Ok(RedisStore {
-            client,
             commands,
-            blocking: Mutex::new(None),
             runtime: Some(runtime),
             handle,
             watches,
@@ -197,32 +202,6 @@ impl RedisStore {
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }
-
-    /// Runs `f` on the blocking connection (loads and removals), making it if needed.
-    fn blocking<T>(
-        &self,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, StoreError> {
-        let mut slot = self.blocking.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            let connection = self
-                .client
-                .get_connection_with_timeout(self.options.timeout)
-                .map_err(|e| StoreError::Io(e.to_string()))?;
-            let _ = connection.set_read_timeout(Some(self.options.timeout));
-            let _ = connection.set_write_timeout(Some(self.options.timeout));
-            *slot = Some(connection);
-        }
-        let Some(connection) = slot.as_mut() else {
-            return Err(StoreError::Closed);
-        };
-        let result = f(connection);
-        if result.is_err() {
-            // Made anew next time: it may be broken.
-            *slot = None;
-        }
-        result.map_err(|e| StoreError::Io(e.to_string()))
-    }
 }
 
 impl Store for RedisStore {
@@ -230,50 +209,40 @@ impl Store for RedisStore {
         true
     }
 
-    fn load(&self, model: &ModelName) -> Result<Option<StoredModel>, StoreError> {
-        let keys = Keys::new(model);
-        let reply: redis::Value = self.blocking(|c| {
-            scripts::LOAD
-                .key(&keys.meta)
-                .key(&keys.log)
-                .key(&keys.snap)
-                .invoke(c)
-        })?;
-        if reply == redis::Value::Nil {
-            return Ok(None);
-        }
-        let parts = reply::array(&reply)?;
-        let [epoch, _version, checkpoint_version, checkpoint, entries] = parts else {
-            return Err(StoreError::Corrupt("a model reads as five parts".into()));
-        };
-        let checkpoint: Map<String, Value> = serde_json::from_str(&reply::text(checkpoint)?)
-            .map_err(|e| StoreError::Corrupt(format!("the checkpoint of {model}: {e}")))?;
-        Ok(Some(StoredModel {
-            epoch: reply::text(epoch)?,
-            checkpoint_version: reply::number(checkpoint_version)?,
-            checkpoint,
-            diffs: reply::entries(entries)?,
-        }))
-    }
-
-    fn create(
-        &self,
-        model: &ModelName,
-        epoch: &str,
-        state: &Map<String, Value>,
-    ) -> Result<bool, StoreError> {
-        let keys = Keys::new(model);
-        let state = serde_json::to_string(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let created: i64 = self.blocking(|c| {
-            scripts::CREATE
-                .key(&keys.meta)
-                .key(&keys.log)
-                .key(&keys.snap)
-                .arg(epoch)
-                .arg(&state)
-                .invoke(c)
-        })?;
-        Ok(created == 1)
+    fn load(&self, model: &ModelName, create: Option<NewModel>, done: LoadDone) {
+        let mut commands = self.commands.clone();
+        let timeout = self.options.timeout;
+        let model = model.clone();
+        self.handle.spawn(async move {
+            let load = async {
+                if let Some(new) = &create {
+                    let keys = Keys::new(&model);
+                    let state = serde_json::to_string(&new.state)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let created: i64 = scripts::CREATE
+                        .key(&keys.meta)
+                        .key(&keys.log)
+                        .key(&keys.snap)
+                        .arg(&*new.epoch)
+                        .arg(&state)
+                        .invoke_async(&mut commands)
+                        .await
+                        .map_err(|e| StoreError::Io(e.to_string()))?;
+                    if created == 1 {
+                        return Ok(create.map(NewModel::into_stored));
+                    }
+                }
+                load_model(&mut commands, &model).await
+            };
+            let loaded = match tokio::time::timeout(timeout, load).await {
+                Ok(loaded) => loaded,
+                Err(_) => Err(StoreError::Io(format!(
+                    "Redis did not answer within {} ms",
+                    timeout.as_millis()
+                ))),
+            };
+            done.complete(loaded);
+        });
     }
 
     fn append(&self, batch: Batch, done: AppendDone) {
@@ -333,17 +302,19 @@ impl Store for RedisStore {
         });
     }
 
-    fn remove(&self, model: &ModelName) -> Result<(), StoreError> {
+    fn remove(&self, model: &ModelName, done: RemoveDone) {
+        let mut commands = self.commands.clone();
         let keys = Keys::new(model);
-        self.blocking(|c| {
-            scripts::REMOVE
+        self.handle.spawn(async move {
+            let removed: redis::RedisResult<i64> = scripts::REMOVE
                 .key(&keys.meta)
                 .key(&keys.log)
                 .key(&keys.snap)
                 .arg(&keys.channel)
-                .invoke::<i64>(c)
-        })
-        .map(drop)
+                .invoke_async(&mut commands)
+                .await;
+            done.complete(removed.map(drop).map_err(|e| StoreError::Io(e.to_string())));
+        });
     }
 
     fn checkpoint_policy(&self) -> CheckpointPolicy {
@@ -365,6 +336,36 @@ impl Store for RedisStore {
             let _ = self.control.send(Control::Unfollow(model.clone()));
         }
     }
+}
+
+/// A model as Redis holds it, or `None`.
+async fn load_model(
+    commands: &mut ConnectionManager,
+    model: &ModelName,
+) -> Result<Option<StoredModel>, StoreError> {
+    let keys = Keys::new(model);
+    let reply: redis::Value = scripts::LOAD
+        .key(&keys.meta)
+        .key(&keys.log)
+        .key(&keys.snap)
+        .invoke_async(commands)
+        .await
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    if reply == redis::Value::Nil {
+        return Ok(None);
+    }
+    let parts = reply::array(&reply)?;
+    let [epoch, _version, checkpoint_version, checkpoint, entries] = parts else {
+        return Err(StoreError::Corrupt("a model reads as five parts".into()));
+    };
+    let checkpoint: Map<String, Value> = serde_json::from_str(&reply::text(checkpoint)?)
+        .map_err(|e| StoreError::Corrupt(format!("the checkpoint of {model}: {e}")))?;
+    Ok(Some(StoredModel {
+        epoch: reply::text(epoch)?,
+        checkpoint_version: reply::number(checkpoint_version)?,
+        checkpoint,
+        diffs: reply::entries(entries)?,
+    }))
 }
 
 /// The append script's reply.

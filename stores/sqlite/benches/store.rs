@@ -60,7 +60,7 @@ fn saturation(kind: Kind, models: usize, per_model: u64) -> f64 {
             std::thread::spawn(move || {
                 let model = format!("m{m}");
                 for i in 0..per_model {
-                    engine.update(&model, patch(i)).unwrap();
+                    engine.update(&model, patch(i)).wait().unwrap();
                 }
                 // Polled with a sleep, not a spin: a spinning publisher would take the CPU the
                 // store's writer needs.
@@ -90,6 +90,7 @@ fn echo_latency(kind: Kind, rate: u64, seconds: u64) -> (Duration, Duration) {
     let outbox = Arc::new(Outbox::new(64 << 20));
     let session = engine
         .join("m", outbox.clone(), JoinOptions::stream())
+        .wait()
         .unwrap();
     let mut batch = Vec::new();
     let mut samples = Vec::new();
@@ -136,7 +137,7 @@ fn cold_start(models: usize, bytes: usize) -> (Duration, u64) {
             for f in 0..10 {
                 state.insert(format!("f{f}"), Value::from(format!("{m}{pad}")));
             }
-            engine.update(&format!("m{m}"), state).unwrap();
+            engine.update(&format!("m{m}"), state).wait().unwrap();
             if m % 500 == 499 {
                 engine.evict_idle();
                 engine.evict_idle();
@@ -166,6 +167,7 @@ fn cold_start(models: usize, bytes: usize) -> (Duration, u64) {
             outbox.clone(),
             JoinOptions::stream(),
         )
+        .wait()
         .unwrap();
     let mut batch = Vec::new();
     while outbox.try_recv(&mut batch) != Some(Received::Messages) {
@@ -198,7 +200,7 @@ fn eviction(models: usize, bytes: usize, rounds: usize) -> (u64, Vec<(u64, u64, 
         let name = |m: usize| format!("e{round}-{m}");
         for m in 0..models {
             let patch = json!({ "m": m, "pad": pad }).as_object().cloned().unwrap();
-            engine.update(&name(m), patch).unwrap();
+            engine.update(&name(m), patch).wait().unwrap();
         }
         let deadline = Instant::now() + Duration::from_secs(300);
         while (0..models).any(|m| engine.durable_version(&name(m)) != Some(1)) {

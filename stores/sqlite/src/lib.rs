@@ -16,7 +16,8 @@
 //! let store = SqliteStore::open(dir.path(), SqliteOptions::default())?;
 //! let engine = Engine::builder().store(store).build();
 //! let patch = json!({"greeting": "hello"}).as_object().cloned().unwrap_or_default();
-//! engine.update("model", patch)?;
+//! // `wait()` blocks this thread until the change is durable; async code `.await`s instead.
+//! engine.update("model", patch).wait()?;
 //! # Ok(())
 //! # }
 //! ```
@@ -26,8 +27,11 @@
 //!   in one transaction: one commit (and, with [`Durability::Os`], one fsync) serves many
 //!   frames of many models. The engine keeps at most one batch in flight per model and
 //!   applies the model's next frames meanwhile, so durable throughput stays close to memory's.
-//! - Loads (a model's first join after a start or an eviction) read on their own connection
-//!   and never wait for the writer.
+//! - Loads (a model's first join after a start or an eviction) read on a thread and a
+//!   connection of their own and never wait for the writer. A model that is not in the file
+//!   is recorded by the writer (its epoch and first state, version 0) before the first join
+//!   of it is answered, so that a model joined but never written keeps its epoch across
+//!   restarts. No call from the engine waits for either thread: each reports back.
 //! - Every [`SqliteOptions::checkpoint`] diffs (or bytes), the batch carries the model's whole
 //!   state: it is written as the model's checkpoint and the log is trimmed to the resume
 //!   history ([`SqliteOptions::keep_history`] diffs before the checkpoint).
@@ -77,7 +81,8 @@ use std::thread::JoinHandle;
 
 use purly::serde_json::{self, Map, Value};
 use purly::{
-    AppendDone, Batch, CheckpointPolicy, ModelName, Store, StoreError, StoredDiff, StoredModel,
+    AppendDone, Batch, CheckpointPolicy, LoadDone, ModelName, NewModel, RemoveDone, Store,
+    StoreError, StoredDiff, StoredModel,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use thiserror::Error;
@@ -132,8 +137,9 @@ pub enum OpenError {
 pub struct SqliteStore {
     path: PathBuf,
     ops: Mutex<Option<Sender<Op>>>,
-    reader: Mutex<Connection>,
+    loads: Mutex<Option<Sender<Load>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    reader: Mutex<Option<JoinHandle<()>>>,
     checkpoint: CheckpointPolicy,
     lock: Mutex<Option<DirLock>>,
 }
@@ -167,19 +173,27 @@ impl SqliteStore {
         .map_err(database)?;
         let (ops, receiver) = mpsc::channel();
         let (keep, group) = (options.keep_history, options.max_group.max(1));
+        let spawn_error = |source| OpenError::Directory {
+            path: dir.to_owned(),
+            source,
+        };
         let thread = std::thread::Builder::new()
             .name("purly-sqlite-writer".to_owned())
             .spawn(move || writer::run(writer, receiver, keep, group))
-            .map_err(|source| OpenError::Directory {
-                path: dir.to_owned(),
-                source,
-            })?;
+            .map_err(spawn_error)?;
+        let (loads, load_receiver) = mpsc::channel();
+        let creates = ops.clone();
+        let reader_thread = std::thread::Builder::new()
+            .name("purly-sqlite-reader".to_owned())
+            .spawn(move || serve_loads(reader, load_receiver, creates))
+            .map_err(spawn_error)?;
         tracing::debug!(path = %path.display(), durability = ?options.durability, "sqlite store open");
         Ok(SqliteStore {
             path,
             ops: Mutex::new(Some(ops)),
-            reader: Mutex::new(reader),
+            loads: Mutex::new(Some(loads)),
             writer: Mutex::new(Some(thread)),
+            reader: Mutex::new(Some(reader_thread)),
             checkpoint: options.checkpoint,
             lock: Mutex::new(Some(lock)),
         })
@@ -194,15 +208,11 @@ impl SqliteStore {
     /// directory's lock (another store may open it then). Later appends fail with
     /// [`StoreError::Closed`]. Dropping the store does the same.
     pub fn close(&self) {
+        // The reader first: a load it is serving may still hand a creation to the writer.
+        drop(self.loads.lock().unwrap_or_else(|p| p.into_inner()).take());
+        join(&self.reader, "reader");
         drop(self.ops.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let thread = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(thread) = thread {
-            // The engine's last handle may be dropped by the writer itself, at the end of a
-            // completion: it then ends on its own once the queue is empty.
-            if thread.thread().id() != std::thread::current().id() && thread.join().is_err() {
-                tracing::error!("the sqlite writer thread panicked");
-            }
-        }
+        join(&self.writer, "writer");
         drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 
@@ -213,38 +223,96 @@ impl SqliteStore {
             None => Err(op),
         }
     }
+}
 
-    fn read(&self, model: &ModelName) -> rusqlite::Result<Option<StoredRows>> {
-        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        // One read transaction: the model row and its diffs as of one commit.
-        let tx = reader.transaction()?;
-        let row: Option<(String, i64, String)> = tx
-            .prepare_cached(
-                "SELECT epoch, checkpoint_version, checkpoint FROM models WHERE name = ?1",
-            )?
-            .query_row([model.as_str()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .optional()?;
-        let Some((epoch, checkpoint_version, checkpoint)) = row else {
-            return Ok(None);
-        };
-        let rows = tx
-            .prepare_cached(
-                "SELECT first_version, diffs FROM log WHERE model = ?1 ORDER BY first_version",
-            )?
-            .query_map([model.as_str()], |row| {
-                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, String>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        tx.finish()?;
-        Ok(Some(StoredRows {
-            epoch,
-            checkpoint_version: checkpoint_version as u64,
-            checkpoint,
-            log: rows,
-        }))
+/// Waits for a store thread to end, unless it is this thread: the engine's last handle may be
+/// dropped by a store thread itself, at the end of a completion; it then ends on its own once
+/// its queue is empty.
+fn join(thread: &Mutex<Option<JoinHandle<()>>>, name: &str) {
+    let thread = thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(thread) = thread {
+        if thread.thread().id() != std::thread::current().id() && thread.join().is_err() {
+            tracing::error!("the sqlite {name} thread panicked");
+        }
     }
+}
+
+/// A load for the reader thread: the model, what to record if it is missing, and where to
+/// report.
+type Load = (ModelName, Option<NewModel>, LoadDone);
+
+/// The reader thread: answers loads from its own connection; a model that is missing and
+/// asked to be created goes to the writer, which records it and answers.
+fn serve_loads(mut reader: Connection, loads: mpsc::Receiver<Load>, writer: Sender<Op>) {
+    while let Ok((model, create, done)) = loads.recv() {
+        match read_model(&mut reader, &model) {
+            Ok(None) => match create {
+                Some(new) => {
+                    if let Err(Op::Create(_, _, done)) =
+                        writer.send(Op::Create(model, new, done)).map_err(|e| e.0)
+                    {
+                        done.complete(Err(StoreError::Closed));
+                    }
+                }
+                None => done.complete(Ok(None)),
+            },
+            found => done.complete(found),
+        }
+    }
+}
+
+/// A model as stored, read in one transaction.
+pub(crate) fn read_model(
+    connection: &mut Connection,
+    model: &ModelName,
+) -> Result<Option<StoredModel>, StoreError> {
+    let Some(rows) = read_rows(connection, model).map_err(|e| StoreError::Io(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let checkpoint: Map<String, Value> = serde_json::from_str(&rows.checkpoint).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "the checkpoint of {model} is not a JSON object: {e}"
+        ))
+    })?;
+    Ok(Some(StoredModel {
+        epoch: rows.epoch,
+        checkpoint_version: rows.checkpoint_version,
+        checkpoint,
+        diffs: split_log(model, rows.log)?,
+    }))
+}
+
+fn read_rows(
+    connection: &mut Connection,
+    model: &ModelName,
+) -> rusqlite::Result<Option<StoredRows>> {
+    // One read transaction: the model row and its diffs as of one commit.
+    let tx = connection.transaction()?;
+    let row: Option<(String, i64, String)> = tx
+        .prepare_cached("SELECT epoch, checkpoint_version, checkpoint FROM models WHERE name = ?1")?
+        .query_row([model.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let Some((epoch, checkpoint_version, checkpoint)) = row else {
+        return Ok(None);
+    };
+    let rows = tx
+        .prepare_cached(
+            "SELECT first_version, diffs FROM log WHERE model = ?1 ORDER BY first_version",
+        )?
+        .query_map([model.as_str()], |row| {
+            Ok((row.get::<_, i64>(0)? as u64, row.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    tx.finish()?;
+    Ok(Some(StoredRows {
+        epoch,
+        checkpoint_version: checkpoint_version as u64,
+        checkpoint,
+        log: rows,
+    }))
 }
 
 /// A model's rows, as read in one transaction (still JSON text).
@@ -273,25 +341,18 @@ fn split_log(model: &ModelName, log: Vec<(u64, String)>) -> Result<Vec<StoredDif
 }
 
 impl Store for SqliteStore {
-    fn load(&self, model: &ModelName) -> Result<Option<StoredModel>, StoreError> {
-        let Some(rows) = self
-            .read(model)
-            .map_err(|e| StoreError::Io(e.to_string()))?
-        else {
-            return Ok(None);
+    fn load(&self, model: &ModelName, create: Option<NewModel>, done: LoadDone) {
+        let loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = match loads.as_ref() {
+            Some(loads) => loads
+                .send((model.clone(), create, done))
+                .map_err(|e| e.0 .2),
+            None => Err(done),
         };
-        let checkpoint: Map<String, Value> =
-            serde_json::from_str(&rows.checkpoint).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "the checkpoint of {model} is not a JSON object: {e}"
-                ))
-            })?;
-        Ok(Some(StoredModel {
-            epoch: rows.epoch,
-            checkpoint_version: rows.checkpoint_version,
-            checkpoint,
-            diffs: split_log(model, rows.log)?,
-        }))
+        drop(loads);
+        if let Err(done) = sent {
+            done.complete(Err(StoreError::Closed));
+        }
     }
 
     fn append(&self, batch: Batch, done: AppendDone) {
@@ -300,11 +361,10 @@ impl Store for SqliteStore {
         }
     }
 
-    fn remove(&self, model: &ModelName) -> Result<(), StoreError> {
-        let (reply, answer) = mpsc::channel();
-        self.send(Op::Remove(model.clone(), reply))
-            .map_err(|_| StoreError::Closed)?;
-        answer.recv().map_err(|_| StoreError::Closed)?
+    fn remove(&self, model: &ModelName, done: RemoveDone) {
+        if let Err(Op::Remove(_, done)) = self.send(Op::Remove(model.clone(), done)) {
+            done.complete(Err(StoreError::Closed));
+        }
     }
 
     fn checkpoint_policy(&self) -> CheckpointPolicy {

@@ -1,13 +1,13 @@
-//! The writer thread: every append and removal goes through it, in arrival order. It takes
+//! The writer thread: every append, creation and removal goes through it, in arrival order. It takes
 //! whatever has queued up while it was writing and commits it as one transaction (one fsync
 //! for many batches of many models: group commit), then reports each outcome. A batch is one
 //! row of the log, its diffs joined into a JSON array without re-encoding them.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 
 use purly::serde_json;
-use purly::{AppendDone, Appended, Batch, ModelName, StoreError};
+use purly::{AppendDone, Appended, Batch, LoadDone, ModelName, NewModel, RemoveDone, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::telemetry::{GROUP_OPS, TRANSACTION_SECONDS};
@@ -15,7 +15,18 @@ use crate::telemetry::{GROUP_OPS, TRANSACTION_SECONDS};
 /// Work for the writer.
 pub(crate) enum Op {
     Append(Batch, AppendDone),
-    Remove(ModelName, Sender<Result<(), StoreError>>),
+    /// Records a model the reader did not find (unless it exists by now), and answers the
+    /// load with it.
+    Create(ModelName, NewModel, LoadDone),
+    Remove(ModelName, RemoveDone),
+}
+
+/// How one op of a group ended.
+enum Outcome {
+    Appended(Result<Appended, StoreError>),
+    /// The model was recorded now (`true`), or already was.
+    Created(bool),
+    Removed,
 }
 
 /// Runs until every sender is gone.
@@ -46,20 +57,29 @@ pub(crate) fn run(
             // Rolled back: what the transaction noted may not have happened.
             known.clear();
         }
-        for (index, op) in group.into_iter().enumerate() {
-            let outcome = match &outcomes {
-                Ok(outcomes) => outcomes
-                    .get(index)
-                    .cloned()
-                    .unwrap_or(Err(StoreError::Closed)),
-                Err(error) => Err(StoreError::Io(error.to_string())),
+        let (mut outcomes, failed) = match outcomes {
+            Ok(outcomes) => (outcomes.into_iter(), None),
+            Err(error) => (Vec::new().into_iter(), Some(error.to_string())),
+        };
+        for op in group {
+            let outcome = match (outcomes.next(), &failed) {
+                (Some(outcome), _) => Ok(outcome),
+                (None, Some(error)) => Err(StoreError::Io(error.clone())),
+                (None, None) => Err(StoreError::Closed),
             };
-            match op {
-                Op::Append(_, done) => done.complete(outcome),
-                Op::Remove(_, reply) => {
-                    // The caller may have given up waiting; nothing to do then.
-                    let _ = reply.send(outcome.map(drop));
+            match (op, outcome) {
+                (Op::Append(_, done), Ok(Outcome::Appended(appended))) => done.complete(appended),
+                (Op::Create(_, new, done), Ok(Outcome::Created(true))) => {
+                    done.complete(Ok(Some(new.into_stored())))
                 }
+                // Recorded by an earlier op: read it as stored.
+                (Op::Create(model, _, done), Ok(_)) => {
+                    done.complete(crate::read_model(&mut connection, &model))
+                }
+                (Op::Remove(_, done), Ok(_)) => done.complete(Ok(())),
+                (Op::Append(_, done), Ok(_) | Err(_)) => done.complete(Err(StoreError::Closed)),
+                (Op::Create(.., done), Err(error)) => done.complete(Err(error)),
+                (Op::Remove(_, done), Err(error)) => done.complete(Err(error)),
             }
         }
     }
@@ -72,23 +92,46 @@ fn write_group(
     group: &[Op],
     keep_history: u64,
     known: &mut Known,
-) -> rusqlite::Result<Vec<Result<Appended, StoreError>>> {
+) -> rusqlite::Result<Vec<Outcome>> {
     let tx = connection.transaction()?;
     let mut outcomes = Vec::with_capacity(group.len());
     for op in group {
         let outcome = match op {
-            Op::Append(batch, _) => append(&tx, batch, keep_history, known)?,
+            Op::Append(batch, _) => Outcome::Appended(append(&tx, batch, keep_history, known)?),
+            Op::Create(model, new, _) => Outcome::Created(create(&tx, model, new, known)?),
             Op::Remove(model, _) => {
                 tx.execute("DELETE FROM log WHERE model = ?1", [model.as_str()])?;
                 tx.execute("DELETE FROM models WHERE name = ?1", [model.as_str()])?;
                 known.remove(model);
-                Ok(Appended::Committed)
+                Outcome::Removed
             }
         };
         outcomes.push(outcome);
     }
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// Records a new model at version 0 with its first state as the checkpoint, unless the file
+/// has it; returns whether it was recorded now.
+fn create(
+    tx: &Transaction<'_>,
+    model: &ModelName,
+    new: &NewModel,
+    known: &mut Known,
+) -> rusqlite::Result<bool> {
+    let state = serde_json::to_string(&new.state)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO models (name, epoch, checkpoint_version, checkpoint)
+             VALUES (?1, ?2, 0, ?3)",
+        )?
+        .execute(params![model.as_str(), &*new.epoch, state])?;
+    if inserted == 1 {
+        known.insert(model.clone(), (new.epoch.to_string(), 0));
+    }
+    Ok(inserted == 1)
 }
 
 fn append(

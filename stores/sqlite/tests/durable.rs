@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use purly::serde_json::{json, Map, Value};
 use purly::{
-    AppendDone, Batch, CheckpointPolicy, CloseReason, Engine, ErrorCode, ModelName, ServerMessage,
-    ServerMessageKind, Store, StoreError, StoredModel,
+    AppendDone, Batch, CheckpointPolicy, CloseReason, Engine, ErrorCode, LoadDone, ModelName,
+    NewModel, RemoveDone, ServerMessage, ServerMessageKind, Store, StoreError,
 };
 use purly_channel::Client;
 use purly_sqlite::{OpenError, SqliteOptions, SqliteStore};
@@ -57,12 +57,13 @@ async fn a_restart_keeps_state_version_and_epoch_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let (epoch, replica) = {
         let (engine, store) = open(&dir, SqliteOptions::default());
-        let mut writer = Client::connect(&engine, "m").unwrap();
-        let mut reader = Client::connect(&engine, "m").unwrap();
+        let mut writer = Client::connect(&engine, "m").await.unwrap();
+        let mut reader = Client::connect(&engine, "m").await.unwrap();
         recv(&mut reader).await;
         for i in 0..10 {
             writer
                 .update(json!({ "k": i, format!("key{i}"): i }))
+                .await
                 .unwrap();
         }
         settle(&mut writer).await;
@@ -72,7 +73,7 @@ async fn a_restart_keeps_state_version_and_epoch_and_resumes_exactly() {
         // The reader stops at version 10; five more changes follow without it.
         let replica = reader.into_replica();
         for i in 10..15 {
-            writer.update(json!({ "k": i })).unwrap();
+            writer.update(json!({ "k": i })).await.unwrap();
         }
         settle(&mut writer).await;
         let epoch = writer.replica().epoch().unwrap().to_owned();
@@ -80,14 +81,14 @@ async fn a_restart_keeps_state_version_and_epoch_and_resumes_exactly() {
         (epoch, replica)
     };
     let engine = engine_on(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
-    let mut fresh = Client::connect(&engine, "m").unwrap();
+    let mut fresh = Client::connect(&engine, "m").await.unwrap();
     let snapshot = recv(&mut fresh).await;
     assert!(snapshot[0].is_snapshot());
     assert_eq!(snapshot[0].seq(), Some(15));
     assert_eq!(snapshot[0].epoch(), Some(epoch.as_str()));
     assert_eq!(fresh.state()["k"], 14);
     assert_eq!(fresh.state()["key9"], 9);
-    let mut resumed = Client::resume(&engine, "m", replica).unwrap();
+    let mut resumed = Client::resume(&engine, "m", replica).await.unwrap();
     let missed = recv(&mut resumed).await;
     let seqs: Vec<_> = missed.iter().map(|m| (m.is_snapshot(), m.seq())).collect();
     assert_eq!(
@@ -131,10 +132,11 @@ async fn checkpoints_trim_the_log_to_the_resume_history() {
     options.keep_history = 5;
     {
         let (engine, store) = open(&dir, options.clone());
-        let mut writer = Client::connect(&engine, "m").unwrap();
+        let mut writer = Client::connect(&engine, "m").await.unwrap();
         for i in 0..100 {
             writer
                 .update(json!({ "n": i, format!("k{}", i % 7): i }))
+                .await
                 .unwrap();
             // One frame at a time, so that every batch is a single diff.
             settle(&mut writer).await;
@@ -157,7 +159,7 @@ async fn checkpoints_trim_the_log_to_the_resume_history() {
     assert!(kept <= 5 + 10, "trimmed to the history: {kept} diffs kept");
     drop(db);
     let engine = engine_on(SqliteStore::open(dir.path(), options).unwrap());
-    let mut reader = Client::connect(&engine, "m").unwrap();
+    let mut reader = Client::connect(&engine, "m").await.unwrap();
     recv(&mut reader).await;
     assert_eq!(reader.replica().version(), Some(100));
     assert_eq!(reader.state()["n"], 99);
@@ -172,16 +174,16 @@ async fn removing_a_model_removes_it_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let epoch = {
         let (engine, store) = open(&dir, SqliteOptions::default());
-        engine.update("gone", obj(json!({"a": 1}))).unwrap();
-        let mut client = Client::connect(&engine, "gone").unwrap();
+        engine.update("gone", obj(json!({"a": 1}))).await.unwrap();
+        let mut client = Client::connect(&engine, "gone").await.unwrap();
         let epoch = recv(&mut client).await[0].epoch().unwrap().to_owned();
         drop(client);
-        assert!(engine.remove_model("gone"));
+        assert!(engine.remove_model("gone").await.unwrap());
         stop(engine, store);
         epoch
     };
     let engine = engine_on(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
-    let mut client = Client::connect(&engine, "gone").unwrap();
+    let mut client = Client::connect(&engine, "gone").await.unwrap();
     let snapshot = recv(&mut client).await;
     assert_eq!(snapshot[0].seq(), Some(0));
     assert!(client.state().is_empty());
@@ -199,10 +201,10 @@ struct Failing<S> {
 }
 
 impl<S: Store> Store for Failing<S> {
-    fn load(&self, model: &ModelName) -> Result<Option<StoredModel>, StoreError> {
+    fn load(&self, model: &ModelName, create: Option<NewModel>, done: LoadDone) {
         match self.failing.load(Ordering::SeqCst) {
-            true => Err(StoreError::Io("injected: disk unreadable".into())),
-            false => self.inner.load(model),
+            true => done.complete(Err(StoreError::Io("injected: disk unreadable".into()))),
+            false => self.inner.load(model, create, done),
         }
     }
     fn append(&self, batch: Batch, done: AppendDone) {
@@ -211,8 +213,8 @@ impl<S: Store> Store for Failing<S> {
             false => self.inner.append(batch, done),
         }
     }
-    fn remove(&self, model: &ModelName) -> Result<(), StoreError> {
-        self.inner.remove(model)
+    fn remove(&self, model: &ModelName, done: RemoveDone) {
+        self.inner.remove(model, done)
     }
     fn checkpoint_policy(&self) -> CheckpointPolicy {
         self.inner.checkpoint_policy()
@@ -227,17 +229,17 @@ async fn a_failing_store_shows_nothing_unwritten_and_the_model_recovers() {
         inner: SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap(),
         failing: failing.clone(),
     });
-    let mut writer = Client::connect(&engine, "m").unwrap();
-    let mut watcher = Client::connect(&engine, "m").unwrap();
+    let mut writer = Client::connect(&engine, "m").await.unwrap();
+    let mut watcher = Client::connect(&engine, "m").await.unwrap();
     recv(&mut watcher).await;
-    writer.update(json!({"kept": 1})).unwrap();
+    writer.update(json!({"kept": 1})).await.unwrap();
     settle(&mut writer).await;
     while watcher.replica().version() < Some(1) {
         recv(&mut watcher).await;
     }
 
     failing.store(true, Ordering::SeqCst);
-    writer.update(json!({"lost": 1})).unwrap();
+    writer.update(json!({"lost": 1})).await.unwrap();
     let mut seen = Vec::new();
     while let Some(batch) = tokio::time::timeout(TIMEOUT, watcher.recv()).await.unwrap() {
         seen.extend(batch);
@@ -253,14 +255,14 @@ async fn a_failing_store_shows_nothing_unwritten_and_the_model_recovers() {
     );
     assert!(!watcher.state().contains_key("lost"));
     // While the store fails, joining is refused with the store's error.
-    assert!(Client::connect(&engine, "m").is_err());
+    assert!(Client::connect(&engine, "m").await.is_err());
 
     failing.store(false, Ordering::SeqCst);
-    let mut again = Client::connect(&engine, "m").unwrap();
+    let mut again = Client::connect(&engine, "m").await.unwrap();
     let snapshot = recv(&mut again).await;
     assert_eq!(snapshot[0].seq(), Some(1));
     assert_eq!(again.state(), &obj(json!({"kept": 1})));
-    again.update(json!({"after": 2})).unwrap();
+    again.update(json!({"after": 2})).await.unwrap();
     settle(&mut again).await;
     assert_eq!(engine.durable_version("m"), Some(2));
 }
@@ -276,6 +278,7 @@ async fn idle_models_leave_memory_and_come_back_intact() {
                 &format!("m{i}"),
                 obj(json!({ "i": i, "pad": "x".repeat(100) })),
             )
+            .await
             .unwrap();
     }
     assert_eq!(engine.model_count(), MODELS);
@@ -289,7 +292,7 @@ async fn idle_models_leave_memory_and_come_back_intact() {
         tokio::task::yield_now().await;
     }
     assert_eq!(engine.evict_idle(), 0, "the first sweep only marks");
-    let mut busy = Client::connect(&engine, "m0").unwrap();
+    let mut busy = Client::connect(&engine, "m0").await.unwrap();
     recv(&mut busy).await;
     assert_eq!(
         engine.evict_idle(),
@@ -299,10 +302,44 @@ async fn idle_models_leave_memory_and_come_back_intact() {
     assert_eq!(engine.model_count(), 1);
     drop(busy);
     for i in (0..MODELS).step_by(97) {
-        let mut client = Client::connect(&engine, &format!("m{i}")).unwrap();
+        let mut client = Client::connect(&engine, &format!("m{i}")).await.unwrap();
         let snapshot = recv(&mut client).await;
         assert_eq!(snapshot[0].seq(), Some(1));
         assert_eq!(client.state()["i"], i);
     }
-    assert_eq!(engine.update("m5", obj(json!({"i": -5}))).unwrap(), 2);
+    assert_eq!(engine.update("m5", obj(json!({"i": -5}))).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_model_joined_but_never_written_keeps_its_epoch_and_first_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_state = obj(json!({"greeting": "hello"}));
+    let engine_with_state = |store: Arc<SqliteStore>| {
+        let state = first_state.clone();
+        Engine::builder()
+            .store(store)
+            .model_factory(move |_| Ok(Box::new(purly::DefaultModel::new(state.clone()))))
+            .build()
+    };
+    let epoch = {
+        let store = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+        let engine = engine_with_state(store.clone());
+        let mut client = Client::connect(&engine, "quiet").await.unwrap();
+        let snapshot = recv(&mut client).await;
+        assert_eq!(snapshot[0].seq(), Some(0));
+        drop(client);
+        stop(engine, store);
+        snapshot[0].epoch().unwrap().to_owned()
+    };
+    // Another factory now: the stored first state counts, not a new one.
+    let (engine, _store) = open(&dir, SqliteOptions::default());
+    let mut client = Client::connect(&engine, "quiet").await.unwrap();
+    let snapshot = recv(&mut client).await;
+    assert_eq!(snapshot[0].seq(), Some(0));
+    assert_eq!(
+        snapshot[0].epoch(),
+        Some(epoch.as_str()),
+        "the epoch changes only when the history is lost"
+    );
+    assert_eq!(client.state(), &first_state);
 }

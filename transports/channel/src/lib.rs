@@ -14,10 +14,10 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let engine = Engine::default();
-//! let mut alice = Client::connect(&engine, "model")?;
-//! let mut bob = Client::connect(&engine, "model")?;
+//! let mut alice = Client::connect(&engine, "model").await?;
+//! let mut bob = Client::connect(&engine, "model").await?;
 //!
-//! alice.update(json!({"div": {"style": {"background_color": "coral"}}}))?;
+//! alice.update(json!({"div": {"style": {"background_color": "coral"}}})).await?;
 //! alice.settle().await?; // until alice's update is confirmed
 //! bob.recv().await; // bob's snapshot and alice's diff, coalesced
 //! assert_eq!(bob.state(), alice.state());
@@ -30,6 +30,15 @@
 //! [`Client`] is a [`Stream`](https://docs.rs/futures-core/0.3/futures_core/stream/trait.Stream.html) of received batches, and [`Client::recv`] awaits the next one;
 //! both apply the batch to the replica before handing it out. They work on any async runtime
 //! (the wake-up comes from the engine's fan-out, not from a timer).
+//!
+//! Everything that may wait is `async`: [`Client::connect`] awaits the model's load if it is
+//! not in memory, and [`Client::update`], [`Client::signal`] and [`Client::send`] first await
+//! the model's readiness ([`Session::ready`]): a fan-out or a store slower than this client
+//! slows it down, as TCP slows a WebSocket client, and no thread is blocked meanwhile.
+//!
+//! With a durable store, give the engine an [executor](purly::EngineBuilder::executor) of your
+//! runtime so that the store's completions are followed up there (purly-hyper does this by
+//! itself); otherwise the store's own thread runs the fan-out.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -75,12 +84,12 @@ pub struct Client {
 
 impl Client {
     /// Joins `model` in stream mode, read-write.
-    pub fn connect(engine: &Engine, model: &str) -> Result<Self, JoinError> {
-        Client::connect_with(engine, model, JoinOptions::stream())
+    pub async fn connect(engine: &Engine, model: &str) -> Result<Self, JoinError> {
+        Client::connect_with(engine, model, JoinOptions::stream()).await
     }
 
     /// Joins `model` with the given options (compat mode, read-only, resume).
-    pub fn connect_with(
+    pub async fn connect_with(
         engine: &Engine,
         model: &str,
         options: JoinOptions,
@@ -91,17 +100,18 @@ impl Client {
             options,
             Arc::new(Outbox::new(engine.config().max_queued_bytes)),
         )
+        .await
     }
 
     /// Joins `model` with an outbox of your own (e.g. a smaller byte bound).
-    pub fn connect_with_outbox(
+    pub async fn connect_with_outbox(
         engine: &Engine,
         model: &str,
         options: JoinOptions,
         outbox: Arc<Outbox>,
     ) -> Result<Self, JoinError> {
         let mode = options.mode;
-        let session = engine.join(model, outbox.clone(), options)?;
+        let session = engine.join(model, outbox.clone(), options).await?;
         Ok(Client {
             session,
             outbox,
@@ -115,12 +125,12 @@ impl Client {
     /// [`into_replica`](Client::into_replica)), resuming after its version: the engine replays
     /// the diffs the replica missed if it still keeps them and the epoch is the same, else sends
     /// a snapshot. Either way the replica ends up with every change exactly once.
-    pub fn resume(engine: &Engine, model: &str, replica: Replica) -> Result<Self, JoinError> {
+    pub async fn resume(engine: &Engine, model: &str, replica: Replica) -> Result<Self, JoinError> {
         let options = match (replica.version(), replica.epoch()) {
             (Some(version), Some(epoch)) => JoinOptions::stream().resume(version, epoch),
             _ => JoinOptions::stream(),
         };
-        let mut client = Client::connect_with(engine, model, options)?;
+        let mut client = Client::connect_with(engine, model, options).await?;
         client.replica = replica;
         Ok(client)
     }
@@ -164,11 +174,12 @@ impl Client {
 
     /// Merges `content` (a JSON object) into the model. The replica shows it at once; it is
     /// confirmed when the engine's echo (or `ack`, if it changed nothing) is received.
-    pub fn update(&mut self, content: Value) -> Result<(), ClientError> {
+    pub async fn update(&mut self, content: Value) -> Result<(), ClientError> {
         let content = object(content)?;
+        self.session.ready().await;
         let message = self.replica.update(content);
         let id = message.id.clone();
-        match self.send(Frame::new(vec![message])) {
+        match self.session.send(Frame::new(vec![message])) {
             Err(SendError::Closed) => {
                 // It never reached the engine, so no error message will confirm it.
                 if let Some(id) = id {
@@ -183,20 +194,24 @@ impl Client {
     }
 
     /// Relays `content` (a JSON object) to the model's other clients.
-    pub fn signal(&self, content: Value) -> Result<(), ClientError> {
+    pub async fn signal(&self, content: Value) -> Result<(), ClientError> {
         let content = object(content)?;
-        self.send(Frame::new(vec![Message::signal(content)]))?;
+        self.send(Frame::new(vec![Message::signal(content)]))
+            .await?;
         Ok(())
     }
 
-    /// Sends a frame built in code, as is: updates in it are not tracked by the replica
-    /// unless they came from [`Replica::update`].
-    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+    /// Sends a frame built in code, as is, once the model is ready for it: updates in it are
+    /// not tracked by the replica unless they came from [`Replica::update`].
+    pub async fn send(&self, frame: Frame) -> Result<(), SendError> {
+        self.session.ready().await;
         self.session.send(frame)
     }
 
-    /// Sends a frame of JSON text, as a WebSocket client would (for testing bad input).
-    pub fn send_text(&self, text: &str) -> Result<(), SendError> {
+    /// Sends a frame of JSON text, as a WebSocket client would (for testing bad input), once
+    /// the model is ready for it.
+    pub async fn send_text(&self, text: &str) -> Result<(), SendError> {
+        self.session.ready().await;
         self.session.send_text(text)
     }
 
@@ -284,11 +299,11 @@ impl ClientConnection for Client {
     type Error = ClientError;
 
     async fn update(&mut self, content: Value) -> Result<(), ClientError> {
-        Client::update(self, content)
+        Client::update(self, content).await
     }
 
     async fn signal(&mut self, content: Value) -> Result<(), ClientError> {
-        Client::signal(self, content)
+        Client::signal(self, content).await
     }
 
     async fn recv(&mut self) -> Option<Vec<ServerMessage>> {

@@ -40,6 +40,10 @@ pub struct ServerConfig {
     pub keep_alive_timeout: Duration,
     /// How long the WebSocket handshake may take once the upgrade was answered (default 10 s).
     pub upgrade_timeout: Duration,
+    /// How long a join (or a state read) may wait for its model to be loaded from the store
+    /// (default 5 s). Past it the request is answered 503 with a JSON error; the load goes on,
+    /// and a later request finds the model loaded. Joins of models in memory never wait.
+    pub join_timeout: Duration,
     /// Compat mode: how long a client may go without sending a frame (default 60 s; the
     /// original clients send one every turn). Past it the connection is closed with 1008.
     pub compat_idle_timeout: Duration,
@@ -103,6 +107,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
             upgrade_timeout: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(5),
             compat_idle_timeout: Duration::from_secs(60),
             max_connections: 100_000,
             max_connections_per_peer: None,

@@ -1,16 +1,15 @@
 //! The plain HTTP answers purly writes: errors as JSON, refusals of a join, and the state route.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Response, StatusCode};
-use purly::{Engine, JoinError, ModelName, Snapshot};
-use tokio::sync::oneshot;
+use purly::{Engine, JoinError, ModelName};
+
+use crate::config::ServerConfig;
+use crate::upgrade::load_timed_out;
 
 /// The body of every response purly writes.
 pub type Body = Full<Bytes>;
@@ -42,55 +41,23 @@ pub(crate) fn join_refused(error: &JoinError) -> Response<Body> {
 }
 
 /// The answer to `GET {prefix}{model}/state`: the model's durable state, once the engine's
-/// order reaches the read (PROTOCOL.md section 8: nothing the store does not hold is shown).
-pub(crate) enum StateResponse {
-    /// Answered at once.
-    Ready(Option<Response<Body>>),
-    /// Waiting for the snapshot.
-    Waiting(oneshot::Receiver<Arc<Snapshot>>),
-}
-
-impl StateResponse {
-    pub(crate) fn read(engine: &Engine, model: &ModelName) -> Self {
-        let (sender, receiver) = oneshot::channel();
-        let reply = move |snapshot| {
-            // The requester may have gone; nothing to do then.
-            let _ = sender.send(snapshot);
-        };
-        match engine.read_snapshot(model.as_str(), reply) {
-            Ok(true) => StateResponse::Waiting(receiver),
-            Ok(false) => {
-                StateResponse::Ready(Some(error_response(StatusCode::NOT_FOUND, "no such model")))
-            }
-            Err(error) => StateResponse::Ready(Some(join_refused(&error))),
-        }
-    }
-}
-
-impl Future for StateResponse {
-    type Output = Response<Body>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
-        match self.get_mut() {
-            StateResponse::Ready(response) => {
-                Poll::Ready(response.take().unwrap_or_else(internal_error))
-            }
-            StateResponse::Waiting(receiver) => match Pin::new(receiver).poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(snapshot)) => Poll::Ready(
-                    Response::builder()
-                        .header(CONTENT_TYPE, "application/json")
-                        .header("purly-version", snapshot.version())
-                        .header("purly-epoch", snapshot.epoch())
-                        .body(Body::from(snapshot.json().to_owned()))
-                        .unwrap_or_else(|_| internal_error()),
-                ),
-                // The model closed before the read was reached (its store failed, say).
-                Poll::Ready(Err(_)) => Poll::Ready(error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the model closed before its state could be read; try again",
-                )),
-            },
-        }
+/// order reaches the read (PROTOCOL.md section 8: nothing the store does not hold is shown). A
+/// model that is not in memory is loaded first, for at most `config.join_timeout`.
+pub(crate) async fn state_response(
+    engine: Engine,
+    model: ModelName,
+    config: Arc<ServerConfig>,
+) -> Response<Body> {
+    let read = engine.read_snapshot(model.as_str());
+    match tokio::time::timeout(config.join_timeout, read).await {
+        Ok(Ok(Some(snapshot))) => Response::builder()
+            .header(CONTENT_TYPE, "application/json")
+            .header("purly-version", snapshot.version())
+            .header("purly-epoch", snapshot.epoch())
+            .body(Body::from(snapshot.json().to_owned()))
+            .unwrap_or_else(|_| internal_error()),
+        Ok(Ok(None)) => error_response(StatusCode::NOT_FOUND, "no such model"),
+        Ok(Err(error)) => join_refused(&error),
+        Err(_) => load_timed_out(&config),
     }
 }

@@ -21,13 +21,13 @@ use crate::admission::{Admission, Refusal};
 use crate::builder::ExtraRoute;
 use crate::client_files;
 use crate::config::ServerConfig;
-use crate::http::{error_response, Body, StateResponse};
+use crate::http::{error_response, state_response, Body};
 use crate::keep_alive::Activity;
 use crate::page;
 use crate::pinger::Pinger;
 use crate::route::{route, RouteKind, Routed};
 use crate::telemetry::TransportMetrics;
-use crate::upgrade::{upgrade, Streams};
+use crate::upgrade::{upgrade, Streams, UpgradeResponse};
 
 /// Serves purly's routes (PROTOCOL.md section 1) for an [`Engine`]: the WebSocket stream of
 /// each model, its state as JSON and its page.
@@ -67,10 +67,12 @@ pub enum Handled<B> {
 /// The future of a response from the [`Service`](hyper::service::Service) impls.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-/// A request dispatched: answered at once, not purly's, or waiting for a state read.
+/// A request dispatched: answered at once, not purly's, or waiting (a state read, or a join
+/// of a model being loaded). Short-lived, on the stack: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Dispatched<B> {
     Now(Handled<B>),
-    State(StateResponse),
+    Later(UpgradeResponse),
 }
 
 impl Purly {
@@ -93,6 +95,13 @@ impl Purly {
             metrics.http_connections.clone(),
         ));
         let pinger = Pinger::new(config.ping_interval);
+        // The work that follows a store's completion (the next batch, the fan-out) runs on
+        // this runtime, not on the store's thread, unless the embedder chose otherwise.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            engine.set_executor(move |task| {
+                runtime.spawn(async move { task.run() });
+            });
+        }
         Purly {
             inner: Arc::new(Shared {
                 engine,
@@ -135,7 +144,7 @@ impl Purly {
     pub async fn try_handle<B>(&self, request: Request<B>) -> Handled<B> {
         match self.dispatch(request) {
             Dispatched::Now(handled) => handled,
-            Dispatched::State(state) => Handled::Response(state.await),
+            Dispatched::Later(response) => Handled::Response(response.await),
         }
     }
 
@@ -181,7 +190,9 @@ impl Purly {
         let response = match (decision, kind) {
             (Decision::Deny, _) => error_response(StatusCode::FORBIDDEN, "access denied"),
             (_, RouteKind::State) => {
-                return Dispatched::State(StateResponse::read(&self.inner.engine, &model))
+                let engine = self.inner.engine.clone();
+                let config = self.inner.config.clone();
+                return Dispatched::Later(Box::pin(state_response(engine, model, config)));
             }
             (_, RouteKind::Page) => page::response(),
             (_, RouteKind::Stream) => {
@@ -192,7 +203,7 @@ impl Purly {
                     pinger: &self.inner.pinger,
                     metrics: &self.inner.metrics,
                 };
-                upgrade(streams, request, model, decision)
+                return Dispatched::Later(upgrade(streams, request, model, decision));
             }
         };
         Dispatched::Now(Handled::Response(response))
@@ -205,7 +216,7 @@ impl Purly {
                 Box::pin(std::future::ready(Ok(response)))
             }
             Dispatched::Now(Handled::NotPurly(_)) => Box::pin(std::future::ready(Ok(not_found()))),
-            Dispatched::State(state) => Box::pin(async move { Ok(state.await) }),
+            Dispatched::Later(response) => Box::pin(async move { Ok(response.await) }),
         }
     }
 

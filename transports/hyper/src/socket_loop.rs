@@ -57,6 +57,7 @@ where
             .as_ref()
             .map(|limit| FrameLimiter::new(limit, std::time::Instant::now())),
         writes: 0,
+        holding: false,
     };
     // The loop and its state in one allocation, sized for its own mode: a stream connection
     // does not carry the compat loop's timers (idle connections are mostly this future).
@@ -79,6 +80,9 @@ struct SocketLoop<'a, S> {
     limiter: Option<FrameLimiter>,
     /// Frames written so far (one in 16 is sampled for the queued-bytes histogram).
     writes: u32,
+    /// The model is over its bounds: the socket is not read until it drains (TCP then pushes
+    /// back on the client), while the connection's own messages and pings keep flowing.
+    holding: bool,
 }
 
 /// What one received WebSocket message asks of the loop.
@@ -121,7 +125,10 @@ where
                             }
                         }
                     },
-                    incoming = self.ws.next() => {
+                    () = poll_fn(|cx| self.session.poll_ready(cx)), if self.holding => {
+                        self.holding = false;
+                    }
+                    incoming = self.ws.next(), if !self.holding => {
                         if let Incoming::End(ending) = self.receive(incoming).await {
                             return ending;
                         }
@@ -162,7 +169,11 @@ where
             tokio::pin!(idle);
             loop {
                 tokio::select! {
-                    incoming = self.ws.next() => match self.receive(incoming).await {
+                    () = poll_fn(|cx| self.session.poll_ready(cx)), if self.holding => {
+                        self.holding = false;
+                        continue;
+                    }
+                    incoming = self.ws.next(), if !self.holding => match self.receive(incoming).await {
                         Incoming::End(ending) => return ending,
                         Incoming::Control => continue,
                         Incoming::Frame => idle.as_mut().reset(Instant::now() + idle_timeout),
@@ -211,6 +222,7 @@ where
                     }
                     Verdict::Close => return Box::pin(self.rate_limit_close()).await,
                 }
+                self.holding = self.session.must_wait();
                 Incoming::Frame
             }
             Some(Ok(Message::Binary(bytes))) => {
@@ -481,6 +493,7 @@ mod tests {
         let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
         let session = engine
             .join("m", outbox.clone(), JoinOptions::stream())
+            .wait()
             .unwrap();
         (outbox, session)
     }
@@ -514,6 +527,7 @@ mod tests {
         let (outbox, session) = joined(&engine);
         let writer = engine
             .join("m", Arc::new(Outbox::new(1 << 20)), JoinOptions::stream())
+            .await
             .unwrap();
         let (mut pipe, open, flusher) = gated_pipe();
         let config = ServerConfig::default(); // a 10 s write timeout

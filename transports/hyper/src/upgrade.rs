@@ -1,6 +1,8 @@
 //! The WebSocket upgrade of `GET {prefix}{model}/stream`: subprotocol and resume point from
 //! the request, the join, and the connection's task.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::header::{
@@ -11,7 +13,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
 use hyper_util::rt::TokioIo;
-use purly::{Engine, JoinOptions, ModelName, Outbox};
+use purly::{Engine, JoinOptions, ModelName, Outbox, Session};
 use tokio_util::task::TaskTracker;
 
 use crate::access::{origin_allowed, Decision, PeerAddr};
@@ -35,30 +37,54 @@ pub(crate) struct Streams<'a> {
     pub(crate) metrics: &'a Arc<TransportMetrics>,
 }
 
-/// Joins the model and upgrades: the response to send, with the connection's task spawned.
+/// The future of an upgrade's response: it waits (at most `join_timeout`) only for a model
+/// that is being loaded from the store.
+pub(crate) type UpgradeResponse = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// Checks the request and the handshake, joins the model (awaiting its load if it is not in
+/// memory) and upgrades: the response to send, with the connection's task spawned. Nothing
+/// touches the engine before the handshake is known to be good.
 pub(crate) fn upgrade<B>(
+    streams: Streams<'_>,
+    request: Request<B>,
+    model: ModelName,
+    decision: Decision,
+) -> UpgradeResponse {
+    match prepare(streams, request, model, decision) {
+        Ok(later) => later,
+        Err(refused) => Box::pin(std::future::ready(refused)),
+    }
+}
+
+/// [`upgrade`] up to the join: a refusal is answered before anything touches the engine.
+// The refusal is answered at once, not propagated: its size costs nothing.
+#[allow(clippy::result_large_err)]
+fn prepare<B>(
     streams: Streams<'_>,
     mut request: Request<B>,
     model: ModelName,
     decision: Decision,
-) -> Response<Body> {
+) -> Result<UpgradeResponse, Response<Body>> {
     if !hyper_tungstenite::is_upgrade_request(&request) {
-        return error_response(
+        return Err(error_response(
             StatusCode::UPGRADE_REQUIRED,
             "this route is a WebSocket stream",
-        );
+        ));
     }
     if !origin_allowed(request.headers(), &streams.config.allowed_origins) {
-        return error_response(StatusCode::FORBIDDEN, "cross-site WebSocket refused");
+        return Err(error_response(
+            StatusCode::FORBIDDEN,
+            "cross-site WebSocket refused",
+        ));
     }
     // Held by the connection's task: an upgraded connection keeps its place under the cap.
     // Without one (mounted in another server), the streams alone are held to the cap.
     let permit = request.extensions_mut().remove::<Arc<Permit>>();
     if permit.is_none() && streams.connections.len() >= streams.config.max_connections {
-        return error_response(
+        return Err(error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is at its connection limit; retry later",
-        );
+        ));
     }
     let stream_mode = offers_stream_protocol(&request);
     let mut options = if stream_mode {
@@ -72,17 +98,9 @@ pub(crate) fn upgrade<B>(
     if let (true, Some((since, epoch))) = (stream_mode, resume_point(&request)) {
         options = options.resume(since, epoch);
     }
-    let engine = streams.engine;
-    let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
-    // Joining before the upgrade answers refusals with an HTTP status, and takes the
-    // snapshot at once: it waits in the outbox until the socket is ready.
-    let session = match engine.join(model.as_str(), outbox.clone(), options) {
-        Ok(session) => session,
-        Err(error) => return join_refused(&error),
-    };
     let (mut response, upgraded) = match handshake(&mut request) {
         Ok(upgrade) => upgrade,
-        Err(why) => return error_response(StatusCode::BAD_REQUEST, why),
+        Err(why) => return Err(error_response(StatusCode::BAD_REQUEST, why)),
     };
     if stream_mode {
         response.headers_mut().insert(
@@ -90,62 +108,99 @@ pub(crate) fn upgrade<B>(
             HeaderValue::from_static(STREAM_SUBPROTOCOL),
         );
     }
+    let engine = streams.engine.clone();
+    let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
     let config = streams.config.clone();
     let metrics = streams.metrics.clone();
+    let connections = streams.connections.clone();
     // A place in the service's pinger for as long as the task lives.
     let pings = streams.pinger.register(&outbox);
     let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
-    let max_message = engine.config().limits.max_frame_bytes;
-    let upgraded = async move {
-        let socket = TokioIo::new(upgraded.await?);
-        Ok::<_, hyper::Error>(WebSocket::new(socket, max_message))
-    };
-    // On the heap and freed once the upgrade is done: the connection's task does not keep
-    // room for it (its timer) for the rest of its life.
-    let upgraded = Box::pin(tokio::time::timeout(config.upgrade_timeout, upgraded));
-    streams.connections.spawn(async move {
-        let _permit = permit;
-        let _pings = pings;
-        let mut ws = match upgraded.await {
-            Ok(Ok(ws)) => ws,
-            Ok(Err(error)) => {
-                tracing::debug!(%model, %error, "upgrade failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%model, "upgrade timed out");
-                return;
-            }
+    Ok(Box::pin(async move {
+        // Joining before the upgrade answers refusals with an HTTP status, and takes the
+        // snapshot at once: it waits in the outbox until the socket is ready.
+        let joining = engine.join(model.as_str(), outbox.clone(), options);
+        let session = match tokio::time::timeout(config.join_timeout, joining).await {
+            Ok(Ok(session)) => session,
+            Ok(Err(error)) => return join_refused(&error),
+            Err(_) => return load_timed_out(&config),
         };
-        let (id, mode) = (session.id(), session.mode());
-        // A debug span, so that at the default level an idle connection holds no span data;
-        // the info events carry their fields themselves.
-        let span = tracing::debug_span!("connection", %model, client = %id, ?mode, ?peer);
-        tracing::info!(%model, client = %id, ?mode, ?peer, "connected");
-        metrics.connections(mode).increment(1.0);
-        let ending = tracing::Instrument::instrument(
-            socket_loop::run(&mut ws, &session, &outbox, &config, &metrics),
-            span,
-        )
-        .await;
-        drop(session);
-        metrics.connections(mode).decrement(1.0);
-        match ending {
-            Ending::PeerClosed => {
-                metrics.closed_by_peer();
-                tracing::info!(%model, client = %id, "disconnected");
-            }
-            Ending::PeerLost(why) => {
-                metrics.lost();
-                tracing::info!(%model, client = %id, %why, "disconnected: peer lost");
-            }
-            Ending::ClosedByServer(code) => {
-                metrics.closed_by_server(code);
-                tracing::info!(%model, client = %id, code, "disconnected: closed by server");
-            }
+        let max_message = engine.config().limits.max_frame_bytes;
+        let upgraded = async move {
+            let socket = TokioIo::new(upgraded.await?);
+            Ok::<_, hyper::Error>(WebSocket::new(socket, max_message))
+        };
+        // On the heap and freed once the upgrade is done: the connection's task does not keep
+        // room for it (its timer) for the rest of its life.
+        let upgraded = Box::pin(tokio::time::timeout(config.upgrade_timeout, upgraded));
+        connections.spawn(async move {
+            let _permit = permit;
+            let _pings = pings;
+            let mut ws = match upgraded.await {
+                Ok(Ok(ws)) => ws,
+                Ok(Err(error)) => {
+                    tracing::debug!(%model, %error, "upgrade failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%model, "upgrade timed out");
+                    return;
+                }
+            };
+            serve(&mut ws, session, &outbox, &config, &metrics, &model, peer).await;
+        });
+        response
+    }))
+}
+
+/// The 503 of a join or state read whose model did not load within `join_timeout`.
+pub(crate) fn load_timed_out(config: &ServerConfig) -> Response<Body> {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "the model could not be loaded from the store within {} ms; retry later",
+            config.join_timeout.as_millis()
+        ),
+    )
+}
+
+/// Runs an upgraded connection's loop, with its span, metrics and the log line of its end.
+async fn serve(
+    ws: &mut WebSocket<TokioIo<hyper::upgrade::Upgraded>>,
+    session: Session,
+    outbox: &Arc<Outbox>,
+    config: &ServerConfig,
+    metrics: &TransportMetrics,
+    model: &ModelName,
+    peer: Option<std::net::SocketAddr>,
+) {
+    let (id, mode) = (session.id(), session.mode());
+    // A debug span, so that at the default level an idle connection holds no span data;
+    // the info events carry their fields themselves.
+    let span = tracing::debug_span!("connection", %model, client = %id, ?mode, ?peer);
+    tracing::info!(%model, client = %id, ?mode, ?peer, "connected");
+    metrics.connections(mode).increment(1.0);
+    let ending = tracing::Instrument::instrument(
+        socket_loop::run(ws, &session, outbox, config, metrics),
+        span,
+    )
+    .await;
+    drop(session);
+    metrics.connections(mode).decrement(1.0);
+    match ending {
+        Ending::PeerClosed => {
+            metrics.closed_by_peer();
+            tracing::info!(%model, client = %id, "disconnected");
         }
-    });
-    response
+        Ending::PeerLost(why) => {
+            metrics.lost();
+            tracing::info!(%model, client = %id, %why, "disconnected: peer lost");
+        }
+        Ending::ClosedByServer(code) => {
+            metrics.closed_by_server(code);
+            tracing::info!(%model, client = %id, code, "disconnected: closed by server");
+        }
+    }
 }
 
 /// Checks the WebSocket handshake of `request` (RFC 6455 section 4.2.1; the `Upgrade` and

@@ -156,7 +156,7 @@ async fn bad_requests_get_clean_http_answers() {
     ];
     for (path, headers, expected) in cases {
         let (status, body) = get(&server, path, headers).await;
-        assert_eq!(status, *expected, "{path}");
+        assert_eq!(status, *expected, "{path}: {body}");
         assert!(body.starts_with(r#"{"error":"#), "{path}: {body}");
     }
     assert_eq!(server.purly.engine().model_count(), 1);

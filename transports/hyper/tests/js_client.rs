@@ -256,6 +256,7 @@ async fn a_restart_is_survived_with_resume_and_pending_updates_are_sent_once() {
                     .unwrap()
                     .clone(),
             )
+            .await
             .unwrap();
     }
     assert!(page.wait_for("c.version === 5").await);
@@ -285,6 +286,7 @@ async fn a_restart_is_survived_with_resume_and_pending_updates_are_sent_once() {
                     .unwrap()
                     .clone(),
             )
+            .await
             .unwrap();
     }
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();

@@ -49,14 +49,16 @@ impl purly::Store for TempStore {
     fn load(
         &self,
         model: &purly::ModelName,
-    ) -> Result<Option<purly::StoredModel>, purly::StoreError> {
-        self.store.load(model)
+        create: Option<purly::NewModel>,
+        done: purly::LoadDone,
+    ) {
+        self.store.load(model, create, done)
     }
     fn append(&self, batch: purly::Batch, done: purly::AppendDone) {
         self.store.append(batch, done)
     }
-    fn remove(&self, model: &purly::ModelName) -> Result<(), purly::StoreError> {
-        self.store.remove(model)
+    fn remove(&self, model: &purly::ModelName, done: purly::RemoveDone) {
+        self.store.remove(model, done)
     }
     fn checkpoint_policy(&self) -> purly::CheckpointPolicy {
         self.store.checkpoint_policy()
