@@ -52,15 +52,17 @@ pub struct Config {
     /// a snapshot), so memory for histories stays bounded with 100,000 active models.
     pub history_budget_bytes: usize,
     /// How many bytes of messages a model may have waiting for fan-out (default 16 MiB).
-    /// Publishers normally return at once and let one thread deliver; past this bound a
-    /// publisher waits and helps deliver, so that a fan-out slower than its publishers slows
-    /// them down instead of queueing without bound.
+    /// Publishers normally return at once and let one thread deliver; past this bound the
+    /// model is over its bound: [`Session::ready`](crate::Session::ready) is pending until it
+    /// drains (transports stop reading their clients meanwhile), so that a fan-out slower than
+    /// its publishers slows them down instead of queueing without bound. A frame sent anyway
+    /// past twice the bound is refused with `unavailable`. No thread waits.
     pub max_fanout_backlog_bytes: usize,
     /// With a shared store (several nodes), the most diffs one append carries (default 1,000);
-    /// diffs waiting beyond two batches make publishers wait for the store, so that a conflict
-    /// re-runs a bounded number of frames. (With any store, diffs waiting beyond half of
-    /// [`max_queued_bytes`](Config::max_queued_bytes) make publishers wait too: a store slower
-    /// than its publishers paces them.)
+    /// diffs waiting beyond two batches put the model over its bound (as above), so that a
+    /// conflict re-runs a bounded number of frames. (With any store, diffs waiting beyond half
+    /// of [`max_queued_bytes`](Config::max_queued_bytes) do too: a store slower than its
+    /// publishers paces them.)
     pub max_batch_diffs: usize,
 }
 

@@ -86,13 +86,20 @@
 //!   lock; different models share no lock on the hot path.
 //! - Everything that grows is bounded ([`Config`]): frame size, depth and message count, model
 //!   size, model count, queued bytes per subscriber, resume history, the messages waiting for
-//!   fan-out and the diffs waiting for the store (past those bounds publishers help deliver or
-//!   wait for the store, which slows them to its pace).
+//!   fan-out and the diffs waiting for the store (past those bounds [`Session::ready`] is
+//!   pending and the transports stop reading their clients until the model drains; a frame
+//!   sent anyway past twice the bound is refused).
+//! - No call blocks a thread: the store reports through [`Completion`]s; a join of a model
+//!   being loaded, a server write waiting to be durable and backpressure are futures
+//!   ([`EngineFuture`], [`Ready`]), runtime-agnostic, with `wait()` as the named blocking form
+//!   for sync code. The store's thread only reports; what follows (the next batch, the
+//!   fan-out) runs on the embedder's [`Executor`].
 //!
 //! ## What this crate does not do
 //! - No networking, no async runtime, no timers, no clock: pings, the compat mode's refresh
-//!   throttle and HTTP belong to the transports; a store does its own I/O on its own threads
-//!   and reports back; idle eviction runs when the embedder calls [`Engine::evict_idle`];
+//!   throttle, join timeouts and HTTP belong to the transports; a store does its own I/O on
+//!   its own threads and reports back (the engine's futures are plain `std`: a stored
+//!   [`Waker`](std::task::Waker), woken); idle eviction runs when the embedder calls [`Engine::evict_idle`];
 //!   epochs come from an injectable source ([`EngineBuilder::epochs`], random by default).
 //! - No authorization: the transport decides the [`Access`] of each session.
 //! - Numbers are JSON numbers as `serde_json` reads them (64-bit integers or `f64`); signals are
