@@ -7,13 +7,25 @@ use std::fmt;
 use std::sync::OnceLock;
 
 /// A piece of the engine's work to run once, on any thread (see [`Executor`]). It never
-/// blocks: it applies a store's answer to a model and delivers what that released.
-pub struct Task(Box<dyn FnOnce() + Send>);
+/// blocks: it applies a store's answer to a model and delivers what that released. A task
+/// dropped unrun (an executor whose runtime shut down) runs where it is dropped, so that no
+/// model is left waiting for an answer it was given.
+pub struct Task(Option<Box<dyn FnOnce() + Send>>);
 
 impl Task {
     /// Runs the task.
-    pub fn run(self) {
-        (self.0)()
+    pub fn run(mut self) {
+        if let Some(work) = self.0.take() {
+            work();
+        }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take() {
+            work();
+        }
     }
 }
 
@@ -49,8 +61,43 @@ impl Driver {
     /// Runs `work` on the executor, or here if there is none.
     pub(crate) fn spawn(&self, work: impl FnOnce() + Send + 'static) {
         match self.executor.get() {
-            Some(executor) => executor(Task(Box::new(work))),
+            Some(executor) => executor(Task(Some(Box::new(work)))),
             None => work(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn work_runs_on_the_executor_or_where_an_unrun_task_is_dropped() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let inline = Driver::default();
+        let count = ran.clone();
+        inline.spawn(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "no executor: run here");
+
+        let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let queue = Driver::default();
+        let held = kept.clone();
+        assert!(queue.set(Box::new(move |task| held.lock().unwrap().push(task))));
+        let count = ran.clone();
+        queue.spawn(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            1,
+            "handed to the executor, not run yet"
+        );
+        let task = kept.lock().unwrap().pop().unwrap();
+        drop(task);
+        assert_eq!(ran.load(Ordering::SeqCst), 2, "a dropped task still runs");
     }
 }
