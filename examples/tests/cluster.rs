@@ -26,11 +26,11 @@ async fn cluster(redis: &RedisServer, nodes: usize) -> Vec<ServerProcess> {
     servers
 }
 
-/// Sends `UPDATES` updates with ids, each waiting for its echo (or an error).
-async fn writer(addr: SocketAddr, k: usize) -> usize {
+/// Sends `UPDATES` updates with ids, each waiting for its echo (or an error): the ids echoed.
+async fn writer(addr: SocketAddr, k: usize) -> Vec<String> {
     let mut ws = stream_client(addr, "/shared/stream").await;
     next_frame(&mut ws).await.expect("a snapshot");
-    let mut confirmed = 0;
+    let mut confirmed = Vec::new();
     for i in 0..UPDATES {
         let id = format!("{k}-{i}");
         let frame = json!([{"header": {"type": "update", "id": id},
@@ -42,8 +42,10 @@ async fn writer(addr: SocketAddr, k: usize) -> usize {
             let Some(messages) = next_frame(&mut ws).await else {
                 return confirmed;
             };
-            if messages.iter().any(|m| m["header"]["id"] == id.as_str()) {
-                confirmed += 1;
+            if let Some(answer) = messages.iter().find(|m| m["header"]["id"] == id.as_str()) {
+                if answer["header"]["type"] == "update" {
+                    confirmed.push(id);
+                }
                 break;
             }
         }
@@ -72,6 +74,19 @@ async fn step(
             diffs.push((seq, message.content().unwrap().clone()));
         }
         replica.apply(&message).unwrap();
+    }
+}
+
+/// Asserts that each of `confirmed` was applied in exactly one version of `diffs` (each write
+/// sets `shared` to its id, so a second application would show as a second diff).
+fn each_exactly_once(confirmed: &[String], diffs: &[(u64, Map<String, Value>)]) {
+    for id in confirmed {
+        let versions: Vec<u64> = diffs
+            .iter()
+            .filter(|(_, diff)| diff.get("shared").and_then(Value::as_str) == Some(id.as_str()))
+            .map(|(seq, _)| *seq)
+            .collect();
+        assert_eq!(versions.len(), 1, "write {id} in versions {versions:?}");
     }
 }
 
@@ -127,12 +142,14 @@ async fn three_nodes_one_order() {
     let writers: Vec<_> = (0..WRITERS)
         .map(|k| tokio::spawn(writer(addrs[k % addrs.len()], k)))
         .collect();
+    let mut all_confirmed = Vec::new();
     for w in writers {
         let confirmed = tokio::time::timeout(TIMEOUT * 3, w)
             .await
             .expect("a writer hung")
             .unwrap();
-        assert_eq!(confirmed, UPDATES, "every write is confirmed");
+        assert_eq!(confirmed.len(), UPDATES, "every write is confirmed");
+        all_confirmed.extend(confirmed);
     }
     let mut results = Vec::new();
     for f in followers {
@@ -146,6 +163,7 @@ async fn three_nodes_one_order() {
     let (reference, _) = &results[0];
     let seqs: Vec<u64> = reference.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "no gap, no repeat");
+    each_exactly_once(&all_confirmed, reference);
     let mut replayed = Map::new();
     for (_, diff) in reference {
         merge_diff(&mut replayed, diff.clone());
@@ -191,14 +209,16 @@ async fn a_killed_node_loses_nothing_and_its_client_resumes_elsewhere() {
             ))
         })
         .collect();
-    follow(doomed_addr, &mut replica, warmup).await;
+    let mut seen = follow(doomed_addr, &mut replica, warmup).await;
     doomed.kill().await;
-    let mut confirmed = 0;
+    let mut confirmed = Vec::new();
     for w in writers {
-        confirmed += tokio::time::timeout(TIMEOUT * 3, w)
-            .await
-            .expect("a writer hung")
-            .unwrap();
+        confirmed.extend(
+            tokio::time::timeout(TIMEOUT * 3, w)
+                .await
+                .expect("a writer hung")
+                .unwrap(),
+        );
     }
     // The writers on the survivor finished; those on the dead node stopped with it. What was
     // confirmed is in the state, and the follower resumes on the survivor with diffs only.
@@ -210,7 +230,6 @@ async fn a_killed_node_loses_nothing_and_its_client_resumes_elsewhere() {
         let snapshot = next_frame(&mut ws).await.unwrap();
         snapshot[0]["header"]["seq"].as_u64().unwrap()
     };
-    assert!(version >= confirmed as u64);
     let before = replica.version().unwrap();
     let diffs = follow(survivor_addr, &mut replica, version).await;
     assert_eq!(
@@ -219,4 +238,11 @@ async fn a_killed_node_loses_nothing_and_its_client_resumes_elsewhere() {
         "the resume replays exactly the missed diffs"
     );
     assert_eq!(replica.state(), &state);
+    // Every confirmed write, on either node, is in the one history exactly once.
+    seen.extend(diffs);
+    assert_eq!(
+        seen.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        (1..=version).collect::<Vec<_>>()
+    );
+    each_exactly_once(&confirmed, &seen);
 }

@@ -51,6 +51,8 @@ pub(crate) enum Command {
     },
     /// A message for every subscriber (its sender too, as the lag policy says).
     Broadcast(ServerMessage),
+    /// A signal from another node: for every subscriber here (none of them sent it).
+    Relayed(ServerMessage),
     /// A message for one subscriber.
     Reply {
         to: ClientId,
@@ -80,7 +82,9 @@ impl Command {
         match self {
             Command::Join { first, .. } => first_len(first),
             Command::Resync { .. } => model_size,
-            Command::Broadcast(message) | Command::Reply { message, .. } => message.queued_len(),
+            Command::Broadcast(message)
+            | Command::Relayed(message)
+            | Command::Reply { message, .. } => message.queued_len(),
             Command::Read(..)
             | Command::Leave(_)
             | Command::CloseAll(_)
@@ -116,7 +120,8 @@ impl Fanout {
             }
             Command::Resync { id, snapshot } => self.deliver_to(id, snapshot.message(), true),
             Command::Reply { to, message } => self.deliver_to(to, &message, true),
-            Command::Broadcast(message) => self.broadcast(&message),
+            Command::Broadcast(message) => self.broadcast(&message, true),
+            Command::Relayed(message) => self.broadcast(&message, false),
             Command::Read(reply, snapshot) => reply(snapshot),
             Command::Written { version, written } => written.answer(Ok(version)),
             Command::CloseAll(reason) => {
@@ -141,8 +146,10 @@ impl Fanout {
         self.apply_lag_policy(id, status);
     }
 
-    fn broadcast(&mut self, message: &ServerMessage) {
-        let origin = message.origin();
+    /// Delivers to every subscriber; with `local`, the sender (by `origin`) is treated as the
+    /// lag policy and the mode say (a signal is not echoed).
+    fn broadcast(&mut self, message: &ServerMessage, local: bool) {
+        let origin = message.origin().filter(|_| local);
         let is_signal = message.kind() == ServerMessageKind::Signal;
         let mut not_queued = Vec::new();
         for (&id, registered) in &self.subscribers {

@@ -51,7 +51,9 @@ use crate::error::{ErrorCode, FrameError, SendError};
 use crate::lock::lock;
 use crate::merge::{merge_diff, Change};
 use crate::model::Model;
-use crate::protocol::{ClientId, Header, Message, MessageId, Mode, ModelName, ServerMessage};
+use crate::protocol::{
+    ClientId, Header, Message, MessageId, Mode, ModelName, ServerMessage, ServerMessageKind,
+};
 use crate::store::{
     AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, RemoteFeed, RemoteSink, Store,
     StoredDiff,
@@ -101,6 +103,10 @@ pub(crate) struct LiveModel {
     /// Whether the model is over its bound (read without the lock by every session's
     /// readiness check; written under it).
     over: AtomicBool,
+    /// Shared store: the feed may have missed commits (it broke, or a client resumes past
+    /// what this node has): joins and state reads wait until it caught up. Written under the
+    /// state lock.
+    stale: AtomicBool,
     driver: Arc<Driver>,
     state: Mutex<ModelState>,
     fanout: Mutex<Fanout>,
@@ -149,6 +155,8 @@ struct ModelState {
     /// The sessions (and server writes) waiting for the model to drain below its bound: at
     /// most one waker per waiting task.
     ready_waiters: Vec<Waker>,
+    /// The joins and reads waiting for a stale model to catch up.
+    fresh_waiters: Vec<Waker>,
 }
 
 struct Queued {
@@ -212,6 +220,7 @@ impl LiveModel {
             max_model_bytes: config.max_model_bytes,
             max_frame: config.limits.max_frame_bytes,
             over: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
             driver,
             state: Mutex::new(ModelState {
                 model,
@@ -241,6 +250,7 @@ impl LiveModel {
                 frame_ends: VecDeque::new(),
                 remote: BTreeMap::new(),
                 ready_waiters: Vec::new(),
+                fresh_waiters: Vec::new(),
             }),
             fanout: Mutex::new(Fanout::default()),
             metrics,
@@ -405,6 +415,27 @@ impl LiveModel {
             state.ready_waiters.push(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// Ready once the model is not stale (a shared store's feed caught up), or closed.
+    pub(crate) fn poll_fresh(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.stale.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let mut state = lock(&self.state);
+        if state.closed.is_some() || !self.stale.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if !state.fresh_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            state.fresh_waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Marks the model stale until the store's feed says it caught up.
+    pub(crate) fn suspect(&self) {
+        let _state = lock(&self.state);
+        self.stale.store(true, Ordering::Release);
     }
 
     /// Whether the model is over its bound now (without waiting).
@@ -750,19 +781,28 @@ impl LiveModel {
         mut state: MutexGuard<'_, ModelState>,
         outcome: Result<(), String>,
     ) {
-        let batch = match outcome {
-            Ok(()) => self.next_batch(&mut state),
-            Err(why) => {
-                self.fail(&mut state, &why);
-                None
-            }
-        };
+        let batch = self.next_batch_or_fail(&mut state, outcome);
         drop(state);
         if let Some(batch) = batch {
             self.send_batch(batch);
         }
         self.run_commands();
         self.unwatch_if_closed();
+    }
+
+    /// The next batch, or (after a failure) none and the model closed.
+    fn next_batch_or_fail(
+        &self,
+        state: &mut ModelState,
+        outcome: Result<(), String>,
+    ) -> Option<Batch> {
+        match outcome {
+            Ok(()) => self.next_batch(state),
+            Err(why) => {
+                self.fail(state, &why);
+                None
+            }
+        }
     }
 
     /// Applies what other writers committed (shared store): the diffs a conflict reported, and
@@ -817,7 +857,47 @@ impl LiveModel {
                 false => self.catch_up(&mut state, None),
             }
         };
-        self.move_on(state, outcome);
+        let batch = self.next_batch_or_fail(&mut state, outcome);
+        drop(state);
+        if let Some(batch) = batch {
+            self.send_batch(batch);
+        }
+        self.deliver_on_executor();
+    }
+
+    /// A signal another node released after version `after`: queued (on the feed's thread,
+    /// so that each node's signals keep their order) behind that version, and delivered by the
+    /// executor.
+    fn receive_signal(self: &Arc<Self>, after: u64, signal: ServerMessage) {
+        {
+            let mut state = lock(&self.state);
+            if state.closed.is_some() {
+                return;
+            }
+            // Never behind what is already queued: the queue releases in order.
+            let after = after.max(state.commands.back().map_or(0, |q| q.after));
+            state.push(after, Command::Relayed(signal));
+        }
+        self.deliver_on_executor();
+    }
+
+    /// The feed caught up: joins and reads go on.
+    fn fresh(&self) {
+        let waiters = {
+            let mut state = lock(&self.state);
+            self.stale.store(false, Ordering::Release);
+            std::mem::take(&mut state.fresh_waiters)
+        };
+        waiters.into_iter().for_each(Waker::wake);
+    }
+
+    /// Runs the fan-out on the engine's executor (called from a store's thread).
+    fn deliver_on_executor(self: &Arc<Self>) {
+        let live = self.clone();
+        self.driver.spawn(move || {
+            live.run_commands();
+            live.unwatch_if_closed();
+        });
     }
 
     /// The store failed: nothing past the durable version is ever shown; every session gets
@@ -834,6 +914,10 @@ impl LiveModel {
         );
         state.enqueue_now(Command::Broadcast(ServerMessage::error(&error, Vec::new())));
         state.enqueue_now(Command::CloseAll(CloseReason::StoreFailed));
+        // Joins waiting for a stale model find it closed, and look it up again.
+        std::mem::take(&mut state.fresh_waiters)
+            .into_iter()
+            .for_each(Waker::wake);
     }
 
     /// Reads the state under the model's lock (the latest applied state: with a durable store,
@@ -861,6 +945,7 @@ impl LiveModel {
                 state.enqueue_now(Command::CloseAll(reason));
             }
         }
+        self.fresh();
         self.run_commands();
         self.unwatch_if_closed();
     }
@@ -934,10 +1019,19 @@ impl LiveModel {
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
                 Err(TryLockError::WouldBlock) => return,
             };
+            let mut relay = SmallVec::new();
             loop {
-                let commands = lock(&self.state).release(&self.metrics.publish_to_enqueue);
+                let commands = lock(&self.state).release(
+                    &self.metrics.publish_to_enqueue,
+                    self.shared.then_some(&mut relay),
+                );
                 if commands.is_empty() {
                     break;
+                }
+                // In release order (one thread releases at a time): the other nodes get this
+                // node's signals in the order its clients sent them.
+                for (after, signal) in relay.drain(..) {
+                    self.store.relay(&self.name, after, &signal);
                 }
                 for command in commands {
                     fanout.run(command);
@@ -1060,8 +1154,13 @@ impl ModelState {
     }
 
     /// Takes the commands whose changes are all durable, in order, and records how long each
-    /// waited in the queue.
-    fn release(&mut self, latency: &metrics::Histogram) -> SmallVec<[Command; 2]> {
+    /// waited in the queue. With `relay`, the signals sent here are added to it, with the
+    /// version each follows, for the other nodes.
+    fn release(
+        &mut self,
+        latency: &metrics::Histogram,
+        mut relay: Option<&mut SmallVec<[(u64, ServerMessage); 1]>>,
+    ) -> SmallVec<[Command; 2]> {
         if !self.releasable() {
             self.report_backlog();
             return SmallVec::new();
@@ -1079,8 +1178,14 @@ impl ModelState {
                 }
                 // The embedder hears of each version once, in order, once it is durable.
                 if let Command::Broadcast(message) = &queued.command {
-                    if let Some(seq) = message.seq() {
-                        self.model.committed(seq, message.content_json());
+                    match message.seq() {
+                        Some(seq) => self.model.committed(seq, message.content_json()),
+                        None if message.kind() == ServerMessageKind::Signal => {
+                            if let Some(relay) = relay.as_deref_mut() {
+                                relay.push((queued.after, message.clone()));
+                            }
+                        }
+                        None => {}
                     }
                 }
                 released.push(queued.command);
@@ -1142,13 +1247,26 @@ impl Drop for ModelState {
 
 impl RemoteSink for LiveModel {
     fn remote(&self, epoch: &str, diffs: Vec<StoredDiff>) {
-        // The feed holds the model weakly; a live model is always in an Arc. The store's
-        // thread only hands the commits over: the engine's executor applies them.
+        // The feed holds the model weakly; a live model is always in an Arc. The commits are
+        // applied here, in the feed's order (so that a `caught_up` after them finds them
+        // applied); their fan-out runs on the engine's executor.
         if let Some(live) = self.me() {
-            let epoch = epoch.to_owned();
-            self.driver
-                .spawn(move || live.receive_remote(&epoch, diffs));
+            live.receive_remote(epoch, diffs);
         }
+    }
+
+    fn signal(&self, after: u64, signal: ServerMessage) {
+        if let Some(live) = self.me() {
+            live.receive_signal(after, signal);
+        }
+    }
+
+    fn suspect(&self) {
+        LiveModel::suspect(self);
+    }
+
+    fn caught_up(&self) {
+        self.fresh();
     }
 
     fn removed(&self) {

@@ -325,6 +325,17 @@ impl Engine {
             let Some(live) = self.open(&name, true).await? else {
                 continue;
             };
+            // A client ahead of this node (it saw versions on another node that this node's
+            // feed has not brought yet) waits for the store's log instead of getting an older
+            // state than it had.
+            if let Some(resume) = &options.resume {
+                let ahead = resume.since > live.durable_version() && resume.epoch == *live.epoch;
+                if ahead && self.inner.store.shared() {
+                    live.suspect();
+                    self.inner.store.catch_up(&name);
+                }
+            }
+            poll_fn(|cx| live.poll_fresh(cx)).await;
             let _span = tracing::debug_span!("join", model = %name, client = %id, mode = ?options.mode, resume = options.resume.is_some()).entered();
             let resume = options.resume.as_ref().map(|r| ResumePoint {
                 since: r.since,
@@ -429,6 +440,7 @@ impl Engine {
             let Some(live) = engine.open(&name, false).await? else {
                 return Ok(None);
             };
+            poll_fn(|cx| live.poll_fresh(cx)).await;
             let (reply, snapshot) = oneshot::channel();
             match live.read_snapshot(Box::new(move |s| reply.send(s))) {
                 // Dropped uncalled if the model closes first.

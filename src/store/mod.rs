@@ -135,11 +135,17 @@ pub enum Appended {
     },
 }
 
-/// What the engine does with another node's commits of a model it holds.
+/// What the engine does with another node's commits (and signals) of a model it holds.
 pub(crate) trait RemoteSink: Send + Sync {
     /// Diffs committed by another writer, in version order (versions the engine already has
     /// are skipped; a later gap waits for the missing versions).
     fn remote(&self, epoch: &str, diffs: Vec<StoredDiff>);
+    /// A signal another node released after version `after`.
+    fn signal(&self, after: u64, signal: ServerMessage);
+    /// The feed may have missed commits: joins wait until [`caught_up`](RemoteSink::caught_up).
+    fn suspect(&self);
+    /// The feed read the model's log: everything committed before is handed over.
+    fn caught_up(&self);
     /// Another writer removed the model.
     fn removed(&self);
 }
@@ -163,6 +169,37 @@ impl RemoteFeed {
                 true
             }
             None => false,
+        }
+    }
+
+    /// A signal another node released after version `after` of the model (its `header.origin`
+    /// is that node's): shown to this node's clients once they have that version. Returns
+    /// `false` once the engine no longer holds the model.
+    pub fn signal(&self, after: u64, signal: ServerMessage) -> bool {
+        match self.0.upgrade() {
+            Some(sink) => {
+                sink.signal(after, signal);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The feed broke (a reconnection, a failed read, a lost message): the model may be behind
+    /// the store. Until [`caught_up`](RemoteFeed::caught_up), nobody joins it or reads its
+    /// state here (they wait, as for a load): a node never serves a stale model.
+    pub fn suspect(&self) {
+        if let Some(sink) = self.0.upgrade() {
+            sink.suspect();
+        }
+    }
+
+    /// The feed read the model's log after a [`suspect`](RemoteFeed::suspect) (or a
+    /// [`Store::catch_up`]): every commit before the read was handed over with
+    /// [`deliver`](RemoteFeed::deliver) first.
+    pub fn caught_up(&self) {
+        if let Some(sink) = self.0.upgrade() {
+            sink.caught_up();
         }
     }
 
@@ -339,6 +376,20 @@ pub trait Store: Send + Sync + 'static {
     fn unwatch(&self, model: &ModelName, feed: &RemoteFeed) {
         let _ = (model, feed);
     }
+
+    /// A signal this node released after version `after` of `model`: a shared store hands it
+    /// to the other nodes that hold the model ([`RemoteFeed::signal`]), in the order of the
+    /// calls. Signals are not stored. Default: nothing (no other node).
+    fn relay(&self, model: &ModelName, after: u64, signal: &ServerMessage) {
+        let _ = (model, after, signal);
+    }
+
+    /// The engine needs `model` caught up now (a client resumes after a version this node has
+    /// not seen yet): a shared store reads the log after what it handed over, delivers it to
+    /// the model's feed, then calls [`RemoteFeed::caught_up`]. Default: nothing.
+    fn catch_up(&self, model: &ModelName) {
+        let _ = model;
+    }
 }
 
 /// A shared store: an embedder keeps one handle (to close it, say) and gives the engine another.
@@ -373,5 +424,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn unwatch(&self, model: &ModelName, feed: &RemoteFeed) {
         (**self).unwatch(model, feed)
+    }
+
+    fn relay(&self, model: &ModelName, after: u64, signal: &ServerMessage) {
+        (**self).relay(model, after, signal)
+    }
+
+    fn catch_up(&self, model: &ModelName) {
+        (**self).catch_up(model)
     }
 }

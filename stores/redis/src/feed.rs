@@ -2,8 +2,13 @@
 //! and hands each committed batch to the engine in version order, reading any gap (a missed
 //! publish, a reconnection) from the model's stream first. Its connection is re-made with
 //! backoff after Redis goes away, and every followed model is caught up then.
+//!
+//! A node never serves a stale model: when the connection breaks, every followed model is
+//! marked suspect (its joins and state reads wait) until a read of its stream succeeded; a
+//! read that fails is tried again with backoff, never given up. Other nodes' signals arrive on
+//! the same channel and are handed over in the order they were published.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::keys::{channel, model_of_channel, Keys};
 use crate::reply;
+use crate::retry;
 use crate::scripts;
 use crate::telemetry::{FEED_GAPS, FEED_RECONNECTS};
 
@@ -32,9 +38,11 @@ pub(crate) type Watches = Arc<Mutex<HashMap<ModelName, Watch>>>;
 pub(crate) enum Control {
     Follow(ModelName),
     Unfollow(ModelName),
+    /// Read the model's stream now, and say so when done (a client resumes past this node).
+    CatchUp(ModelName),
 }
 
-/// A published batch, or a removal.
+/// A published batch, a signal, or a removal.
 #[derive(Deserialize)]
 struct Published<'a> {
     #[serde(rename = "e", borrow)]
@@ -45,6 +53,22 @@ struct Published<'a> {
     diffs: Vec<&'a RawValue>,
     #[serde(borrow)]
     removed: Option<&'a str>,
+    /// A signal message (its whole JSON), released after version `a` by node `n`.
+    #[serde(rename = "s", borrow)]
+    signal: Option<&'a RawValue>,
+    #[serde(rename = "a")]
+    after: Option<u64>,
+    #[serde(rename = "n", borrow)]
+    node: Option<&'a str>,
+}
+
+/// The payload published for a signal released on node `node` after version `after`.
+pub(crate) fn signal_payload(node: &str, after: u64, signal: &purly::ServerMessage) -> String {
+    format!(
+        r#"{{"n":{},"a":{after},"s":{}}}"#,
+        serde_json::Value::from(node),
+        signal.json()
+    )
 }
 
 /// The payload published for a batch: its epoch, first version and diffs.
@@ -57,22 +81,29 @@ pub(crate) fn batch_payload(batch: &purly::Batch) -> String {
     )
 }
 
-/// Runs the feed until the store is dropped (its control channel closes).
+/// How long a failed catch-up waits before its next try, at most.
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Runs the feed until the store is dropped (its control channel closes). `node` names this
+/// node: its own signals, published on the same channels, are not handed back.
 pub(crate) async fn run(
     client: redis::Client,
-    mut commands: ConnectionManager,
+    commands: ConnectionManager,
     watches: Watches,
     mut control: mpsc::UnboundedReceiver<Control>,
     received: Arc<std::sync::atomic::AtomicU64>,
+    node: String,
 ) {
     let mut backoff = Duration::from_millis(50);
+    // Models whose stream could not be read: tried again until it can be.
+    let mut behind: HashSet<ModelName> = HashSet::new();
     loop {
         let pubsub = match client.get_async_pubsub().await {
             Ok(pubsub) => pubsub,
             Err(error) => {
                 tracing::warn!(%error, "redis feed: cannot connect; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(MAX_PAUSE);
                 continue;
             }
         };
@@ -92,9 +123,10 @@ pub(crate) async fn run(
             continue;
         }
         // Whatever was published while we were not subscribed.
-        for model in &followed {
-            catch_up(&mut commands, &watches, model).await;
+        for model in followed {
+            catch_up(&commands, &watches, &model, &mut behind).await;
         }
+        let mut pause = Duration::from_millis(50);
         loop {
             tokio::select! {
                 command = control.recv() => match command {
@@ -103,14 +135,18 @@ pub(crate) async fn run(
                         if sink.subscribe(channel(model.as_str())).await.is_err() {
                             break;
                         }
-                        catch_up(&mut commands, &watches, &model).await;
+                        catch_up(&commands, &watches, &model, &mut behind).await;
                     }
                     Some(Control::Unfollow(model)) => {
+                        behind.remove(&model);
                         if !lock(&watches).contains_key(&model)
                             && sink.unsubscribe(channel(model.as_str())).await.is_err()
                         {
                             break;
                         }
+                    }
+                    Some(Control::CatchUp(model)) => {
+                        catch_up(&commands, &watches, &model, &mut behind).await;
                     }
                 },
                 message = stream.next() => match message {
@@ -123,13 +159,29 @@ pub(crate) async fn run(
                         ) else {
                             continue;
                         };
-                        deliver(&mut commands, &watches, &model, &payload).await;
+                        deliver(&commands, &watches, &model, &payload, &node, &mut behind).await;
                     }
                 },
+                () = tokio::time::sleep(pause), if !behind.is_empty() => {
+                    let retried: Vec<ModelName> = behind.drain().collect();
+                    for model in retried {
+                        catch_up(&commands, &watches, &model, &mut behind).await;
+                    }
+                    pause = match behind.is_empty() {
+                        true => Duration::from_millis(50),
+                        false => (pause * 2).min(MAX_PAUSE),
+                    };
+                }
             }
         }
         tracing::warn!("redis feed: connection lost; reconnecting");
         metrics::counter!(FEED_RECONNECTS).increment(1);
+        // Commits may be published while we are away: nobody is shown these models here until
+        // their streams were read again.
+        let suspects: Vec<RemoteFeed> = lock(&watches).values().map(|w| w.feed.clone()).collect();
+        for feed in suspects {
+            feed.suspect();
+        }
     }
 }
 
@@ -156,10 +208,12 @@ fn advance(watches: &Watches, model: &ModelName, feed: &RemoteFeed, last: u64) {
 /// One published message: handed over if it follows what was handed over, else the gap is
 /// read from the stream first.
 async fn deliver(
-    commands: &mut ConnectionManager,
+    commands: &ConnectionManager,
     watches: &Watches,
     model: &ModelName,
     payload: &str,
+    node: &str,
+    behind: &mut HashSet<ModelName>,
 ) {
     let Some((feed, last)) = followed(watches, model) else {
         return;
@@ -172,12 +226,26 @@ async fn deliver(
         feed.removed();
         return;
     }
+    if let (Some(signal), Some(after), Some(from)) =
+        (published.signal, published.after, published.node)
+    {
+        if from != node {
+            match purly::parse_server_frame(&format!("[{}]", signal.get())) {
+                Ok(mut messages) if messages.len() == 1 => {
+                    feed.signal(after, messages.remove(0));
+                }
+                _ => tracing::warn!(%model, "redis feed: unreadable signal"),
+            }
+        }
+        return;
+    }
     let (Some(epoch), Some(first)) = (published.epoch, published.first) else {
         return;
     };
     if first > last + 1 {
         metrics::counter!(FEED_GAPS).increment(1);
-        catch_up(commands, watches, model).await;
+        feed.suspect();
+        catch_up(commands, watches, model, behind).await;
         return;
     }
     let diffs: Vec<StoredDiff> = published
@@ -198,18 +266,24 @@ async fn deliver(
     }
 }
 
-/// Reads and hands over every diff after the last one handed over.
-async fn catch_up(commands: &mut ConnectionManager, watches: &Watches, model: &ModelName) {
+/// Reads and hands over every diff after the last one handed over, then tells the model it
+/// is caught up. A read that fails leaves the model in `behind`, to be tried again.
+async fn catch_up(
+    commands: &ConnectionManager,
+    watches: &Watches,
+    model: &ModelName,
+    behind: &mut HashSet<ModelName>,
+) {
     let Some((feed, last)) = followed(watches, model) else {
         return;
     };
     let keys = Keys::new(model);
-    let reply: redis::RedisResult<redis::Value> = scripts::SINCE
-        .key(&keys.meta)
-        .key(&keys.log)
-        .arg(last + 1)
-        .invoke_async(commands)
-        .await;
+    let mut since = scripts::SINCE.key(&keys.meta);
+    since.key(&keys.log).arg(last + 1);
+    // One retry on a new connection at most: a failure beyond it is tried again later,
+    // without holding up the other models' feed.
+    let reply: redis::RedisResult<redis::Value> =
+        retry::invoke(Duration::from_millis(200), commands, &since).await;
     let read = reply
         .map_err(|e| e.to_string())
         .and_then(|reply| match reply {
@@ -236,10 +310,15 @@ async fn catch_up(commands: &mut ConnectionManager, watches: &Watches, model: &M
                     advance(watches, model, &feed, newest);
                 }
             }
+            feed.caught_up();
         }
         // Not in Redis: new and not written yet, or (once it had versions) removed meanwhile.
         Ok(None) if last > 0 => feed.removed(),
-        Ok(None) => {}
-        Err(error) => tracing::warn!(%model, %error, "redis feed: cannot read the stream"),
+        Ok(None) => feed.caught_up(),
+        Err(error) => {
+            tracing::warn!(%model, %error, "redis feed: cannot read the stream; trying again");
+            feed.suspect();
+            behind.insert(model.clone());
+        }
     }
 }

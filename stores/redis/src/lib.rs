@@ -37,6 +37,25 @@
 //! idle model not yet evicted), so it receives no traffic for the others. A gap seen on the
 //! channel (a lost publish, a reconnection) is read from the stream first.
 //!
+//! ## Guarantees across nodes (PROTOCOL.md section 8), and how they are kept
+//! - **Nothing applied twice.** Each append carries a random token, stored with its first
+//!   diff. An append whose fate is unknown (its reply was lost when the connection broke, or
+//!   a try timed out) is tried again on a new connection with the same token; a try that
+//!   finds its token already at its first version answers `ok`, never a conflict. Retries go
+//!   on for [`RedisOptions::retry_budget`]; past it the model is reloaded (its clients get
+//!   `unavailable`, 1011).
+//! - **No stale node.** When the feed's connection breaks, every model it follows is marked
+//!   suspect: joins and state reads of it wait (a bounded wait, as for a load) until its
+//!   stream was read again after the reconnection. A read that fails is tried again with
+//!   backoff until it succeeds. A client that resumes past what this node has seen (it saw
+//!   those versions on another node) makes the node read the stream first: it gets the diffs
+//!   it missed, never an older state.
+//! - **Signals cross nodes.** A signal released on one node is published on the model's
+//!   channel, with the version it followed, by one task in release order; the other nodes
+//!   show it to their clients once they have that version: each sender's signals in order,
+//!   after the updates that preceded them. Signals are not stored: one published while a
+//!   node's feed is reconnecting does not reach that node.
+//!
 //! ## Durability is Redis's
 //! A change is shown to clients once Redis accepted the script. What survives then is what
 //! Redis's persistence promises:
@@ -53,8 +72,9 @@
 //! An append that fails (Redis unreachable, a timeout, an error) refuses the model's frames
 //! that were not durable with `unavailable` and closes the model's sessions on this node
 //! (close code 1011): nothing was shown that Redis does not hold, and no node diverges.
-//! Joins fail with HTTP 503 until Redis answers again; the feed reconnects with backoff and
-//! catches up every model it follows; a rejoin loads the model from Redis.
+//! Joins of models not in memory fail with HTTP 503 until Redis answers again; the feed
+//! reconnects with backoff and catches up every model it follows; a rejoin loads the model
+//! from Redis.
 //!
 //! ## What this crate does not do
 //! - Consensus of its own: Redis (a primary, or a cluster's shard primaries) orders every model.
@@ -64,6 +84,7 @@
 mod feed;
 mod keys;
 mod reply;
+mod retry;
 mod scripts;
 pub mod telemetry;
 
@@ -94,8 +115,13 @@ pub struct RedisOptions {
     pub checkpoint: CheckpointPolicy,
     /// How many diffs before the latest checkpoint the stream keeps for resumes (default 1,024).
     pub keep_history: u64,
-    /// How long one command may take before it counts as failed (default 2 s).
+    /// How long one command may take before it counts as failed (default 2 s). A load that
+    /// takes longer fails its joins (HTTP 503).
     pub timeout: Duration,
+    /// How long an append whose fate is unknown (a broken connection, a timeout) is tried
+    /// again before the model is given up and reloaded (default 10 s). Retries are safe: an
+    /// append that went through is recognized by its token.
+    pub retry_budget: Duration,
 }
 
 impl Default for RedisOptions {
@@ -104,6 +130,7 @@ impl Default for RedisOptions {
             checkpoint: CheckpointPolicy::default(),
             keep_history: 1024,
             timeout: Duration::from_secs(2),
+            retry_budget: Duration::from_secs(10),
         }
     }
 }
@@ -127,9 +154,12 @@ pub enum ConnectError {
 /// Models kept in Redis and shared by every node that uses the same Redis (see the crate docs).
 pub struct RedisStore {
     commands: ConnectionManager,
-    /// The store's own runtime: its I/O never waits for the embedder's threads, which the
-    /// engine may hold while publishers wait for the store.
+    /// The store's own runtime: its I/O never competes with the embedder's tasks.
     runtime: Option<tokio::runtime::Runtime>,
+    /// This node's name on the channels (its own signals are not handed back to it).
+    node: String,
+    /// Signals to publish, in order, by one task.
+    signals: mpsc::UnboundedSender<(String, String)>,
     handle: tokio::runtime::Handle,
     watches: Watches,
     control: mpsc::UnboundedSender<Control>,
@@ -174,16 +204,22 @@ impl RedisStore {
         let watches: Watches = Arc::new(Mutex::new(HashMap::new()));
         let (control, receiver) = mpsc::unbounded_channel();
         let received = Arc::new(AtomicU64::new(0));
+        let node = purly::random_hex(12);
         let feed = handle.spawn(feed::run(
             client.clone(),
             commands.clone(),
             watches.clone(),
             receiver,
             received.clone(),
+            node.clone(),
         ));
+        let (signals, to_publish) = mpsc::unbounded_channel();
+        handle.spawn(publish_signals(commands.clone(), to_publish));
         Ok(RedisStore {
             commands,
             runtime: Some(runtime),
+            node,
+            signals,
             handle,
             watches,
             control,
@@ -210,7 +246,7 @@ impl Store for RedisStore {
     }
 
     fn load(&self, model: &ModelName, create: Option<NewModel>, done: LoadDone) {
-        let mut commands = self.commands.clone();
+        let commands = self.commands.clone();
         let timeout = self.options.timeout;
         let model = model.clone();
         self.handle.spawn(async move {
@@ -219,20 +255,20 @@ impl Store for RedisStore {
                     let keys = Keys::new(&model);
                     let state = serde_json::to_string(&new.state)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let created: i64 = scripts::CREATE
-                        .key(&keys.meta)
+                    let mut record = scripts::CREATE.key(&keys.meta);
+                    record
                         .key(&keys.log)
                         .key(&keys.snap)
                         .arg(&*new.epoch)
-                        .arg(&state)
-                        .invoke_async(&mut commands)
+                        .arg(&state);
+                    let created: i64 = retry::invoke(timeout, &commands, &record)
                         .await
                         .map_err(|e| StoreError::Io(e.to_string()))?;
                     if created == 1 {
                         return Ok(create.map(NewModel::into_stored));
                     }
                 }
-                load_model(&mut commands, &model).await
+                load_model(&commands, &model, timeout).await
             };
             let loaded = match tokio::time::timeout(timeout, load).await {
                 Ok(loaded) => loaded,
@@ -246,8 +282,9 @@ impl Store for RedisStore {
     }
 
     fn append(&self, batch: Batch, done: AppendDone) {
-        let mut commands = self.commands.clone();
+        let commands = self.commands.clone();
         let keep = self.options.keep_history;
+        let retry_budget = self.options.retry_budget;
         self.handle.spawn(async move {
             let keys = Keys::new(&batch.model);
             let payload = feed::batch_payload(&batch);
@@ -273,28 +310,17 @@ impl Store for RedisStore {
                 .arg(&keys.channel)
                 .arg(payload)
                 .arg(checkpoint_version)
-                .arg(checkpoint_state);
+                .arg(checkpoint_state)
+                .arg(purly::random_hex(16));
             for diff in &batch.diffs {
                 invocation.arg(diff.content_json());
             }
-            // A connection that broke (Redis restarted, say) is made anew by the manager; the
-            // append is tried again then. That is safe even if the first try ran: the script
-            // compares versions, so a second run answers with a conflict that carries the
-            // batch's own diffs, which the engine applies instead of its frames.
-            let mut tries = 0;
-            let reply = loop {
-                let reply: redis::RedisResult<redis::Value> =
-                    invocation.invoke_async(&mut commands).await;
-                match reply {
-                    Err(error)
-                        if tries < 3 && (error.is_connection_dropped() || error.is_io_error()) =>
-                    {
-                        tries += 1;
-                        tokio::time::sleep(Duration::from_millis(50 << tries)).await;
-                    }
-                    reply => break reply,
-                }
-            };
+            // A broken connection or a reply that did not come in time leaves the append's fate
+            // unknown: it is tried again (on a new connection) with the same token until Redis
+            // answers. A try that did go through is recognized by its token and answered `ok`,
+            // so a batch is never applied twice.
+            let reply: redis::RedisResult<redis::Value> =
+                retry::invoke(retry_budget, &commands, &invocation).await;
             done.complete(match reply {
                 Ok(reply) => appended(&reply),
                 Err(error) => Err(StoreError::Io(error.to_string())),
@@ -303,16 +329,13 @@ impl Store for RedisStore {
     }
 
     fn remove(&self, model: &ModelName, done: RemoveDone) {
-        let mut commands = self.commands.clone();
+        let commands = self.commands.clone();
         let keys = Keys::new(model);
+        let budget = self.options.retry_budget;
         self.handle.spawn(async move {
-            let removed: redis::RedisResult<i64> = scripts::REMOVE
-                .key(&keys.meta)
-                .key(&keys.log)
-                .key(&keys.snap)
-                .arg(&keys.channel)
-                .invoke_async(&mut commands)
-                .await;
+            let mut remove = scripts::REMOVE.key(&keys.meta);
+            remove.key(&keys.log).key(&keys.snap).arg(&keys.channel);
+            let removed: redis::RedisResult<i64> = retry::invoke(budget, &commands, &remove).await;
             done.complete(removed.map(drop).map_err(|e| StoreError::Io(e.to_string())));
         });
     }
@@ -328,6 +351,16 @@ impl Store for RedisStore {
         let _ = self.control.send(Control::Follow(model.clone()));
     }
 
+    fn relay(&self, model: &ModelName, after: u64, signal: &purly::ServerMessage) {
+        let payload = feed::signal_payload(&self.node, after, signal);
+        // The publisher ends only with the store.
+        let _ = self.signals.send((keys::channel(model.as_str()), payload));
+    }
+
+    fn catch_up(&self, model: &ModelName) {
+        let _ = self.control.send(Control::CatchUp(model.clone()));
+    }
+
     fn unwatch(&self, model: &ModelName, feed: &RemoteFeed) {
         let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
         if watches.get(model).is_some_and(|w| w.feed.same(feed)) {
@@ -338,17 +371,37 @@ impl Store for RedisStore {
     }
 }
 
+/// Publishes the signals this node relays, one after the other, so that every node receives
+/// them in the order they were released. At most once: a signal whose publish fails is
+/// dropped (signals are not stored, PROTOCOL.md section 8).
+async fn publish_signals(
+    commands: ConnectionManager,
+    mut signals: mpsc::UnboundedReceiver<(String, String)>,
+) {
+    while let Some((channel, payload)) = signals.recv().await {
+        let mut connection = commands.clone();
+        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(payload)
+            .query_async(&mut connection)
+            .await;
+        match published {
+            Ok(_) => metrics::counter!(telemetry::SIGNALS_RELAYED).increment(1),
+            Err(error) => tracing::warn!(%channel, %error, "redis: a signal was not relayed"),
+        }
+    }
+}
+
 /// A model as Redis holds it, or `None`.
 async fn load_model(
-    commands: &mut ConnectionManager,
+    commands: &ConnectionManager,
     model: &ModelName,
+    budget: Duration,
 ) -> Result<Option<StoredModel>, StoreError> {
     let keys = Keys::new(model);
-    let reply: redis::Value = scripts::LOAD
-        .key(&keys.meta)
-        .key(&keys.log)
-        .key(&keys.snap)
-        .invoke_async(commands)
+    let mut load = scripts::LOAD.key(&keys.meta);
+    load.key(&keys.log).key(&keys.snap);
+    let reply: redis::Value = retry::invoke(budget, commands, &load)
         .await
         .map_err(|e| StoreError::Io(e.to_string()))?;
     if reply == redis::Value::Nil {

@@ -6,17 +6,23 @@ use redis::Script;
 
 /// Appends a batch only if the model is still at the expected epoch and version, as
 /// Centrifugo appends to a channel's history: creates the model (its epoch) on its first
-/// batch; writes each diff to the stream with id `<version>-0`; sets the version; writes the
-/// checkpoint and trims the stream when one comes along; publishes the batch.
+/// batch; writes each diff to the stream with id `<version>-0` (the first one also carries the
+/// batch's token, field `t`); sets the version; writes the checkpoint and trims the stream when
+/// one comes along; publishes the batch.
+///
+/// Idempotent: a retry of a batch that already committed (its reply was lost, or a try timed
+/// out and went through later) finds its token at its first version and answers `ok`, not a
+/// conflict, so the batch is never applied twice.
 ///
 /// KEYS: meta, log, snap. ARGV: epoch, base version, history kept before a checkpoint,
-/// channel, payload to publish, checkpoint version (`""`: none), checkpoint state, diffs...
-/// Returns `{"ok", version}`, `{"conflict", epoch, version, missed entries}` or `{"missing"}`.
+/// channel, payload to publish, checkpoint version (`""`: none), checkpoint state, token,
+/// diffs... Returns `{"ok", version}`, `{"conflict", epoch, version, missed entries}` or
+/// `{"missing"}`.
 pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local meta, log, snap = KEYS[1], KEYS[2], KEYS[3]
-local epoch, base, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local epoch, base, keep, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[8]
 local current = redis.call('HMGET', meta, 'epoch', 'version')
 if not current[1] then
   if base ~= 0 then return {'missing'} end
@@ -27,13 +33,22 @@ local version = tonumber(current[2])
 if current[1] ~= epoch or version ~= base then
   local missed = {}
   if current[1] == epoch and version > base then
-    missed = redis.call('XRANGE', log, (base + 1) .. '-0', '+')
+    local first = (base + 1) .. '-0'
+    local mine = redis.call('XRANGE', log, first, first)
+    if mine[1] and mine[1][2][3] == 't' and mine[1][2][4] == token then
+      return {'ok', tostring(base + #ARGV - 8)}
+    end
+    missed = redis.call('XRANGE', log, first, '+')
   end
   return {'conflict', current[1], tostring(version), missed}
 end
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   version = version + 1
-  redis.call('XADD', log, version .. '-0', 'd', ARGV[i])
+  if i == 9 then
+    redis.call('XADD', log, version .. '-0', 'd', ARGV[i], 't', token)
+  else
+    redis.call('XADD', log, version .. '-0', 'd', ARGV[i])
+  end
 end
 redis.call('HSET', meta, 'version', version)
 if ARGV[6] ~= '' then

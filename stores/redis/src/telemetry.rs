@@ -7,3 +7,9 @@ pub const FEED_GAPS: &str = "purly_redis_feed_gaps_total";
 
 /// Times the feed's pub/sub connection was lost and made again (counter).
 pub const FEED_RECONNECTS: &str = "purly_redis_feed_reconnects_total";
+
+/// Commands tried again after a broken connection or a timeout (counter).
+pub const RETRIES: &str = "purly_redis_retries_total";
+
+/// Signals relayed to the other nodes (counter).
+pub const SIGNALS_RELAYED: &str = "purly_redis_signals_relayed_total";
