@@ -89,6 +89,7 @@ mod config;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod handshake;
 mod http;
 mod keep_alive;
 mod page;

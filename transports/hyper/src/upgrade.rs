@@ -5,13 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use hyper::header::{
-    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
-    SEC_WEBSOCKET_VERSION, UPGRADE,
-};
-use hyper::upgrade::OnUpgrade;
+use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Request, Response, StatusCode};
-use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
 use hyper_util::rt::TokioIo;
 use purly::{Engine, JoinOptions, ModelName, Outbox, Session};
 use tokio_util::task::TaskTracker;
@@ -19,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::{origin_allowed, Decision, PeerAddr};
 use crate::admission::Permit;
 use crate::config::ServerConfig;
+use crate::handshake;
 use crate::http::{error_response, join_refused, Body};
 use crate::pinger::Pinger;
 use crate::socket_loop::{self, Ending};
@@ -98,10 +94,7 @@ fn prepare<B>(
     if let (true, Some((since, epoch))) = (stream_mode, resume_point(&request)) {
         options = options.resume(since, epoch);
     }
-    let (mut response, upgraded) = match handshake(&mut request) {
-        Ok(upgrade) => upgrade,
-        Err(why) => return Err(error_response(StatusCode::BAD_REQUEST, why)),
-    };
+    let (mut response, upgraded) = handshake::answer(&mut request)?;
     if stream_mode {
         response.headers_mut().insert(
             SEC_WEBSOCKET_PROTOCOL,
@@ -201,36 +194,6 @@ async fn serve(
             tracing::info!(%model, client = %id, code, "disconnected: closed by server");
         }
     }
-}
-
-/// Checks the WebSocket handshake of `request` (RFC 6455 section 4.2.1; the `Upgrade` and
-/// `Connection` headers were checked by the caller) and answers it: the `101` response, and
-/// the connection once hyper hands it over.
-///
-/// This is what `hyper_tungstenite::upgrade` does, done here so that the upgraded connection
-/// is framed by [`WebSocket`], not tungstenite's stream.
-fn handshake<B>(request: &mut Request<B>) -> Result<(Response<Body>, OnUpgrade), &'static str> {
-    let key = request
-        .headers()
-        .get(SEC_WEBSOCKET_KEY)
-        .ok_or("missing Sec-WebSocket-Key header")?;
-    if request
-        .headers()
-        .get(SEC_WEBSOCKET_VERSION)
-        .map(HeaderValue::as_bytes)
-        != Some(b"13")
-    {
-        return Err("Sec-WebSocket-Version must be 13");
-    }
-    let accept = derive_accept_key(key.as_bytes());
-    let mut response = Response::new(Body::default());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    let accept = HeaderValue::from_str(&accept).map_err(|_| "unusable Sec-WebSocket-Key")?;
-    headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
-    Ok((response, hyper::upgrade::on(request)))
 }
 
 fn offers_stream_protocol<B>(request: &Request<B>) -> bool {

@@ -137,8 +137,9 @@ async fn bad_requests_get_clean_http_answers() {
         ("/bad%20name/stream", UPGRADE, 400), // not a model name
         ("/../stream", UPGRADE, 400),
         ("/one/stream", &[], 426), // a stream needs an upgrade
-        // A WebSocket handshake without its key, or of another protocol version.
-        ("/one/stream", &UPGRADE[..3], 400),
+        // A WebSocket handshake without its key (400), or without the one protocol version
+        // or with another (426, naming version 13).
+        ("/one/stream", &UPGRADE[..3], 426),
         ("/one/stream", &[UPGRADE[0], UPGRADE[1], UPGRADE[3]], 400),
         (
             "/one/stream",
@@ -148,7 +149,7 @@ async fn bad_requests_get_clean_http_answers() {
                 UPGRADE[2],
                 ("sec-websocket-version", "8"),
             ],
-            400,
+            426,
         ),
         ("/missing/state", &[], 404), // state of a model that does not exist
         ("/", &[], 404),              // not a purly route
