@@ -44,6 +44,15 @@ pub struct ServerConfig {
     /// (default 5 s). Past it the request is answered 503 with a JSON error; the load goes on,
     /// and a later request finds the model loaded. Joins of models in memory never wait.
     pub join_timeout: Duration,
+    /// The most bytes all connections together may hold in messages that have not arrived
+    /// whole (a frame still arriving, the earlier frames of a fragmented message): default
+    /// 64 MiB. A connection whose unfinished message would take the server past it is closed
+    /// with 1009. Without it, 300 connections that each send 900 KB of a 1 MB message and stop
+    /// would hold 270 MB.
+    pub max_unfinished_bytes: usize,
+    /// How long a message may take to arrive whole once its first byte came (default 30 s);
+    /// past it the connection is closed with 1008, whether or not the peer answers pings.
+    pub message_timeout: Duration,
     /// Compat mode: how long a client may go without sending a frame (default 60 s; the
     /// original clients send one every turn). Past it the connection is closed with 1008.
     pub compat_idle_timeout: Duration,
@@ -108,6 +117,8 @@ impl Default for ServerConfig {
             keep_alive_timeout: Duration::from_secs(5),
             upgrade_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(5),
+            max_unfinished_bytes: 64 << 20,
+            message_timeout: Duration::from_secs(30),
             compat_idle_timeout: Duration::from_secs(60),
             max_connections: 100_000,
             max_connections_per_peer: None,

@@ -28,6 +28,7 @@ use crate::pinger::Pinger;
 use crate::route::{route, RouteKind, Routed};
 use crate::telemetry::TransportMetrics;
 use crate::upgrade::{upgrade, Streams, UpgradeResponse};
+use crate::websocket::UnfinishedBudget;
 
 /// Serves purly's routes (PROTOCOL.md section 1) for an [`Engine`]: the WebSocket stream of
 /// each model, its state as JSON and its page.
@@ -44,6 +45,8 @@ pub struct Purly {
 
 struct Shared {
     engine: Engine,
+    /// Bytes held in unfinished messages by every connection (`max_unfinished_bytes`).
+    unfinished: Arc<UnfinishedBudget>,
     config: Arc<ServerConfig>,
     authorize: Option<Box<Authorize>>,
     connections: TaskTracker,
@@ -104,6 +107,7 @@ impl Purly {
         }
         Purly {
             inner: Arc::new(Shared {
+                unfinished: UnfinishedBudget::new(config.max_unfinished_bytes),
                 engine,
                 pinger,
                 config: Arc::new(config),
@@ -115,6 +119,12 @@ impl Purly {
                 reserved,
             }),
         }
+    }
+
+    /// The bytes all connections hold now in messages that have not arrived whole (at most
+    /// [`ServerConfig::max_unfinished_bytes`]).
+    pub fn unfinished_bytes(&self) -> usize {
+        self.inner.unfinished.used()
     }
 
     /// The engine behind the routes: keep it to change models from your own handlers
@@ -198,6 +208,7 @@ impl Purly {
             (_, RouteKind::Stream) => {
                 let streams = Streams {
                     engine: &self.inner.engine,
+                    unfinished: &self.inner.unfinished,
                     config: &self.inner.config,
                     connections: &self.inner.connections,
                     pinger: &self.inner.pinger,

@@ -252,6 +252,10 @@ where
                 self.close(CloseCode::Invalid, "a text frame is not UTF-8")
                     .await,
             ),
+            Some(Err(WsError::Io(error))) if error.kind() == std::io::ErrorKind::TimedOut => {
+                let why = error.to_string();
+                Incoming::End(self.close(CloseCode::Policy, &why).await)
+            }
             Some(Err(error)) => Incoming::End(Ending::PeerLost(error.to_string())),
         }
     }

@@ -19,7 +19,7 @@ use crate::http::{error_response, join_refused, Body};
 use crate::pinger::Pinger;
 use crate::socket_loop::{self, Ending};
 use crate::telemetry::TransportMetrics;
-use crate::websocket::WebSocket;
+use crate::websocket::{Unfinished, UnfinishedBudget, WebSocket};
 
 /// The subprotocol a client offers to get stream mode (PROTOCOL.md section 4).
 pub const STREAM_SUBPROTOCOL: &str = "purly.stream";
@@ -27,6 +27,7 @@ pub const STREAM_SUBPROTOCOL: &str = "purly.stream";
 /// What an upgrade needs from the handler.
 pub(crate) struct Streams<'a> {
     pub(crate) engine: &'a Engine,
+    pub(crate) unfinished: &'a Arc<UnfinishedBudget>,
     pub(crate) config: &'a Arc<ServerConfig>,
     pub(crate) connections: &'a TaskTracker,
     pub(crate) pinger: &'a Pinger,
@@ -109,6 +110,7 @@ fn prepare<B>(
     // A place in the service's pinger for as long as the task lives.
     let pings = streams.pinger.register(&outbox);
     let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+    let unfinished = Unfinished::new(streams.unfinished.clone(), streams.config.message_timeout);
     Ok(Box::pin(async move {
         // Joining before the upgrade answers refusals with an HTTP status, and takes the
         // snapshot at once: it waits in the outbox until the socket is ready.
@@ -121,7 +123,7 @@ fn prepare<B>(
         let max_message = engine.config().limits.max_frame_bytes;
         let upgraded = async move {
             let socket = TokioIo::new(upgraded.await?);
-            Ok::<_, hyper::Error>(WebSocket::new(socket, max_message))
+            Ok::<_, hyper::Error>(WebSocket::new(socket, max_message).with_unfinished(unfinished))
         };
         // On the heap and freed once the upgrade is done: the connection's task does not keep
         // room for it (its timer) for the rest of its life.

@@ -61,6 +61,9 @@ pub(crate) struct WebSocket<S> {
     control: Option<Output>,
     /// The largest message accepted, in bytes.
     max_message: usize,
+    /// This connection's share of the server's budget for unfinished messages, and their
+    /// deadline (none: unbounded, as in the crate's own tests).
+    unfinished: Option<Unfinished>,
     state: State,
 }
 
@@ -127,8 +130,11 @@ struct Head {
     payload_len: usize,
 }
 
+mod unfinished;
 #[cfg(any(test, fuzzing))]
 pub(crate) mod wire;
+
+pub(crate) use unfinished::{Unfinished, UnfinishedBudget};
 
 impl<S> WebSocket<S> {
     /// A WebSocket over `io`, once the upgrade is done, taking messages of up to
@@ -141,7 +147,24 @@ impl<S> WebSocket<S> {
             output: None,
             control: None,
             max_message,
+            unfinished: None,
             state: State::Open,
+        }
+    }
+
+    /// Holds unfinished messages to `unfinished`'s share and deadline.
+    pub(crate) fn with_unfinished(mut self, unfinished: Unfinished) -> Self {
+        self.unfinished = Some(unfinished);
+        self
+    }
+
+    /// Takes the bytes held in unfinished messages (a frame still arriving, the earlier frames
+    /// of a fragmented message) into account: fails past the server's budget.
+    fn account(&mut self) -> Result<(), WsError> {
+        let held = self.input.len() + self.fragments.as_ref().map_or(0, |f| f.bytes.len());
+        match &mut self.unfinished {
+            Some(unfinished) => unfinished.hold(held),
+            None => Ok(()),
         }
     }
 }
@@ -198,7 +221,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.state = State::Ended;
             return Poll::Ready(Some(Err(WsError::Io(error))));
         }
-        let polled = self.read_message(cx);
+        let mut polled = self.read_message(cx);
+        if !matches!(polled, Poll::Ready(Some(Err(_)))) {
+            if let Err(error) = self.account() {
+                polled = Poll::Ready(Some(Err(error)));
+            } else if let (Poll::Pending, Some(unfinished)) = (&polled, &mut self.unfinished) {
+                if let Poll::Ready(error) = unfinished.poll_expired(cx) {
+                    polled = Poll::Ready(Some(Err(error)));
+                }
+            }
+        }
         match &polled {
             Poll::Ready(Some(Ok(Message::Ping(_) | Message::Close(_)))) => {
                 // Their answer, at once if the socket takes it.
@@ -250,6 +282,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             if !self.input.is_empty() {
                 self.input.extend_from_slice(read);
+                if let Err(error) = self.account() {
+                    return Poll::Ready(Some(Err(error)));
+                }
                 continue;
             }
             // The usual case: whole frames, straight from the stack; only a rest is kept.
@@ -258,6 +293,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Err(error) => return Poll::Ready(Some(Err(error))),
             };
             self.input.extend_from_slice(&read[used..]);
+            if let Err(error) = self.account() {
+                return Poll::Ready(Some(Err(error)));
+            }
             if let Some(message) = message {
                 return Poll::Ready(Some(Ok(message)));
             }
