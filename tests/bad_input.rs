@@ -198,6 +198,40 @@ async fn binary_frames_are_refused_by_the_transport_through_the_session() {
     assert_eq!(batch[0].content().unwrap()["code"], "binary_not_supported");
 }
 
+#[tokio::test]
+async fn a_frame_too_deep_or_too_long_still_names_its_ids() {
+    let engine = engine();
+    let client = Client::connect(&engine, "m").await.unwrap();
+    let mut client = client;
+    recv(&mut client).await;
+    let nested = format!("{}1{}", "{\"a\":".repeat(70), "}".repeat(70));
+    let too_deep = format!(
+        r#"[{{"header":{{"type":"update","id":"deep1"}},"content":{nested}}},{{"header":{{"type":"update","id":7}},"content":{{}}}}]"#
+    );
+    let too_many = r#"[{"header":{"type":"update","id":"m1"},"content":{}},
+        {"header":{"type":"signal","id":"m2"},"content":{}},
+        {"header":{"type":"update"},"content":{}},
+        {"header":{"type":"update","id":"m4"},"content":{}}]"#;
+    for (frame, code, ids) in [
+        (too_deep.as_str(), "too_deep", json!(["deep1", 7])),
+        (too_many, "too_many_messages", json!(["m1", "m2", "m4"])),
+    ] {
+        assert!(client.send_text(frame).await.is_err());
+        let batch = recv(&mut client).await;
+        assert_eq!(batch[0].kind(), ServerMessageKind::Error);
+        assert_eq!(batch[0].content().unwrap()["code"], code);
+        let named: Vec<_> = batch[0]
+            .ids()
+            .iter()
+            .map(|id| {
+                purly::serde_json::from_str::<purly::serde_json::Value>(id.as_json()).unwrap()
+            })
+            .collect();
+        assert_eq!(purly::serde_json::Value::Array(named), ids, "{code}");
+    }
+    assert_eq!(version(&engine, "m"), 0, "nothing applied");
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 2_000, ..Default::default() })]
 

@@ -12,7 +12,8 @@ use super::Access;
 use crate::config::Limits;
 use crate::error::{ErrorCode, FrameError, SendError};
 use crate::protocol::{
-    parse_frame, parse_frame_text, ClientId, Frame, MessageId, MessageKind, Mode, ModelName,
+    parse_frame, parse_frame_text, scan_ids, ClientId, Frame, MessageId, MessageKind, Mode,
+    ModelName,
 };
 
 /// One subscriber attached to one model, returned by [`Engine::join`](crate::Engine::join).
@@ -72,26 +73,31 @@ impl Session {
     /// Parses, validates and applies one frame of JSON text (PROTOCOL.md section 2).
     pub fn send_text(&self, text: &str) -> Result<(), SendError> {
         // Already UTF-8: not checked again (the transport checked it once, as WebSocket asks).
-        self.send_parsed(text.len(), || parse_frame_text(text, &self.limits))
+        self.send_parsed(text.as_bytes(), || parse_frame_text(text, &self.limits))
     }
 
     /// Parses, validates and applies one frame given as bytes (UTF-8 JSON text). Everything is
     /// read and checked here, before the model's lock is taken.
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
-        self.send_parsed(bytes.len(), || parse_frame(bytes, &self.limits))
+        self.send_parsed(bytes, || parse_frame(bytes, &self.limits))
     }
 
-    /// Parses a frame of `len` bytes with `parse` and applies it, or refuses it.
+    /// Parses the frame `bytes` with `parse` and applies it, or refuses it naming the ids its
+    /// messages carry, whenever its headers can be read (even when the frame as a whole cannot,
+    /// e.g. nested too deep), so that every update with an id is answered.
     fn send_parsed(
         &self,
-        len: usize,
+        bytes: &[u8],
         parse: impl FnOnce() -> Result<Frame, FrameError>,
     ) -> Result<(), SendError> {
-        let _span = tracing::trace_span!("frame", model = %self.live.name, client = %self.sender.id, bytes = len).entered();
+        let _span = tracing::trace_span!("frame", model = %self.live.name, client = %self.sender.id, bytes = bytes.len()).entered();
         self.live.metrics.frames_received.increment(1);
         match parse() {
             Ok(frame) => self.apply(frame),
-            Err(error) => Err(self.refuse_ids(error, Vec::new())),
+            Err(error) => {
+                let ids = std::str::from_utf8(bytes).map(scan_ids).unwrap_or_default();
+                Err(self.refuse_ids(error, ids))
+            }
         }
     }
 
@@ -116,12 +122,10 @@ impl Session {
 
     /// Refuses a whole frame of text that the transport will not apply (e.g. `rate_limited`),
     /// naming its messages' ids when the frame can be read, so that the client knows which of
-    /// its updates were not applied.
+    /// its updates were not applied. The ids are found by one scan of the text that reads
+    /// nothing else: a refusal costs no more than that.
     pub fn refuse_text(&self, text: &str, error: FrameError) -> SendError {
-        let ids = parse_frame_text(text, &self.limits)
-            .map(|frame| frame.ids())
-            .unwrap_or_default();
-        self.refuse_ids(error, ids)
+        self.refuse_ids(error, scan_ids(text))
     }
 
     /// Ready once the model is under its bounds again (its fan-out backlog and the diffs its

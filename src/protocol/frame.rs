@@ -1,6 +1,9 @@
 //! Incoming frames: the types a client sends and the one parse-and-validate entry point.
 
 mod depth;
+mod ids;
+
+pub(crate) use ids::scan_ids;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;

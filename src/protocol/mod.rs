@@ -9,8 +9,8 @@ mod identity;
 mod message;
 mod name;
 
-pub(crate) use frame::parse_frame_text;
 pub use frame::{parse_frame, Content, Frame, Message, MessageKind};
+pub(crate) use frame::{parse_frame_text, scan_ids};
 pub(crate) use header::Header;
 pub use identity::{ClientId, MessageId, Mode, PROTOCOL_VERSION};
 pub use message::{

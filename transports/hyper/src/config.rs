@@ -74,8 +74,9 @@ pub struct ServerConfig {
 ///
 /// A frame past the limit is not applied; its sender gets an `error` with code
 /// `rate_limited` (naming the frame's ids). A client that keeps sending regardless is closed
-/// with code 1008 after `max_refused` refusals in a row. Control frames (pings, pongs) are
-/// not counted.
+/// with code 1008 after `max_refused` refusals in a row. Control frames (pings, pongs) count
+/// too: one past the limit is not refused (a ping is still answered, with one pong for all
+/// those queued), but it counts as a refusal toward the close.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RateLimit {

@@ -236,6 +236,14 @@ where
                 Incoming::Frame
             }
             Some(Ok(Message::Close(_))) | None => Incoming::End(Ending::PeerClosed),
+            // Control frames count toward the rate limit: a ping flood is closed like a
+            // frame flood (a ping past the limit is still answered: one pong for all).
+            Some(Ok(Message::Ping(payload) | Message::Pong(payload))) => {
+                if self.rate_verdict(payload.len()) == Verdict::Close {
+                    return Box::pin(self.rate_limit_close()).await;
+                }
+                Incoming::Control
+            }
             Some(Ok(_)) => Incoming::Control,
             Some(Err(WsError::Capacity(error))) => Incoming::End(
                 self.close(CloseCode::Size, &format!("frame too large: {error}"))

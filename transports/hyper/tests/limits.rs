@@ -259,6 +259,46 @@ async fn a_client_over_the_rate_limit_is_refused_then_closed_and_others_are_unaf
 }
 
 #[tokio::test]
+async fn a_ping_flood_counts_against_the_rate_limit_and_is_closed() {
+    let mut config = ServerConfig::default();
+    let mut limit = RateLimit::default();
+    limit.frames_per_second = 0.1;
+    limit.frame_burst = 10.0;
+    limit.max_refused = 20;
+    config.rate_limit = Some(limit);
+    let server = Server::start(server_with(config)).await;
+    let mut flooder = stream_client(&server, "m").await;
+    let mut other = stream_client(&server, "m").await;
+    next_frame(&mut flooder).await;
+    next_frame(&mut other).await;
+    for _ in 0..40 {
+        futures_util::SinkExt::send(
+            &mut flooder,
+            tokio_tungstenite::tungstenite::Message::Ping(vec![1].into()),
+        )
+        .await
+        .unwrap();
+    }
+    let code = loop {
+        match tokio::time::timeout(TIMEOUT, futures_util::StreamExt::next(&mut flooder))
+            .await
+            .expect("the ping flooder was never closed")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                break frame.map(|f| u16::from(f.code));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => panic!("{error}"),
+            None => break None,
+        }
+    };
+    assert_eq!(code, Some(1008));
+    // The other client is unaffected.
+    send(&mut other, &update_with_id("o1", "{\"o\":1}")).await;
+    assert_eq!(next_frame(&mut other).await[0]["header"]["id"], "o1");
+}
+
+#[tokio::test]
 async fn a_compat_client_that_never_sends_is_closed_with_1008() {
     let mut config = ServerConfig::default();
     config.compat_idle_timeout = Duration::from_millis(300);
