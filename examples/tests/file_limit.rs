@@ -62,8 +62,10 @@ async fn a_server_out_of_file_descriptors_backs_off_keeps_serving_and_recovers()
     tokio::time::sleep_until(window_end).await;
     let used = server.cpu_time() - before;
     println!("CPU while exhausted: {used:?} in {WINDOW:?}");
+    // The README says 10 ms in 2 s (it spins not; it sleeps 5 ms, then up to 1 s, between
+    // tries); five times that is the margin for a busy machine (the clock counts in 10 ms).
     assert!(
-        used < WINDOW / 4,
+        used <= Duration::from_millis(50),
         "{used:?} of CPU in {WINDOW:?} while out of descriptors"
     );
     let warnings = server.log_count("accepting connections failed");

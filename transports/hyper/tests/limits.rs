@@ -31,11 +31,22 @@ async fn read_until_closed(socket: &mut TcpStream) -> (String, Instant) {
     }
 }
 
+/// Distinct timeouts, so that each test can tell which one closed its connection.
+const HEADER_TIMEOUT: Duration = Duration::from_millis(800);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How late a timer may fire on a busy machine.
+const LATE: Duration = Duration::from_millis(500);
+
+fn timeouts() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.header_read_timeout = HEADER_TIMEOUT;
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT;
+    config
+}
+
 #[tokio::test]
 async fn a_half_sent_request_is_closed_within_the_header_timeout() {
-    let mut config = ServerConfig::default();
-    config.header_read_timeout = Duration::from_millis(500);
-    let server = Server::start(server_with(config)).await;
+    let server = Server::start(server_with(timeouts())).await;
     let mut slow = Vec::new();
     for _ in 0..5 {
         let mut socket = TcpStream::connect(server.addr).await.unwrap();
@@ -49,9 +60,10 @@ async fn a_half_sent_request_is_closed_within_the_header_timeout() {
     for socket in &mut slow {
         let (_, closed) = read_until_closed(socket).await;
         let after = closed - started;
+        // Near its own timeout: not the keep-alive one, not much later.
         assert!(
-            after >= Duration::from_millis(400),
-            "closed after {after:?}, before the timeout"
+            after >= HEADER_TIMEOUT - Duration::from_millis(100) && after < HEADER_TIMEOUT + LATE,
+            "closed after {after:?}, not near the header timeout ({HEADER_TIMEOUT:?})"
         );
     }
     // The server serves complete requests meanwhile and after.
@@ -61,12 +73,10 @@ async fn a_half_sent_request_is_closed_within_the_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
-    let mut config = ServerConfig::default();
-    config.keep_alive_timeout = Duration::from_millis(300);
-    let server = Server::start(server_with(config)).await;
+    let server = Server::start(server_with(timeouts())).await;
     let mut socket = TcpStream::connect(server.addr).await.unwrap();
     let request = b"GET /m HTTP/1.1\r\nhost: x\r\n\r\n";
-    // Three requests 150 ms apart: each within the timeout of the last response.
+    // Three requests 100 ms apart: each within the keep-alive timeout of the last response.
     for _ in 0..3 {
         socket.write_all(request).await.unwrap();
         let mut head = [0u8; 12];
@@ -77,14 +87,17 @@ async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
         assert_eq!(&head, b"HTTP/1.1 200");
         // Read the rest of this response (the page) before the next request.
         let mut rest = vec![0u8; 64 << 10];
-        let _ = tokio::time::timeout(Duration::from_millis(150), socket.read(&mut rest)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(100), socket.read(&mut rest)).await;
     }
     let idle_from = Instant::now();
     let (_, closed) = read_until_closed(&mut socket).await;
     let after = closed - idle_from;
+    // By the keep-alive timeout, well before the header timeout would have closed it (the
+    // 100 ms already spent reading the last response count toward it).
     assert!(
-        after >= Duration::from_millis(100),
-        "closed after {after:?} of idleness"
+        after >= Duration::from_millis(50)
+            && after < KEEP_ALIVE_TIMEOUT + Duration::from_millis(300) && after < HEADER_TIMEOUT - Duration::from_millis(100),
+        "closed after {after:?} of idleness, not near the keep-alive timeout ({KEEP_ALIVE_TIMEOUT:?})"
     );
 }
 
