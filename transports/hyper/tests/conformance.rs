@@ -210,7 +210,9 @@ async fn framing_and_fragmentation() {
 #[tokio::test]
 async fn protocol_violations_are_closed_with_1002() {
     let server = server().await;
-    let cases: Vec<(&str, Vec<(bool, u8, Vec<u8>, u8, bool)>)> = vec![
+    // Each frame: FIN, opcode, payload, reserved bits, unmasked.
+    type RawFrame = (bool, u8, Vec<u8>, u8, bool);
+    let cases: Vec<(&str, Vec<RawFrame>)> = vec![
         (
             "a ping of 126 bytes",
             vec![(true, PING, vec![0; 126], 0, false)],
