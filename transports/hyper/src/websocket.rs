@@ -80,6 +80,25 @@ enum State {
 struct Fragments {
     text: bool,
     bytes: Vec<u8>,
+    /// Text: how much of `bytes` is known to be UTF-8 (a character may be cut at the end).
+    checked: usize,
+}
+
+impl Fragments {
+    /// Text: fails as soon as the bytes so far cannot become UTF-8, whatever follows (RFC
+    /// 6455 section 8.1, failing fast as Autobahn's strict cases expect); each byte is checked
+    /// once.
+    fn check_utf8(&mut self) -> Result<(), WsError> {
+        if !self.text {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.bytes[self.checked..]) {
+            Ok(_) => self.checked = self.bytes.len(),
+            Err(error) if error.error_len().is_none() => self.checked += error.valid_up_to(),
+            Err(error) => return Err(WsError::Utf8(error.to_string())),
+        }
+        Ok(())
+    }
 }
 
 /// A frame on its way out: its header, then its payload.
@@ -333,10 +352,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Err(WsError::Protocol(ProtocolError::ExpectedFragment(data)))
             }
             (TEXT | BINARY, None) if !head.fin => {
-                self.fragments = Some(Box::new(Fragments {
+                let mut fragments = Box::new(Fragments {
                     text: head.opcode == TEXT,
                     bytes: payload.to_vec(),
-                }));
+                    checked: 0,
+                });
+                fragments.check_utf8()?;
+                self.fragments = Some(fragments);
                 Ok(None)
             }
             (TEXT, None) => text(Bytes::copy_from_slice(payload)).map(Some),
@@ -352,6 +374,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 fragments.bytes.extend_from_slice(payload);
                 if !head.fin {
+                    fragments.check_utf8()?;
                     return Ok(None);
                 }
                 let Some(fragments) = self.fragments.take() else {
