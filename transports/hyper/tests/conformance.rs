@@ -285,6 +285,15 @@ async fn text_that_is_not_utf8_is_closed_with_1007_and_sizes_with_1009() {
         1007,
         "a character cut and never finished"
     );
+    // Failing fast: a first fragment that no continuation can make UTF-8 is closed at once,
+    // before the message ends (its continuation never comes).
+    let mut client = Client::connect(&server).await;
+    client.frame(false, TEXT, &[b'[', 0xFF], 0, false).await;
+    assert_eq!(
+        client.closed().await,
+        1007,
+        "invalid UTF-8 in a first fragment"
+    );
     let mut client = Client::connect(&server).await;
     // Only the header of a 2 MiB frame: refused from its header, past the 1 MiB limit.
     let mut head = vec![FIN | TEXT, 0x80 | 127];
