@@ -40,12 +40,11 @@ use smallvec::SmallVec;
 
 use super::executor::Driver;
 use super::fanout::{Command, Fanout, First, Registered};
-use super::history::History;
+use super::history::{History, HistoryBudget};
 use super::replay::{Replay, Replays};
 use super::snapshot::Snapshot;
 use super::transaction::{self, Outcome, Sender, Working, Write};
 use super::written::Written;
-use super::EngineInner;
 use crate::error::StoreError;
 use crate::error::{ErrorCode, FrameError, SendError};
 use crate::lock::lock;
@@ -171,6 +170,15 @@ struct Queued {
     command: Command,
 }
 
+/// What a live model shares with its engine.
+pub(crate) struct EngineParts<'a> {
+    pub(crate) store: &'a Arc<dyn Store>,
+    pub(crate) config: &'a crate::config::Config,
+    pub(crate) metrics: &'a Arc<EngineMetrics>,
+    pub(crate) history_budget: &'a Arc<HistoryBudget>,
+    pub(crate) driver: &'a Arc<Driver>,
+}
+
 /// How a session resumes (stream mode): the version and epoch it last saw.
 pub(crate) struct ResumePoint<'a> {
     pub(crate) since: u64,
@@ -186,14 +194,15 @@ pub(crate) enum Unapplied {
 }
 
 impl LiveModel {
-    /// A live model of `engine`'s: its store, limits, metrics, history budget and executor.
+    /// A live model of an engine's, sharing its store, limits, metrics, history budget and
+    /// executor.
     pub(crate) fn new(
         name: ModelName,
         model: Box<dyn Model>,
         start: Start,
-        engine: &EngineInner,
+        engine: EngineParts<'_>,
     ) -> Arc<Self> {
-        let (store, config) = (engine.store.clone(), &engine.config);
+        let (store, config) = (engine.store.clone(), engine.config);
         let (metrics, driver) = (engine.metrics.clone(), engine.driver.clone());
         let budget = engine.history_budget.clone();
         let state = Arc::new(start.state);

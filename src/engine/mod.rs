@@ -41,7 +41,7 @@ use crate::token::random_hex;
 
 use executor::Driver;
 use history::HistoryBudget;
-use live::{Closed, LiveModel, ResumePoint, Start, Unapplied};
+use live::{Closed, EngineParts, LiveModel, ResumePoint, Start, Unapplied};
 use loading::{Installed, Loaded, Loading, Turn};
 use transaction::{Sender, Write};
 use written::Written;
@@ -144,7 +144,7 @@ pub struct Engine {
     inner: Arc<EngineInner>,
 }
 
-pub(crate) struct EngineInner {
+struct EngineInner {
     config: Config,
     factory: Box<ModelFactory>,
     store: Arc<dyn Store>,
@@ -683,7 +683,15 @@ impl Engine {
         model: Box<dyn Model>,
         start: Start,
     ) -> Result<Arc<LiveModel>, JoinError> {
-        let live = LiveModel::new(name.clone(), model, start, &self.inner);
+        let inner = &self.inner;
+        let parts = EngineParts {
+            store: &inner.store,
+            config: &inner.config,
+            metrics: &inner.metrics,
+            history_budget: &inner.history_budget,
+            driver: &inner.driver,
+        };
+        let live = LiveModel::new(name.clone(), model, start, parts);
         let limit = self.inner.config.max_models;
         let mut models = write_lock(&self.inner.models);
         // Checked again under the write lock, so that shutdown sees every model it must close.

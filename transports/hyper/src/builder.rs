@@ -5,6 +5,7 @@ use purly::Engine;
 
 use crate::access::{Authorize, Decision, RequestInfo};
 use crate::config::{normalize_prefix, ServerConfig};
+use crate::extra_route::ExtraRoute;
 use crate::http::Body;
 use crate::service::Purly;
 
@@ -18,12 +19,6 @@ pub struct PurlyBuilder {
     origins: Vec<String>,
     authorize: Option<Box<Authorize>>,
     extra_routes: Vec<ExtraRoute>,
-}
-
-/// A path the handler answers itself, before purly's routes (see [`PurlyBuilder::route`]).
-pub(crate) struct ExtraRoute {
-    pub(crate) path: String,
-    pub(crate) handler: Box<dyn Fn() -> Response<Body> + Send + Sync>,
 }
 
 impl Purly {

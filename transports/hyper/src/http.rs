@@ -9,7 +9,6 @@ use hyper::{Response, StatusCode};
 use purly::{Engine, JoinError, ModelName};
 
 use crate::config::ServerConfig;
-use crate::upgrade::load_timed_out;
 
 /// The body of every response purly writes.
 pub type Body = Full<Bytes>;
@@ -38,6 +37,17 @@ pub(crate) fn join_refused(error: &JoinError) -> Response<Body> {
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     error_response(status, &error.to_string())
+}
+
+/// The 503 of a join or state read whose model did not load within `join_timeout`.
+pub(crate) fn load_timed_out(config: &ServerConfig) -> Response<Body> {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "the model could not be loaded from the store within {} ms; retry later",
+            config.join_timeout.as_millis()
+        ),
+    )
 }
 
 /// The answer to `GET {prefix}{model}/state`: the model's durable state, once the engine's

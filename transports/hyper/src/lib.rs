@@ -86,6 +86,7 @@ mod builder;
 mod client;
 mod client_files;
 mod config;
+mod extra_route;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;

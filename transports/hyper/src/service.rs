@@ -18,9 +18,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::{Authorize, Decision, PeerAddr, RequestInfo};
 use crate::admission::{Admission, Refusal};
-use crate::builder::ExtraRoute;
 use crate::client_files;
 use crate::config::ServerConfig;
+use crate::extra_route::ExtraRoute;
 use crate::http::{error_response, state_response, Body};
 use crate::keep_alive::Activity;
 use crate::page;

@@ -15,7 +15,7 @@ use crate::access::{origin_allowed, Decision, PeerAddr};
 use crate::admission::Permit;
 use crate::config::ServerConfig;
 use crate::handshake;
-use crate::http::{error_response, join_refused, Body};
+use crate::http::{error_response, join_refused, load_timed_out, Body};
 use crate::pinger::Pinger;
 use crate::socket_loop::{self, Ending};
 use crate::telemetry::TransportMetrics;
@@ -146,17 +146,6 @@ fn prepare<B>(
         });
         response
     }))
-}
-
-/// The 503 of a join or state read whose model did not load within `join_timeout`.
-pub(crate) fn load_timed_out(config: &ServerConfig) -> Response<Body> {
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &format!(
-            "the model could not be loaded from the store within {} ms; retry later",
-            config.join_timeout.as_millis()
-        ),
-    )
 }
 
 /// Runs an upgraded connection's loop, with its span, metrics and the log line of its end.
