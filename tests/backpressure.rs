@@ -224,30 +224,54 @@ fn publishing_from_inside_a_delivery_never_deadlocks_even_over_the_bound() {
     assert_eq!(engine.state("m").unwrap()["answer"], 99);
 }
 
+/// A fan-out held inside a gate: a session's frame is being delivered by a thread that waits
+/// in the gated subscriber until [`Stalled::release`].
+struct Stalled {
+    gate: Arc<Gate>,
+    _gated: Session,
+    stuck: std::thread::JoinHandle<()>,
+}
+
+impl Stalled {
+    fn on(engine: &Engine) -> Stalled {
+        let (gate, entered_rx) = Gate::new();
+        let gated = engine
+            .join("m", gate.clone(), JoinOptions::stream())
+            .wait()
+            .unwrap();
+        gate.armed.store(true, Ordering::SeqCst);
+        let session = joined(engine);
+        let stuck = std::thread::spawn(move || session.send_text(&update(0)).unwrap());
+        entered_rx
+            .recv_timeout(TIMEOUT)
+            .expect("the fan-out never reached the gate");
+        Stalled {
+            gate,
+            _gated: gated,
+            stuck,
+        }
+    }
+
+    fn release(self) {
+        self.gate.release();
+        self.stuck.join().unwrap();
+    }
+}
+
+/// A session of model `m` with a large outbox.
+fn joined(engine: &Engine) -> Session {
+    engine
+        .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
+        .wait()
+        .unwrap()
+}
+
 #[test]
 fn acks_count_toward_the_fan_out_backlog() {
     let engine = Engine::default();
-    let (gate, entered_rx) = Gate::new();
-    let _gated = engine
-        .join("m", gate.clone(), JoinOptions::stream())
-        .wait()
-        .unwrap();
-    gate.armed.store(true, Ordering::SeqCst);
-    let stuck = {
-        let session = engine
-            .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
-            .wait()
-            .unwrap();
-        std::thread::spawn(move || session.send_text(&update(0)).unwrap())
-    };
-    entered_rx
-        .recv_timeout(TIMEOUT)
-        .expect("the fan-out never reached the gate");
+    let stalled = Stalled::on(&engine);
     let before = engine.fanout_backlog("m").unwrap();
-    let acked = engine
-        .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
-        .wait()
-        .unwrap();
+    let acked = joined(&engine);
     let after_join = engine.fanout_backlog("m").unwrap();
     acked
         .send_text(r#"[{"header":{"type":"update","id":"a1"},"content":{"k":0}}]"#)
@@ -256,8 +280,7 @@ fn acks_count_toward_the_fan_out_backlog() {
         engine.fanout_backlog("m").unwrap() > after_join,
         "an ack waiting for fan-out counts toward the bound (backlog {before} -> {after_join})"
     );
-    gate.release();
-    stuck.join().unwrap();
+    stalled.release();
 }
 
 #[test]
@@ -266,26 +289,8 @@ fn a_publisher_that_does_not_wait_is_refused_past_twice_the_bound() {
     let mut config = Config::default();
     config.max_fanout_backlog_bytes = BOUND;
     let engine = Engine::new(config.clone());
-    let (gate, entered_rx) = Gate::new();
-    let _gated = engine
-        .join("m", gate.clone(), JoinOptions::stream())
-        .wait()
-        .unwrap();
-    gate.armed.store(true, Ordering::SeqCst);
-    let stuck = {
-        let session = engine
-            .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
-            .wait()
-            .unwrap();
-        std::thread::spawn(move || session.send_text(&update(0)).unwrap())
-    };
-    entered_rx
-        .recv_timeout(TIMEOUT)
-        .expect("the fan-out never reached the gate");
-    let flooder = engine
-        .join("m", Arc::new(Outbox::new(64 << 20)), JoinOptions::stream())
-        .wait()
-        .unwrap();
+    let stalled = Stalled::on(&engine);
+    let flooder = joined(&engine);
     let hard = 2 * BOUND + config.limits.max_frame_bytes;
     let mut refused = None;
     for i in 1..=20_000 {
@@ -301,6 +306,5 @@ fn a_publisher_that_does_not_wait_is_refused_past_twice_the_bound() {
     let refused = refused.expect("a publisher that never waits is refused past twice the bound");
     assert_eq!(refused.code(), Some(purly::ErrorCode::Unavailable));
     assert!(flooder.must_wait(), "the session says it must wait");
-    gate.release();
-    stuck.join().unwrap();
+    stalled.release();
 }

@@ -190,11 +190,12 @@ async fn connections_past_the_per_peer_cap_get_503() {
     }
 }
 
-#[tokio::test]
-async fn a_client_over_the_rate_limit_is_refused_then_closed_and_others_are_unaffected() {
+/// A server whose connections may send a burst of 10 frames, then one every 10 s (nothing
+/// refills during a test), closed after 20 refusals in a row; and two stream clients of one
+/// model, their snapshots read: one to flood, one to show the others are unaffected.
+async fn rate_limited_pair() -> (Server, common::Raw, common::Raw) {
     let mut config = ServerConfig::default();
     let mut limit = RateLimit::default();
-    // One frame every 10 s once the burst is spent: nothing refills during the test.
     limit.frames_per_second = 0.1;
     limit.frame_burst = 10.0;
     limit.max_refused = 20;
@@ -204,6 +205,12 @@ async fn a_client_over_the_rate_limit_is_refused_then_closed_and_others_are_unaf
     let mut other = stream_client(&server, "m").await;
     next_frame(&mut flooder).await;
     next_frame(&mut other).await;
+    (server, flooder, other)
+}
+
+#[tokio::test]
+async fn a_client_over_the_rate_limit_is_refused_then_closed_and_others_are_unaffected() {
+    let (_server, mut flooder, mut other) = rate_limited_pair().await;
 
     // 40 frames at once: 10 fit the burst, the next 20 are refused, and the 21st refusal in
     // a row closes the connection with 1008.
@@ -273,17 +280,7 @@ async fn a_client_over_the_rate_limit_is_refused_then_closed_and_others_are_unaf
 
 #[tokio::test]
 async fn a_ping_flood_counts_against_the_rate_limit_and_is_closed() {
-    let mut config = ServerConfig::default();
-    let mut limit = RateLimit::default();
-    limit.frames_per_second = 0.1;
-    limit.frame_burst = 10.0;
-    limit.max_refused = 20;
-    config.rate_limit = Some(limit);
-    let server = Server::start(server_with(config)).await;
-    let mut flooder = stream_client(&server, "m").await;
-    let mut other = stream_client(&server, "m").await;
-    next_frame(&mut flooder).await;
-    next_frame(&mut other).await;
+    let (_server, mut flooder, mut other) = rate_limited_pair().await;
     for _ in 0..40 {
         futures_util::SinkExt::send(
             &mut flooder,
