@@ -352,3 +352,134 @@ async fn a_broken_connection_to_redis_is_followed_by_a_catch_up_never_a_stale_no
     }
     assert!(b.read("m", |_, v| v) == a.read("m", |_, v| v));
 }
+
+/// Writers on two nodes, each update waiting for its answer; afterwards, from a reader's
+/// diffs: every echoed update in exactly one version, and every node equal to the replay.
+async fn write_through(
+    nodes: [&Engine; 2],
+    reader: &mut Client,
+    fault: impl std::future::Future<Output = ()>,
+) -> usize {
+    const WRITERS: usize = 4;
+    const EACH: usize = 50;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|k| {
+            let node = nodes[k % 2].clone();
+            tokio::spawn(async move {
+                let mut client = Client::connect(&node, "m").await.unwrap();
+                let mut echoed = Vec::new();
+                for i in 0..EACH {
+                    let tag = format!("{k}-{i}");
+                    if client
+                        .update(json!({ "last": tag, "log": { tag.clone(): true } }))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    match tokio::time::timeout(TIMEOUT, client.settle()).await {
+                        Ok(Ok(())) => echoed.push(tag),
+                        // The model was given up (its store failed): a new connection.
+                        _ => client = Client::connect(&node, "m").await.unwrap(),
+                    }
+                }
+                echoed
+            })
+        })
+        .collect();
+    fault.await;
+    let mut echoed = Vec::new();
+    for writer in writers {
+        echoed.extend(
+            tokio::time::timeout(TIMEOUT * 3, writer)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let version = nodes[0].read("m", |_, v| v).unwrap();
+    let mut diffs = Vec::new();
+    follow(reader, version, &mut diffs).await;
+    let mut versions_of: HashMap<String, usize> = HashMap::new();
+    for (_, diff) in &diffs {
+        for tag in diff
+            .get("log")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            *versions_of.entry(tag.0.clone()).or_default() += 1;
+        }
+    }
+    assert!(
+        versions_of.values().all(|n| *n == 1),
+        "an update in two versions"
+    );
+    for tag in &echoed {
+        assert_eq!(
+            versions_of.get(tag),
+            Some(&1),
+            "{tag} echoed, not in the log once"
+        );
+    }
+    let mut replay = Map::new();
+    for (_, diff) in diffs {
+        merge_diff(&mut replay, diff);
+    }
+    assert_eq!(reader.state(), &replay);
+    echoed.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_that_time_out_and_go_through_later_are_applied_once() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let proxy = Proxy::start(redis.port).await;
+    let (a, _sa) = node_at(&proxy.url()).await;
+    let (b, _sb) = node_at(&proxy.url()).await;
+    let (c, _sc) = node_at(&redis.url()).await;
+    let mut reader = Client::connect(&c, "m").await.unwrap();
+    recv(&mut reader).await;
+    let faults = proxy.faults.clone();
+    // Twice, the network between the writers' nodes and Redis passes nothing for 1.5 s (three
+    // times the nodes' command timeout), then delivers what it held.
+    let blackholes = async move {
+        for _ in 0..2 {
+            while faults.appends.load(Ordering::SeqCst) < 20 {
+                tokio::task::yield_now().await;
+            }
+            faults.blackhole.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            faults.blackhole.store(false, Ordering::SeqCst);
+            faults.appends.store(0, Ordering::SeqCst);
+        }
+    };
+    let echoed = write_through([&a, &b], &mut reader, blackholes).await;
+    assert!(echoed > 100, "only {echoed} updates got through");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_redis_loses_nothing_and_applies_nothing_twice() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let (a, _sa) = node_at(&redis.url()).await;
+    let (b, _sb) = node_at(&redis.url()).await;
+    let mut reader = Client::connect(&b, "m").await.unwrap();
+    recv(&mut reader).await;
+    let redis = std::sync::Arc::new(redis);
+    let stopped = redis.clone();
+    let writing = a.clone();
+    let stop = async move {
+        // Once the writers are under way, Redis stops answering (SIGSTOP) for 1.5 s.
+        while writing.read("m", |_, v| v).unwrap_or(0) < 20 {
+            tokio::task::yield_now().await;
+        }
+        stopped.pause();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stopped.resume();
+    };
+    let echoed = write_through([&a, &b], &mut reader, stop).await;
+    assert!(echoed > 100, "only {echoed} updates got through");
+}

@@ -19,6 +19,9 @@ pub(crate) struct Faults {
     pub(crate) drop_every_nth_append: AtomicU64,
     /// Delay every chunk a pub/sub connection receives by this many milliseconds.
     pub(crate) feed_delay_ms: AtomicU64,
+    /// Hold everything, both ways, while set (a network that stops passing packets without
+    /// closing anything); released in order when cleared.
+    pub(crate) blackhole: AtomicBool,
     /// Appends seen, and replies dropped.
     pub(crate) appends: AtomicU64,
     pub(crate) dropped: AtomicU64,
@@ -96,6 +99,7 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
     let subscribed = Arc::new(AtomicBool::new(false));
     let requests = {
         let kinds = kinds.clone();
+        let faults = faults.clone();
         async move {
             let mut buffer = Vec::new();
             let mut chunk = [0u8; 16 << 10];
@@ -104,6 +108,7 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
+                hold_while_blackholed(&faults).await;
                 buffer.extend_from_slice(&chunk[..n]);
                 while let Some((len, name, args)) = command(&buffer) {
                     let kind = match name.to_ascii_uppercase().as_slice() {
@@ -130,6 +135,7 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
+                hold_while_blackholed(&faults).await;
                 if subscribed.load(Ordering::SeqCst) {
                     let delay = faults.feed_delay_ms.load(Ordering::SeqCst);
                     if delay > 0 {
@@ -172,6 +178,13 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
     tokio::select! {
         () = requests => {}
         () = replies => {}
+    }
+}
+
+/// Waits while the proxy passes nothing (polling: the test flips the flag from elsewhere).
+async fn hold_while_blackholed(faults: &Faults) {
+    while faults.blackhole.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
