@@ -52,28 +52,71 @@ async fn eight_concurrent_writers_converge() {
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (writer as u64 + 1));
             let mut seqs = Vec::new();
+            // What this client sent, and (from its echoes) the version each one made.
+            let mut sent = Vec::new();
+            let mut placed = Vec::new();
             for i in 0..UPDATES {
-                client.update(rng.update(writer)).await.unwrap();
+                let update = rng.update(writer);
+                sent.push(update.clone());
+                client.update(update).await.unwrap();
                 if i % 7 == 0 {
                     tokio::task::yield_now().await;
                 }
                 while let Some(batch) = client.try_recv() {
                     seqs.extend(diff_seqs(&batch));
+                    placed.extend(own_versions(&batch, client.id()));
                 }
             }
             while client.replica().pending() > 0 {
-                seqs.extend(diff_seqs(&recv(&mut client).await));
+                let batch = recv(&mut client).await;
+                seqs.extend(diff_seqs(&batch));
+                placed.extend(own_versions(&batch, client.id()));
             }
-            (client, seqs)
+            let made: Vec<(u64, Value)> = placed
+                .into_iter()
+                .map(|(seq, n)| (seq, sent[n - 1].clone()))
+                .collect();
+            (client, seqs, made)
         }));
     }
     let mut clients = Vec::new();
+    let mut made = std::collections::BTreeMap::new();
     for task in tasks {
-        clients.push(common::within(task).await.unwrap());
+        let (client, seqs, versions) = common::within(task).await.unwrap();
+        for (seq, update) in versions {
+            assert!(
+                made.insert(seq, update).is_none(),
+                "two updates made version {seq}"
+            );
+        }
+        clients.push((client, seqs));
     }
     let final_version = version(&engine, "shared");
-    assert!(final_version > 0);
+    // An independent reference: the updates the clients sent, in the order the engine gave
+    // them (their echoes' `seq`), merged with json_patch's RFC 7386 merge from the empty model.
+    assert_eq!(
+        made.keys().copied().collect::<Vec<_>>(),
+        (1..=final_version).collect::<Vec<_>>(),
+        "every version was made by exactly one update a client sent"
+    );
+    // Most updates change something (an engine that applied nothing would answer them all
+    // with acks and pass the rest of this test).
+    assert!(
+        made.len() >= CLIENTS * UPDATES / 2,
+        "only {} of {} updates made a version",
+        made.len(),
+        CLIENTS * UPDATES
+    );
+    let mut reference = json!({});
+    for update in made.values() {
+        json_patch::merge(&mut reference, update);
+    }
     let state = engine.state("shared").unwrap();
+    assert_eq!(
+        Value::Object(state.clone()),
+        reference,
+        "the engine's state is the replay"
+    );
     for (client, seqs) in &mut clients {
         while client.replica().version() < Some(final_version) {
             seqs.extend(diff_seqs(&recv(client).await));
@@ -83,6 +126,20 @@ async fn eight_concurrent_writers_converge() {
         let expected: Vec<u64> = (1..=final_version).collect();
         assert_eq!(seqs, &expected, "versions seen by {:?}", client.id());
     }
+}
+
+/// The versions made by `me`'s own updates in `batch`, each with the number of the update
+/// (its id is `<replica tag>-<n>`, n counting from 1 in the order sent).
+fn own_versions(batch: &[purly::ServerMessage], me: purly::ClientId) -> Vec<(u64, usize)> {
+    batch
+        .iter()
+        .filter(|m| m.kind() == ServerMessageKind::Update && m.origin() == Some(me))
+        .filter_map(|m| {
+            let id = m.id()?.as_json().trim_matches('"').to_owned();
+            let n = id.rsplit('-').next()?.parse().ok()?;
+            Some((m.seq()?, n))
+        })
+        .collect()
 }
 
 fn diff_seqs(batch: &[purly::ServerMessage]) -> Vec<u64> {
