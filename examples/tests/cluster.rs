@@ -194,8 +194,12 @@ async fn a_killed_node_loses_nothing_and_its_client_resumes_elsewhere() {
     let doomed = nodes.pop().unwrap();
     let survivor = nodes.pop().unwrap();
     let (doomed_addr, survivor_addr) = (doomed.addr, survivor.addr);
-    // A follower on the doomed node, writers on both.
+    // A follower on the doomed node (from version 0, before any write), writers on both.
     let mut replica = Replica::new(Mode::Stream);
+    let mut seen = Vec::new();
+    let mut follower = open(doomed_addr, &replica).await;
+    step(&mut follower, &mut replica, &mut seen).await;
+    assert_eq!(replica.version(), Some(0));
     let warmup = 20;
     let writers: Vec<_> = (0..4)
         .map(|k| {
@@ -209,7 +213,10 @@ async fn a_killed_node_loses_nothing_and_its_client_resumes_elsewhere() {
             ))
         })
         .collect();
-    let mut seen = follow(doomed_addr, &mut replica, warmup).await;
+    while replica.version() < Some(warmup) {
+        step(&mut follower, &mut replica, &mut seen).await;
+    }
+    drop(follower);
     doomed.kill().await;
     let mut confirmed = Vec::new();
     for w in writers {
