@@ -66,6 +66,9 @@ for round in $(seq "$ROUNDS"); do
         pid=$(start "$name" "$((port + 1))")
         load "$name" models_rate "$pid" "$((port + 1))" --models 1000 --subscribers 5000 --updates 60 --rate 10000
         load "$name" models_flood "$pid" "$((port + 1))" --models 1000 --subscribers 5000 --updates 300
+        # The same with each publisher waiting for its echoes (at most 32 unconfirmed), as apps
+        # do: the typical deployment, many small models.
+        load "$name" models_window "$pid" "$((port + 1))" --models 1000 --subscribers 5000 --updates 300 --window 32
         kill "$pid"; wait "$pid" 2>/dev/null || true
         # Memory per idle connection, on a fresh process.
         pid=$(start "$name" "$((port + 2))")
@@ -102,7 +105,8 @@ for workload, title in [("flood", "flood, 1 model x 1000"), ("window", "window 3
                         ("window_1k", "window 32, 1 KB, 1 model x 1000"),
                         ("stuck", "same + 10 stuck clients"),
                         ("models_rate", "50,000/s, 1000 models x 5"),
-                        ("models_flood", "flood, 1000 models x 5")]:
+                        ("models_flood", "flood, 1000 models x 5"),
+                        ("models_window", "window 32, 1000 models x 5")]:
     show(f"{title}: deliveries/s", workload, "deliveries_per_second", "/s", "higher")
     show(f"{title}: p50 latency", workload, "latency_us.p50", "us", "lower")
     show(f"{title}: p99 latency", workload, "latency_us.p99", "us", "lower")

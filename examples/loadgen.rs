@@ -175,8 +175,10 @@ async fn main() {
     }
 }
 
-/// Connects from 127.0.0.(2 + i / 20000), so that more connections than one source address
-/// has ports for can be opened.
+/// Connects from 127.B.0.(2 + i / 20000), so that more connections than one source address
+/// has ports for can be opened; B comes from the process id, so that each run starts from
+/// addresses whose ports the last runs' TIME_WAIT sockets do not hold (binding port 0 skips
+/// them, and back-to-back runs of thousands of connections exhausted one address's ports).
 async fn connect(args: &Args, i: usize, model: usize) -> Result<Ws, String> {
     let urls: Vec<&str> = args.url.split(',').collect();
     let url = urls[i % urls.len()].replace("{model}", &model.to_string());
@@ -204,7 +206,8 @@ async fn connect(args: &Args, i: usize, model: usize) -> Result<Ws, String> {
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     // Ports of earlier runs may still be in TIME_WAIT.
     socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
-    let source = Ipv4Addr::new(127, 0, 0, 2 + (i / 20_000) as u8);
+    let run = 1 + (std::process::id() % 250) as u8;
+    let source = Ipv4Addr::new(127, run, 0, 2 + (i / 20_000) as u8);
     socket
         .bind(SocketAddr::new(source.into(), 0))
         .map_err(|e| e.to_string())?;

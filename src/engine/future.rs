@@ -17,12 +17,35 @@ use crate::wait::block_on;
 /// [`Engine::modify`]: crate::Engine::modify
 /// [`Engine::read_snapshot`]: crate::Engine::read_snapshot
 /// [`Engine::remove_model`]: crate::Engine::remove_model
+///
+/// An operation that needs nothing from the store (a join of a model in memory) is done when
+/// it is called: its future is ready, allocates nothing, and [`now`](EngineFuture::now) takes
+/// its result without polling.
 #[must_use = "an engine operation does nothing until it is awaited (or waited for)"]
-pub struct EngineFuture<T>(Pin<Box<dyn Future<Output = T> + Send>>);
+pub struct EngineFuture<T>(State<T>);
+
+enum State<T> {
+    /// Done when called; `None` once taken.
+    Ready(Option<T>),
+    Pending(Pin<Box<dyn Future<Output = T> + Send>>),
+}
 
 impl<T> EngineFuture<T> {
     pub(crate) fn new(future: impl Future<Output = T> + Send + 'static) -> Self {
-        EngineFuture(Box::pin(future))
+        EngineFuture(State::Pending(Box::pin(future)))
+    }
+
+    pub(crate) fn ready(value: T) -> Self {
+        EngineFuture(State::Ready(Some(value)))
+    }
+
+    /// The result, if the operation was done when called (it needed nothing from the store);
+    /// otherwise the future is handed back, to await.
+    pub fn now(self) -> Result<T, Self> {
+        match self.0 {
+            State::Ready(Some(value)) => Ok(value),
+            state => Err(EngineFuture(state)),
+        }
     }
 
     /// **Blocks the calling thread** until the operation is done: the form for sync code (a
@@ -34,11 +57,20 @@ impl<T> EngineFuture<T> {
     }
 }
 
+// The result is moved out, never pinned in place; the pending future is boxed.
+impl<T> Unpin for EngineFuture<T> {}
+
 impl<T> Future for EngineFuture<T> {
     type Output = T;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        self.0.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match &mut self.get_mut().0 {
+            State::Ready(value) => match value.take() {
+                Some(value) => Poll::Ready(value),
+                None => panic!("an EngineFuture polled after it completed"),
+            },
+            State::Pending(future) => future.as_mut().poll(cx),
+        }
     }
 }
 

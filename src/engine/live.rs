@@ -441,6 +441,11 @@ impl LiveModel {
         Poll::Pending
     }
 
+    /// Whether the model waits for its store's feed to catch up.
+    pub(crate) fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Acquire)
+    }
+
     /// Marks the model stale until the store's feed says it caught up.
     pub(crate) fn suspect(&self) {
         let _state = lock(&self.state);

@@ -308,9 +308,52 @@ impl Engine {
         subscriber: Arc<dyn Subscriber>,
         options: JoinOptions,
     ) -> EngineFuture<Result<Session, JoinError>> {
+        if let Some(joined) = self.join_in_memory(model, &subscriber, &options) {
+            return EngineFuture::ready(joined);
+        }
         let engine = self.clone();
         let model = model.to_owned();
         EngineFuture::new(async move { engine.join_model(&model, subscriber, options).await })
+    }
+
+    /// The usual join, of a model in memory that nothing holds up: done here, with nothing
+    /// allocated for a future. `None` when it needs the slow path (a load, a stale model, a
+    /// resume ahead of this node, a model closing).
+    fn join_in_memory(
+        &self,
+        model: &str,
+        subscriber: &Arc<dyn Subscriber>,
+        options: &JoinOptions,
+    ) -> Option<Result<Session, JoinError>> {
+        if self.is_shut_down() {
+            return None;
+        }
+        let live = self.existing(model)?;
+        let ahead = options
+            .resume
+            .as_ref()
+            .is_some_and(|r| r.since > live.durable_version());
+        if live.needs_reload() || live.is_stale() || (ahead && self.inner.store.shared()) {
+            return None;
+        }
+        let id = ClientId(self.inner.next_client.fetch_add(1, Ordering::Relaxed));
+        let resume = options.resume.as_ref().map(|r| ResumePoint {
+            since: r.since,
+            epoch: &r.epoch,
+        });
+        match live.join(id, options.mode, subscriber.clone(), resume) {
+            Ok(()) => {
+                let limits = self.inner.config.limits.clone();
+                Some(Ok(Session::new(
+                    live,
+                    id,
+                    options.mode,
+                    options.access,
+                    limits,
+                )))
+            }
+            Err(_) => None,
+        }
     }
 
     async fn join_model(

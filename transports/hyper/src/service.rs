@@ -27,7 +27,7 @@ use crate::page;
 use crate::pinger::Pinger;
 use crate::route::{route, RouteKind, Routed};
 use crate::telemetry::TransportMetrics;
-use crate::upgrade::{upgrade, Streams, UpgradeResponse};
+use crate::upgrade::{upgrade, Streams, Upgrade, UpgradeResponse};
 use crate::websocket::UnfinishedBudget;
 
 /// Serves purly's routes (PROTOCOL.md section 1) for an [`Engine`]: the WebSocket stream of
@@ -107,7 +107,10 @@ impl Purly {
         }
         Purly {
             inner: Arc::new(Shared {
-                unfinished: UnfinishedBudget::new(config.max_unfinished_bytes),
+                unfinished: UnfinishedBudget::new(
+                    config.max_unfinished_bytes,
+                    config.message_timeout,
+                ),
                 engine,
                 pinger,
                 config: Arc::new(config),
@@ -214,7 +217,10 @@ impl Purly {
                     pinger: &self.inner.pinger,
                     metrics: &self.inner.metrics,
                 };
-                return Dispatched::Later(upgrade(streams, request, model, decision));
+                match upgrade(streams, request, model, decision) {
+                    Upgrade::Now(response) => response,
+                    Upgrade::Later(response) => return Dispatched::Later(response),
+                }
             }
         };
         Dispatched::Now(Handled::Response(response))

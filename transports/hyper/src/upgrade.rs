@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use purly::{Engine, JoinOptions, ModelName, Outbox, Session};
@@ -16,7 +17,7 @@ use crate::admission::Permit;
 use crate::config::ServerConfig;
 use crate::handshake;
 use crate::http::{error_response, join_refused, load_timed_out, Body};
-use crate::pinger::Pinger;
+use crate::pinger::{Pinger, Registration};
 use crate::socket_loop::{self, Ending};
 use crate::telemetry::TransportMetrics;
 use crate::websocket::{Unfinished, UnfinishedBudget, WebSocket};
@@ -38,6 +39,13 @@ pub(crate) struct Streams<'a> {
 /// that is being loaded from the store.
 pub(crate) type UpgradeResponse = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
+/// An upgrade's answer: at once (a refusal, or a join of a model in memory: nothing is
+/// allocated to wait), or once the model is loaded.
+pub(crate) enum Upgrade {
+    Now(Response<Body>),
+    Later(UpgradeResponse),
+}
+
 /// Checks the request and the handshake, joins the model (awaiting its load if it is not in
 /// memory) and upgrades: the response to send, with the connection's task spawned. Nothing
 /// touches the engine before the handshake is known to be good.
@@ -46,11 +54,8 @@ pub(crate) fn upgrade<B>(
     request: Request<B>,
     model: ModelName,
     decision: Decision,
-) -> UpgradeResponse {
-    match prepare(streams, request, model, decision) {
-        Ok(later) => later,
-        Err(refused) => Box::pin(std::future::ready(refused)),
-    }
+) -> Upgrade {
+    prepare(streams, request, model, decision).unwrap_or_else(Upgrade::Now)
 }
 
 /// [`upgrade`] up to the join: a refusal is answered before anything touches the engine.
@@ -61,7 +66,7 @@ fn prepare<B>(
     mut request: Request<B>,
     model: ModelName,
     decision: Decision,
-) -> Result<UpgradeResponse, Response<Body>> {
+) -> Result<Upgrade, Response<Body>> {
     if !hyper_tungstenite::is_upgrade_request(&request) {
         return Err(error_response(
             StatusCode::UPGRADE_REQUIRED,
@@ -102,25 +107,81 @@ fn prepare<B>(
             HeaderValue::from_static(STREAM_SUBPROTOCOL),
         );
     }
-    let engine = streams.engine.clone();
+    let engine = streams.engine;
     let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
-    let config = streams.config.clone();
-    let metrics = streams.metrics.clone();
-    let connections = streams.connections.clone();
-    // A place in the service's pinger for as long as the task lives.
-    let pings = streams.pinger.register(&outbox);
-    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
-    let unfinished = Unfinished::new(streams.unfinished.clone(), streams.config.message_timeout);
-    Ok(Box::pin(async move {
-        // Joining before the upgrade answers refusals with an HTTP status, and takes the
-        // snapshot at once: it waits in the outbox until the socket is ready.
-        let joining = engine.join(model.as_str(), outbox.clone(), options);
-        let session = match tokio::time::timeout(config.join_timeout, joining).await {
-            Ok(Ok(session)) => session,
-            Ok(Err(error)) => return join_refused(&error),
-            Err(_) => return load_timed_out(&config),
-        };
-        let max_message = engine.config().limits.max_frame_bytes;
+    let connection = Connection {
+        // A place in the service's pinger for as long as the task lives.
+        pings: streams.pinger.register(&outbox),
+        outbox,
+        permit,
+        upgraded,
+        config: streams.config.clone(),
+        metrics: streams.metrics.clone(),
+        connections: streams.connections.clone(),
+        peer: request.extensions().get::<PeerAddr>().map(|p| p.0),
+        unfinished: Unfinished::new(streams.unfinished.clone()),
+        max_message: engine.config().limits.max_frame_bytes,
+        model,
+    };
+    // Joining before the upgrade answers refusals with an HTTP status, and takes the snapshot
+    // at once: it waits in the outbox until the socket is ready. A model in memory is joined
+    // here and now; one being loaded is awaited (at most `join_timeout`).
+    let joining = engine.join(
+        connection.model.as_str(),
+        connection.outbox.clone(),
+        options,
+    );
+    match joining.now() {
+        Ok(Ok(session)) => {
+            connection.start(session);
+            Ok(Upgrade::Now(response))
+        }
+        Ok(Err(error)) => Err(join_refused(&error)),
+        Err(joining) => Ok(Upgrade::Later(Box::pin(async move {
+            let timeout = connection.config.join_timeout;
+            match tokio::time::timeout(timeout, joining).await {
+                Ok(Ok(session)) => {
+                    connection.start(session);
+                    response
+                }
+                Ok(Err(error)) => join_refused(&error),
+                Err(_) => load_timed_out(&connection.config),
+            }
+        }))),
+    }
+}
+
+/// Everything an accepted stream's task needs, once its session is joined.
+struct Connection {
+    model: ModelName,
+    outbox: Arc<Outbox>,
+    pings: Registration,
+    permit: Option<Arc<Permit>>,
+    upgraded: OnUpgrade,
+    config: Arc<ServerConfig>,
+    metrics: Arc<TransportMetrics>,
+    connections: TaskTracker,
+    peer: Option<std::net::SocketAddr>,
+    unfinished: Unfinished,
+    max_message: usize,
+}
+
+impl Connection {
+    /// Spawns the connection's task: the upgrade, then the session's loop until it ends.
+    fn start(self, session: Session) {
+        let Connection {
+            model,
+            outbox,
+            pings,
+            permit,
+            upgraded,
+            config,
+            metrics,
+            connections,
+            peer,
+            unfinished,
+            max_message,
+        } = self;
         let upgraded = async move {
             let socket = TokioIo::new(upgraded.await?);
             Ok::<_, hyper::Error>(WebSocket::new(socket, max_message).with_unfinished(unfinished))
@@ -142,35 +203,26 @@ fn prepare<B>(
                     return;
                 }
             };
-            serve(&mut ws, session, &outbox, &config, &metrics, &model, peer).await;
+            let (id, mode) = (session.id(), session.mode());
+            // A debug span, so that at the default level an idle connection holds no span
+            // data; the info events carry their fields themselves.
+            let span = tracing::debug_span!("connection", %model, client = %id, ?mode, ?peer);
+            tracing::info!(%model, client = %id, ?mode, ?peer, "connected");
+            metrics.connections(mode).increment(1.0);
+            let ending = tracing::Instrument::instrument(
+                socket_loop::run(&mut ws, &session, &outbox, &config, &metrics),
+                span,
+            )
+            .await;
+            drop(session);
+            metrics.connections(mode).decrement(1.0);
+            log_ending(&metrics, &model, id, ending);
         });
-        response
-    }))
+    }
 }
 
-/// Runs an upgraded connection's loop, with its span, metrics and the log line of its end.
-async fn serve(
-    ws: &mut WebSocket<TokioIo<hyper::upgrade::Upgraded>>,
-    session: Session,
-    outbox: &Arc<Outbox>,
-    config: &ServerConfig,
-    metrics: &TransportMetrics,
-    model: &ModelName,
-    peer: Option<std::net::SocketAddr>,
-) {
-    let (id, mode) = (session.id(), session.mode());
-    // A debug span, so that at the default level an idle connection holds no span data;
-    // the info events carry their fields themselves.
-    let span = tracing::debug_span!("connection", %model, client = %id, ?mode, ?peer);
-    tracing::info!(%model, client = %id, ?mode, ?peer, "connected");
-    metrics.connections(mode).increment(1.0);
-    let ending = tracing::Instrument::instrument(
-        socket_loop::run(ws, &session, outbox, config, metrics),
-        span,
-    )
-    .await;
-    drop(session);
-    metrics.connections(mode).decrement(1.0);
+/// Counts and logs how a connection ended.
+fn log_ending(metrics: &TransportMetrics, model: &ModelName, id: purly::ClientId, ending: Ending) {
     match ending {
         Ending::PeerClosed => {
             metrics.closed_by_peer();

@@ -15,17 +15,20 @@ use hyper_tungstenite::tungstenite::error::CapacityError;
 use hyper_tungstenite::tungstenite::Error as WsError;
 use tokio::time::{Instant, Sleep};
 
-/// The bytes all connections of a server hold in unfinished messages, and their bound.
+/// The bytes all connections of a server hold in unfinished messages, their bound, and how
+/// long a message may take to arrive whole.
 #[derive(Debug)]
 pub(crate) struct UnfinishedBudget {
     limit: usize,
+    timeout: Duration,
     used: AtomicUsize,
 }
 
 impl UnfinishedBudget {
-    pub(crate) fn new(limit: usize) -> Arc<Self> {
+    pub(crate) fn new(limit: usize, timeout: Duration) -> Arc<Self> {
         Arc::new(UnfinishedBudget {
             limit,
+            timeout,
             used: AtomicUsize::new(0),
         })
     }
@@ -48,11 +51,11 @@ impl UnfinishedBudget {
     }
 }
 
-/// One connection's unfinished message: its share of the budget and its deadline.
+/// One connection's unfinished message: its share of the budget and its deadline. Small: every
+/// connection, idle or not, has one.
 #[derive(Debug)]
 pub(crate) struct Unfinished {
     budget: Arc<UnfinishedBudget>,
-    timeout: Duration,
     /// The bytes this connection holds against the budget.
     held: usize,
     /// While something is held: when it must be whole (on the heap only then).
@@ -71,10 +74,9 @@ pub(crate) fn timed_out(timeout: Duration) -> WsError {
 }
 
 impl Unfinished {
-    pub(crate) fn new(budget: Arc<UnfinishedBudget>, timeout: Duration) -> Self {
+    pub(crate) fn new(budget: Arc<UnfinishedBudget>) -> Self {
         Unfinished {
             budget,
-            timeout,
             held: 0,
             deadline: None,
         }
@@ -97,7 +99,7 @@ impl Unfinished {
         match (self.held, now) {
             (0, 1..) => {
                 self.deadline = Some(Box::pin(tokio::time::sleep_until(
-                    Instant::now() + self.timeout,
+                    Instant::now() + self.budget.timeout,
                 )))
             }
             (_, 0) => self.deadline = None,
@@ -110,7 +112,10 @@ impl Unfinished {
     /// Ready with the error once a message held has not been finished in time.
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<WsError> {
         match self.deadline.as_mut() {
-            Some(deadline) => deadline.as_mut().poll(cx).map(|()| timed_out(self.timeout)),
+            Some(deadline) => deadline
+                .as_mut()
+                .poll(cx)
+                .map(|()| timed_out(self.budget.timeout)),
             None => Poll::Pending,
         }
     }
@@ -128,9 +133,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shares_stay_within_the_budget_and_come_back() {
-        let budget = UnfinishedBudget::new(1000);
-        let mut a = Unfinished::new(budget.clone(), Duration::from_secs(30));
-        let mut b = Unfinished::new(budget.clone(), Duration::from_secs(30));
+        let budget = UnfinishedBudget::new(1000, Duration::from_secs(30));
+        let mut a = Unfinished::new(budget.clone());
+        let mut b = Unfinished::new(budget.clone());
         a.hold(600).unwrap();
         assert!(b.hold(600).is_err(), "600 + 600 is over 1000");
         b.hold(400).unwrap();
@@ -145,8 +150,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_message_held_too_long_expires() {
-        let budget = UnfinishedBudget::new(1000);
-        let mut held = Unfinished::new(budget, Duration::from_secs(30));
+        let budget = UnfinishedBudget::new(1000, Duration::from_secs(30));
+        let mut held = Unfinished::new(budget);
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         assert!(held.poll_expired(&mut cx).is_pending(), "nothing held");
