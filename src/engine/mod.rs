@@ -329,31 +329,38 @@ impl Engine {
             return None;
         }
         let live = self.existing(model)?;
-        let ahead = options
-            .resume
-            .as_ref()
-            .is_some_and(|r| r.since > live.durable_version());
-        if live.needs_reload() || live.is_stale() || (ahead && self.inner.store.shared()) {
+        if live.needs_reload() || live.is_stale() || self.resumes_ahead(&live, options) {
             return None;
         }
         let id = ClientId(self.inner.next_client.fetch_add(1, Ordering::Relaxed));
+        self.attach(live, id, subscriber, options).ok().map(Ok)
+    }
+
+    /// Whether `options` resume past what this node has of `live` (the client saw versions
+    /// on another node that this node's feed has not brought yet): a shared store's model then
+    /// catches up first, so that the client never gets an older state than it had.
+    fn resumes_ahead(&self, live: &LiveModel, options: &JoinOptions) -> bool {
+        self.inner.store.shared()
+            && options.resume.as_ref().is_some_and(|resume| {
+                resume.since > live.durable_version() && resume.epoch == *live.epoch
+            })
+    }
+
+    /// Registers `subscriber` with `live` as session `id`.
+    fn attach(
+        &self,
+        live: Arc<LiveModel>,
+        id: ClientId,
+        subscriber: &Arc<dyn Subscriber>,
+        options: &JoinOptions,
+    ) -> Result<Session, Closed> {
         let resume = options.resume.as_ref().map(|r| ResumePoint {
             since: r.since,
             epoch: &r.epoch,
         });
-        match live.join(id, options.mode, subscriber.clone(), resume) {
-            Ok(()) => {
-                let limits = self.inner.config.limits.clone();
-                Some(Ok(Session::new(
-                    live,
-                    id,
-                    options.mode,
-                    options.access,
-                    limits,
-                )))
-            }
-            Err(_) => None,
-        }
+        live.join(id, options.mode, subscriber.clone(), resume)?;
+        let limits = self.inner.config.limits.clone();
+        Ok(Session::new(live, id, options.mode, options.access, limits))
     }
 
     async fn join_model(
@@ -368,27 +375,14 @@ impl Engine {
             let Some(live) = self.open(&name, true).await? else {
                 continue;
             };
-            // A client ahead of this node (it saw versions on another node that this node's
-            // feed has not brought yet) waits for the store's log instead of getting an older
-            // state than it had.
-            if let Some(resume) = &options.resume {
-                let ahead = resume.since > live.durable_version() && resume.epoch == *live.epoch;
-                if ahead && self.inner.store.shared() {
-                    live.suspect();
-                    self.inner.store.catch_up(&name);
-                }
+            if self.resumes_ahead(&live, &options) {
+                live.suspect();
+                self.inner.store.catch_up(&name);
             }
             poll_fn(|cx| live.poll_fresh(cx)).await;
             let _span = tracing::debug_span!("join", model = %name, client = %id, mode = ?options.mode, resume = options.resume.is_some()).entered();
-            let resume = options.resume.as_ref().map(|r| ResumePoint {
-                since: r.since,
-                epoch: &r.epoch,
-            });
-            match live.join(id, options.mode, subscriber.clone(), resume) {
-                Ok(()) => {
-                    let limits = self.inner.config.limits.clone();
-                    return Ok(Session::new(live, id, options.mode, options.access, limits));
-                }
+            match self.attach(live, id, &subscriber, &options) {
+                Ok(session) => return Ok(session),
                 // Removed, evicted or failed between lookup and join: look it up again.
                 Err(Closed::Reload) => continue,
                 Err(Closed::Shutdown) => return Err(JoinError::ShutDown),
