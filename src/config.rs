@@ -60,9 +60,9 @@ pub struct Config {
     pub max_fanout_backlog_bytes: usize,
     /// With a shared store (several nodes), the most diffs one append carries (default 1,000);
     /// diffs waiting beyond two batches put the model over its bound (as above), so that a
-    /// conflict re-runs a bounded number of frames. (With any store, diffs waiting beyond half
-    /// of [`max_queued_bytes`](Config::max_queued_bytes) do too: a store slower than its
-    /// publishers paces them.)
+    /// conflict re-runs a bounded number of frames. (With any store, diffs waiting beyond a
+    /// quarter of [`max_queued_bytes`](Config::max_queued_bytes) do too: a store slower than
+    /// its publishers paces them, and what two commits release fits a reader's queue.)
     pub max_batch_diffs: usize,
 }
 

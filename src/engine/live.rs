@@ -89,8 +89,9 @@ pub(crate) struct LiveModel {
     shared: bool,
     checkpoints: CheckpointPolicy,
     /// The most bytes of diffs a model may have that the store has not confirmed: past it,
-    /// publishers wait for the store. Half a subscriber's queue bound, so that what one commit
-    /// releases at once (echoes included) fits in the queue of a client that reads.
+    /// the model is over its bound. A quarter of a subscriber's queue bound, so that what two
+    /// commits release back to back (echoes included: the store's thread commits the next
+    /// group while the executor delivers the last) fits in the queue of a client that reads.
     max_undurable: usize,
     /// The most diffs in one batch (see [`Config::max_batch_diffs`]).
     max_batch: usize,
@@ -218,7 +219,7 @@ impl LiveModel {
             at_once: store.confirms_at_once(),
             shared: store.shared(),
             checkpoints: store.checkpoint_policy(),
-            max_undurable: (config.max_queued_bytes / 2).min(config.max_fanout_backlog_bytes),
+            max_undurable: (config.max_queued_bytes / 4).min(config.max_fanout_backlog_bytes),
             max_batch: match store.shared() {
                 true => config.max_batch_diffs.max(1),
                 // A store with one writer never conflicts: the larger its groups, the faster.

@@ -75,10 +75,13 @@ async fn readers_follow_a_writer(server: &Server, model: &str) -> (std::time::Du
         common::within(reader.recv()).await.unwrap(); // the snapshot: it has joined
         readers.push(reader);
     }
-    // The writer reads its own echoes, as any client must: one that writes without ever reading
-    // has its unread confirmations overflow, and is disconnected.
+    // The writer reads its own echoes, as any client must, and keeps at most `WINDOW` frames
+    // unconfirmed, as apps do: one that writes far ahead of what it reads has its unread
+    // confirmations outgrow its queue (256 KiB here, 25 echoes), and is disconnected (1013).
+    const WINDOW: u64 = 8;
     let (mut writer, mut echoes) = stream_client(server, model).await.split();
     let (refused_tx, mut refused) = tokio::sync::oneshot::channel();
+    let (echoed_tx, mut echoed) = tokio::sync::watch::channel(0u64);
     let drain = tokio::spawn(async move {
         while let Some(Ok(message)) = echoes.next().await {
             let Message::Text(text) = message else {
@@ -88,6 +91,9 @@ async fn readers_follow_a_writer(server: &Server, model: &str) -> (std::time::Du
             if let Some(error) = batch.iter().find(|m| m.kind() == ServerMessageKind::Error) {
                 let _ = refused_tx.send(error.json().to_owned());
                 return;
+            }
+            if let Some(seq) = batch.iter().filter_map(|m| m.seq()).max() {
+                let _ = echoed_tx.send(seq);
             }
         }
     });
@@ -107,7 +113,11 @@ async fn readers_follow_a_writer(server: &Server, model: &str) -> (std::time::Du
         })
         .collect();
     let padding = "p".repeat(10_000);
+    let base = *echoed.borrow();
     for i in 1..=DIFFS {
+        common::within(echoed.wait_for(|&seq| seq + WINDOW >= base + i))
+            .await
+            .expect("the writer's echoes stopped");
         let frame = common::update(&format!(
             r#"{{"row{}":{{"i":{i},"pad":"{i}{padding}"}}}}"#,
             i % 50
