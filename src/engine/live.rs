@@ -388,13 +388,8 @@ impl LiveModel {
                     }
                     Write::Modify(_) => Vec::new(),
                 };
-                state.enqueue(Command::Reply {
-                    to: from.id,
-                    message: ServerMessage::error(&error, ids),
-                });
                 drop(state);
-                self.run_commands();
-                return Err(Unapplied::Refused(SendError::Frame(error)));
+                return Err(Unapplied::Refused(self.refuse(from.id, error, ids)));
             }
             let outcome = self.apply_locked(&mut state, from, write, written);
             let batch = self.next_batch(&mut state);
@@ -459,14 +454,19 @@ impl LiveModel {
     }
 
     /// Under the bound (or closed): clears the flag and hands back the waiters to wake once
-    /// the lock is let go.
+    /// the lock is let go. Closed: the joins waiting for a stale model too (they find it
+    /// closed, and look it up again).
     fn drained(&self, state: &mut ModelState) -> Vec<Waker> {
         if state.closed.is_none() && self.over_bound(state) {
             self.over.store(true, Ordering::Release);
             return Vec::new();
         }
         self.over.store(false, Ordering::Release);
-        std::mem::take(&mut state.ready_waiters)
+        let mut waiters = std::mem::take(&mut state.ready_waiters);
+        if state.closed.is_some() {
+            waiters.append(&mut state.fresh_waiters);
+        }
+        waiters
     }
 
     fn apply_locked(
@@ -929,10 +929,6 @@ impl LiveModel {
         );
         state.enqueue_now(Command::Broadcast(ServerMessage::error(&error, Vec::new())));
         state.enqueue_now(Command::CloseAll(CloseReason::StoreFailed));
-        // Joins waiting for a stale model find it closed, and look it up again.
-        std::mem::take(&mut state.fresh_waiters)
-            .into_iter()
-            .for_each(Waker::wake);
     }
 
     /// Reads the state under the model's lock (the latest applied state: with a durable store,
@@ -960,7 +956,6 @@ impl LiveModel {
                 state.enqueue_now(Command::CloseAll(reason));
             }
         }
-        self.fresh();
         self.run_commands();
         self.unwatch_if_closed();
     }

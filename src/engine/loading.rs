@@ -29,7 +29,7 @@ enum Phase {
     /// The store is reading (or recording).
     Reading(Vec<Waker>),
     /// The store answered; nobody has taken the answer yet.
-    Answered(Loaded, Option<Box<dyn Model>>),
+    Answered(Loaded, Box<dyn Model>),
     /// One waiter is building the live model.
     Building(Vec<Waker>),
     /// Done: every waiter takes this.
@@ -39,7 +39,7 @@ enum Phase {
 /// A waiter's turn.
 pub(crate) enum Turn {
     /// Build the live model from the store's answer (this waiter is the first to see it).
-    Build(Loaded, Option<Box<dyn Model>>),
+    Build(Loaded, Box<dyn Model>),
     /// Someone else built it.
     Done(Installed),
 }
@@ -53,7 +53,7 @@ impl Loading {
     }
 
     /// The store's answer (from the store's thread: only recorded, and the waiters woken).
-    pub(crate) fn answered(&self, loaded: Loaded, model: Option<Box<dyn Model>>) {
+    pub(crate) fn answered(&self, loaded: Loaded, model: Box<dyn Model>) {
         let waiters =
             match std::mem::replace(&mut *lock(&self.state), Phase::Answered(loaded, model)) {
                 Phase::Reading(waiters) | Phase::Building(waiters) => waiters,

@@ -629,11 +629,12 @@ impl Engine {
                     return Ok(None);
                 }
                 self.check_model_limit(0)?;
-                let mut model = (self.inner.factory)(name).map_err(|r| JoinError::Refused(r.0))?;
+                let mut model = self.policy(name)?;
+                let new = self.first_incarnation(&mut *model);
                 let start = Start {
-                    epoch: (self.inner.epochs)().into(),
+                    epoch: new.epoch,
                     version: 0,
-                    state: model.initial_state(),
+                    state: new.state,
                     history: Vec::new(),
                 };
                 return self.install(name, model, start).map(Some);
@@ -677,16 +678,15 @@ impl Engine {
             let others = table.len() - usize::from(table.contains_key(name));
             self.check_model_limit(others)?;
         }
-        let mut model = (self.inner.factory)(name).map_err(|r| JoinError::Refused(r.0))?;
-        let new = create.then(|| NewModel {
-            epoch: (self.inner.epochs)().into(),
-            state: model.initial_state(),
-        });
+        let mut model = self.policy(name)?;
+        // The first state is asked for only if the model may be created (a stored model is
+        // loaded, not created).
+        let new = create.then(|| self.first_incarnation(&mut *model));
         let loading = Arc::new(Loading::new(create));
         table.insert(name.clone(), loading.clone());
         drop(table);
         let answer = loading.clone();
-        let done = LoadDone::new(move |loaded| answer.answered(loaded, Some(model)));
+        let done = LoadDone::new(move |loaded| answer.answered(loaded, model));
         self.inner.store.load(name, new, done);
         Ok(loading)
     }
@@ -700,14 +700,23 @@ impl Engine {
         Ok(())
     }
 
+    /// The embedder's policy for `name` (its factory may refuse the name).
+    fn policy(&self, name: &ModelName) -> Result<Box<dyn Model>, JoinError> {
+        (self.inner.factory)(name).map_err(|r| JoinError::Refused(r.0))
+    }
+
+    /// A model as it starts when nothing is stored: a new epoch and `model`'s first state.
+    fn first_incarnation(&self, model: &mut dyn Model) -> NewModel {
+        NewModel {
+            epoch: (self.inner.epochs)().into(),
+            state: model.initial_state(),
+        }
+    }
+
     /// The live model from the store's answer.
-    fn build(&self, name: &ModelName, loaded: Loaded, model: Option<Box<dyn Model>>) -> Installed {
+    fn build(&self, name: &ModelName, loaded: Loaded, model: Box<dyn Model>) -> Installed {
         let Some(stored) = loaded? else {
             return Ok(None);
-        };
-        let model = match model {
-            Some(model) => model,
-            None => (self.inner.factory)(name).map_err(|r| JoinError::Refused(r.0))?,
         };
         let start = restore::restore(stored)?;
         self.install(name, model, start).map(Some)
