@@ -289,20 +289,7 @@ async fn a_ping_flood_counts_against_the_rate_limit_and_is_closed() {
         .await
         .unwrap();
     }
-    let code = loop {
-        match tokio::time::timeout(TIMEOUT, futures_util::StreamExt::next(&mut flooder))
-            .await
-            .expect("the ping flooder was never closed")
-        {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
-                break frame.map(|f| u16::from(f.code));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(error)) => panic!("{error}"),
-            None => break None,
-        }
-    };
-    assert_eq!(code, Some(1008));
+    assert_eq!(close_code(&mut flooder).await, Some(1008));
     // The other client is unaffected.
     send(&mut other, &update_with_id("o1", "{\"o\":1}")).await;
     assert_eq!(next_frame(&mut other).await[0]["header"]["id"], "o1");
