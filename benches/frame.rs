@@ -65,5 +65,40 @@ fn session_send(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frames, session_send);
+/// What a client key costs an update (PROTOCOL.md section 9): the same frames with integer
+/// ids, sent by a session without a key and by one with a key (judged against the key's
+/// memory, its answer remembered).
+fn client_key_cost(c: &mut Criterion) {
+    let mut group = c.benchmark_group("client_key");
+    group.throughput(Throughput::Elements(1));
+    for (name, options) in [
+        ("without_key", JoinOptions::stream()),
+        (
+            "with_key",
+            JoinOptions::stream().client_key(purly::ClientKey::new("bench-key-0001").unwrap()),
+        ),
+    ] {
+        let engine = Engine::default();
+        let outbox = Arc::new(Outbox::new(64 << 20));
+        let session = engine.join("m", outbox.clone(), options).wait().unwrap();
+        let mut batch = Vec::new();
+        outbox.try_recv(&mut batch);
+        let mut id = 0u64;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                id += 1;
+                let frame = format!(
+                    r#"[{{"header":{{"type":"update","id":{id}}},"content":{{"n":{id},"k{}":{{"on":true}}}}}}]"#,
+                    id % 2
+                );
+                session.send_text(&frame).unwrap();
+                batch.clear();
+                assert_eq!(outbox.try_recv(&mut batch), Some(Received::Messages));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, frames, session_send, client_key_cost);
 criterion_main!(benches);

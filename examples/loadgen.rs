@@ -12,6 +12,8 @@
 //! loadgen --url ws://127.0.0.1:8001/load/stream,ws://127.0.0.1:8002/load/stream ...
 //! # at most 32 updates in flight: update k is sent once update k-32 reached every subscriber
 //! loadgen --url ... --subscribers 1000 --updates 20000 --window 32
+//! # publishers with client keys (`?client=`, integer ids: PROTOCOL.md section 9)
+//! loadgen --url ... --client-keys
 //! # 1,000 models x 5 subscribers, one publisher per model ({model} in the URL)
 //! loadgen --url ws://127.0.0.1:8000/m{model}/stream --models 1000 --subscribers 5000 ...
 //! # peers: the hand-written baseline (raw frames) and socketioxide (Socket.IO)
@@ -69,6 +71,7 @@ struct Args {
     window: u64,
     models: usize,
     json: bool,
+    client_keys: bool,
 }
 
 /// How the load generator talks to the server.
@@ -98,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
         window: 0,
         models: 1,
         json: false,
+        client_keys: false,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -125,6 +129,7 @@ fn parse_args() -> Result<Args, String> {
             "--window" => args.window = number(value()?)? as u64,
             "--models" => args.models = (number(value()?)? as usize).max(1),
             "--json" => args.json = true,
+            "--client-keys" => args.client_keys = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -180,8 +185,22 @@ async fn main() {
 /// addresses whose ports the last runs' TIME_WAIT sockets do not hold (binding port 0 skips
 /// them, and back-to-back runs of thousands of connections exhausted one address's ports).
 async fn connect(args: &Args, i: usize, model: usize) -> Result<Ws, String> {
+    connect_as(args, i, model, None).await
+}
+
+/// [`connect`], naming the connection with a client key (`?client=`) when given one.
+async fn connect_as(
+    args: &Args,
+    i: usize,
+    model: usize,
+    client_key: Option<String>,
+) -> Result<Ws, String> {
     let urls: Vec<&str> = args.url.split(',').collect();
-    let url = urls[i % urls.len()].replace("{model}", &model.to_string());
+    let mut url = urls[i % urls.len()].replace("{model}", &model.to_string());
+    if let Some(key) = client_key {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        url = format!("{url}{separator}client={key}");
+    }
     let mut request = url.into_client_request().map_err(|e| e.to_string())?;
     if args.protocol == Protocol::Purly {
         request.headers_mut().insert(
@@ -624,12 +643,21 @@ impl SubscriberReport {
     }
 }
 
-/// One update's frame in the server's protocol.
-fn update_frame(protocol: Protocol, key: usize, n: u64, t: u128, padding: &str) -> String {
+/// One update's frame in the server's protocol; with `id`, the update carries it.
+fn update_frame(
+    protocol: Protocol,
+    key: usize,
+    (n, id): (u64, Option<u64>),
+    t: u128,
+    padding: &str,
+) -> String {
     let content = format!(r#"{{"load":{{"p{key}":{{"n":{n},"t":{t},"x":"{padding}{n}"}}}}}}"#);
-    match protocol {
-        Protocol::SocketIo => format!(r#"42["update",{content}]"#),
-        Protocol::Purly | Protocol::Raw => {
+    match (protocol, id) {
+        (Protocol::SocketIo, _) => format!(r#"42["update",{content}]"#),
+        (Protocol::Purly | Protocol::Raw, Some(id)) => {
+            format!(r#"[{{"header":{{"type":"update","id":{id}}},"content":{content}}}]"#)
+        }
+        (Protocol::Purly | Protocol::Raw, None) => {
             format!(r#"[{{"header":{{"type":"update"}},"content":{content}}}]"#)
         }
     }
@@ -657,9 +685,19 @@ async fn load(args: &Args) -> Result<Value, String> {
         stuck.push(connect(args, args.subscribers + i, 0).await?);
     }
     let mut publisher_sockets = Vec::with_capacity(args.publishers);
+    // A publisher's client key: unique to this run and publisher.
+    let run = std::process::id();
     for p in 0..args.publishers {
-        publisher_sockets
-            .push(connect(args, args.subscribers + args.stuck + p, p % args.models).await?);
+        let client_key = args.client_keys.then(|| format!("loadgen-{run}-{p}"));
+        publisher_sockets.push(
+            connect_as(
+                args,
+                args.subscribers + args.stuck + p,
+                p % args.models,
+                client_key,
+            )
+            .await?,
+        );
     }
     // The server's CPU from here on is the run's; what it spent setting the connections up
     // (handshakes, joins, snapshots) is reported on its own, per connection.
@@ -690,12 +728,13 @@ async fn load(args: &Args) -> Result<Value, String> {
     }
     let mut publishers = JoinSet::new();
     for (p, ws) in publisher_sockets.into_iter().enumerate() {
-        let (updates, rate, size, window, protocol) = (
+        let (updates, rate, size, window, protocol, keyed) = (
             args.updates,
             args.rate,
             args.size,
             args.window,
             args.protocol,
+            args.client_keys,
         );
         let publishers_count = args.publishers;
         let progress = progress.clone();
@@ -728,7 +767,9 @@ async fn load(args: &Args) -> Result<Value, String> {
                 if Instant::now() >= limit {
                     break;
                 }
-                let frame = update_frame(protocol, key, n, start.elapsed().as_nanos(), &padding);
+                let id = keyed.then_some(n);
+                let frame =
+                    update_frame(protocol, key, (n, id), start.elapsed().as_nanos(), &padding);
                 if sink.lock().await.send(Message::text(frame)).await.is_err() {
                     break;
                 }
@@ -780,6 +821,7 @@ async fn load(args: &Args) -> Result<Value, String> {
         "updates_per_publisher": args.updates,
         "rate": args.rate,
         "window": args.window,
+        "client_keys": args.client_keys,
         "expected_deliveries": expected,
         "deliveries": total.deliveries,
         "seconds": elapsed.as_secs_f64(),

@@ -64,6 +64,11 @@ pub struct Config {
     /// quarter of [`max_queued_bytes`](Config::max_queued_bytes) do too: a store slower than
     /// its publishers paces them, and what two commits release fits a reader's queue.)
     pub max_batch_diffs: usize,
+    /// The most client keys a model remembers (PROTOCOL.md section 9; default 10,000): past
+    /// it, the least recently used key is forgotten (a resend under it is then judged anew).
+    pub max_client_keys: usize,
+    /// How long a model remembers a client key that sent nothing (default 24 hours).
+    pub client_key_idle: std::time::Duration,
 }
 
 impl Default for Config {
@@ -78,6 +83,8 @@ impl Default for Config {
             history_budget_bytes: 64 << 20,
             max_fanout_backlog_bytes: 16 << 20,
             max_batch_diffs: 1000,
+            max_client_keys: 10_000,
+            client_key_idle: std::time::Duration::from_secs(24 * 60 * 60),
         }
     }
 }

@@ -66,6 +66,29 @@ impl ErrorCode {
         self as usize
     }
 
+    /// The code that appears on the wire as `text`.
+    pub fn from_wire(text: &str) -> Option<Self> {
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|code| code.as_str() == text)
+    }
+
+    /// Whether the code is a decision about the updates it refuses (PROTOCOL.md section 9):
+    /// a resend of them under a client key gets the same answer. The others (`unavailable`,
+    /// `rate_limited`, a frame that could not be read) say nothing about the update: a resend
+    /// is judged anew.
+    pub fn is_decision(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Rejected
+                | ErrorCode::ModelTooLarge
+                | ErrorCode::TooDeep
+                | ErrorCode::Forbidden
+                | ErrorCode::InvalidMessage
+        )
+    }
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -184,6 +207,13 @@ pub enum JoinError {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{reason}")]
 pub struct InvalidModelName {
+    pub(crate) reason: &'static str,
+}
+
+/// A client key that breaks the rules of PROTOCOL.md section 9 (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{reason}")]
+pub struct InvalidClientKey {
     pub(crate) reason: &'static str,
 }
 

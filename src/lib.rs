@@ -130,18 +130,21 @@ pub use engine::{
     Access, Engine, EngineBuilder, EngineFuture, EpochSource, Executor, JoinOptions, Ready, Resume,
     Session, Snapshot, Task, WriteError, SERVER_ORIGIN,
 };
-pub use error::{ErrorCode, FrameError, InvalidModelName, JoinError, SendError, StoreError};
+pub use error::{
+    ErrorCode, FrameError, InvalidClientKey, InvalidModelName, JoinError, SendError, StoreError,
+};
 pub use merge::{merge_diff, Change};
 pub use model::{DefaultModel, Model, ModelFactory, Rejection};
 pub use outbox::{Outbox, Received};
 pub use protocol::{
-    encode_frame, encode_frame_bytes, parse_frame, parse_server_frame, ClientId, Content, Frame,
-    Message, MessageId, MessageKind, Mode, ModelName, ServerMessage, ServerMessageKind,
-    MAX_MODEL_NAME_LEN, PROTOCOL_VERSION,
+    encode_frame, encode_frame_bytes, parse_frame, parse_server_frame, ClientId, ClientKey,
+    Content, Frame, Message, MessageId, MessageKind, Mode, ModelName, ServerMessage,
+    ServerMessageKind, MAX_CLIENT_KEY_LEN, MAX_MODEL_NAME_LEN, MIN_CLIENT_KEY_LEN,
+    PROTOCOL_VERSION,
 };
 pub use store::{
-    AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, Completion, LoadDone, MemoryStore,
-    NewModel, RemoteFeed, RemoveDone, Store, StoredDiff, StoredModel,
+    AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, Completion, KeyWrite, LoadDone,
+    MemoryStore, NewModel, RemoteFeed, RemoveDone, Store, StoredDiff, StoredKey, StoredModel,
 };
 pub use subscriber::{CloseReason, Delivery, Subscriber};
 pub use token::random_hex;

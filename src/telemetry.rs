@@ -22,6 +22,8 @@ pub const MESSAGES_RECEIVED: &str = "purly_messages_received_total";
 pub const REFUSALS: &str = "purly_refusals_total";
 /// Fresh snapshots sent to subscribers that fell behind (counter).
 pub const RESYNCS: &str = "purly_resyncs_total";
+/// Counter: updates a client key resent that were answered again instead of applied.
+pub const DUPLICATES: &str = "purly_duplicates_total";
 /// Bytes queued for fan-out in all models, not yet handed to subscribers (gauge).
 pub const FANOUT_BACKLOG: &str = "purly_fanout_backlog_bytes";
 /// Time from a change being applied to its diff being handed to the subscribers, including
@@ -47,6 +49,7 @@ pub(crate) struct EngineMetrics {
     pub(crate) signals_received: Counter,
     refusals: Vec<Counter>,
     pub(crate) resyncs: Counter,
+    pub(crate) duplicates: Counter,
     pub(crate) fanout_backlog: Gauge,
     pub(crate) publish_to_enqueue: Histogram,
     pub(crate) store_batch_diffs: Histogram,
@@ -74,6 +77,7 @@ impl EngineMetrics {
                 .map(|code| metrics::counter!(REFUSALS, "code" => code.as_str()))
                 .collect(),
             resyncs: metrics::counter!(RESYNCS),
+            duplicates: metrics::counter!(DUPLICATES),
             fanout_backlog: metrics::gauge!(FANOUT_BACKLOG),
             publish_to_enqueue: metrics::histogram!(PUBLISH_TO_ENQUEUE),
             store_batch_diffs: metrics::histogram!(STORE_BATCH_DIFFS),
@@ -110,6 +114,10 @@ fn describe() {
     describe_gauge!(MODELS_IN_MEMORY, "Models held in memory.");
     describe_gauge!(SESSIONS, "Sessions attached to a model, by mode.");
     describe_counter!(FRAMES_RECEIVED, "Frames received from sessions.");
+    describe_counter!(
+        DUPLICATES,
+        "Resent updates of a client key answered again instead of applied."
+    );
     describe_counter!(MESSAGES_RECEIVED, "Messages of accepted frames, by type.");
     describe_counter!(REFUSALS, "Frames refused, by error code.");
     describe_counter!(

@@ -128,7 +128,7 @@ async fn every_malformed_frame_is_refused_with_its_code() {
     ];
 
     let engine = engine();
-    let mut sender = Client::connect(&engine, "m").await.unwrap();
+    let mut sender = common::keyless(&engine, "m").await;
     let mut other = Client::connect(&engine, "m").await.unwrap();
     sender.update(json!({"before": 1})).await.unwrap();
     settle(&mut sender).await;

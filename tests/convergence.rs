@@ -53,12 +53,13 @@ async fn eight_concurrent_writers_converge() {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (writer as u64 + 1));
             let mut seqs = Vec::new();
             // What this client sent, and (from its echoes) the version each one made.
-            let mut sent = Vec::new();
+            let mut sent = std::collections::HashMap::new();
             let mut placed = Vec::new();
             for i in 0..UPDATES {
                 let update = rng.update(writer);
-                sent.push(update.clone());
-                client.update(update).await.unwrap();
+                client.update(update.clone()).await.unwrap();
+                let id = client.replica().pending_updates().last().and_then(|m| m.id);
+                sent.insert(id.unwrap().as_json().to_owned(), update);
                 if i % 7 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -74,7 +75,7 @@ async fn eight_concurrent_writers_converge() {
             }
             let made: Vec<(u64, Value)> = placed
                 .into_iter()
-                .map(|(seq, n)| (seq, sent[n - 1].clone()))
+                .map(|(seq, id)| (seq, sent[&id].clone()))
                 .collect();
             (client, seqs, made)
         }));
@@ -130,15 +131,12 @@ async fn eight_concurrent_writers_converge() {
 
 /// The versions made by `me`'s own updates in `batch`, each with the number of the update
 /// (its id is `<replica tag>-<n>`, n counting from 1 in the order sent).
-fn own_versions(batch: &[purly::ServerMessage], me: purly::ClientId) -> Vec<(u64, usize)> {
+/// The versions this client's updates made, with the ids of those updates.
+fn own_versions(batch: &[purly::ServerMessage], me: purly::ClientId) -> Vec<(u64, String)> {
     batch
         .iter()
         .filter(|m| m.kind() == ServerMessageKind::Update && m.origin() == Some(me))
-        .filter_map(|m| {
-            let id = m.id()?.as_json().trim_matches('"').to_owned();
-            let n = id.rsplit('-').next()?.parse().ok()?;
-            Some((m.seq()?, n))
-        })
+        .filter_map(|m| Some((m.seq()?, m.id()?.as_json().to_owned())))
         .collect()
 }
 
@@ -224,10 +222,12 @@ async fn two_models_are_isolated() {
 mod property {
     //! The concurrent workload as a property: random writers sending frames of several
     //! updates and signals (some refused while applying), slow readers that fall behind and
-    //! are resynchronized, and an independent reference: every committed diff, recorded in
-    //! `seq` order and replayed with `json_patch::merge` from the empty model, must equal the
-    //! engine's state and every client's replica.
+    //! are resynchronized, and an independent reference: the updates the writers sent that
+    //! made a version (found by their ids), replayed in `seq` order with `json_patch::merge`
+    //! from the empty model, must equal the engine's state and every client's replica (and so
+    //! must the committed diffs themselves).
 
+    use std::collections::HashMap;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -291,11 +291,23 @@ mod property {
         ]
     }
 
-    fn frame_text(messages: &[Msg]) -> String {
+    /// A frame's text; each update carries the id `{writer}-{frame}-{index}`, under which
+    /// `sent` records what it merges.
+    fn frame_text(
+        writer: usize,
+        frame: usize,
+        messages: &[Msg],
+        sent: &mut HashMap<String, Value>,
+    ) -> String {
         let messages: Vec<Value> = messages
             .iter()
-            .map(|m| match m {
-                Msg::Update(content) => json!({"header": {"type": "update"}, "content": content}),
+            .enumerate()
+            .map(|(index, m)| match m {
+                Msg::Update(content) => {
+                    let id = format!("{writer}-{frame}-{index}");
+                    sent.insert(id.clone(), content.clone());
+                    json!({"header": {"type": "update", "id": id}, "content": content})
+                }
                 Msg::Signal(n) => json!({"header": {"type": "signal"}, "content": {"s": n}}),
                 Msg::Refused => json!({"header": {"type": "update"}, "content": {"refuse": 1}}),
                 Msg::TooLarge => {
@@ -306,9 +318,14 @@ mod property {
         Value::Array(messages).to_string()
     }
 
-    /// Every diff an observer received, in order, replayed from the empty model.
-    fn replay(batch: &[purly::ServerMessage]) -> (Value, Vec<u64>) {
-        let mut reference = json!({});
+    /// Replayed from the empty model in the order of the diffs an observer received: the
+    /// diffs themselves, and (independent of what the engine computed) the updates the writers
+    /// sent that made them, found by their ids. Also the diffs' versions.
+    fn replay(
+        batch: &[purly::ServerMessage],
+        sent: &HashMap<String, Value>,
+    ) -> (Value, Value, Vec<u64>) {
+        let (mut diffs, mut updates) = (json!({}), json!({}));
         let mut seqs = Vec::new();
         for message in batch {
             if message.kind() != ServerMessageKind::Update || message.is_snapshot() {
@@ -316,9 +333,11 @@ mod property {
             }
             seqs.push(message.seq().unwrap());
             let diff = Value::Object(message.content().unwrap().clone());
-            json_patch::merge(&mut reference, &diff);
+            json_patch::merge(&mut diffs, &diff);
+            let id: String = purly::serde_json::from_str(message.id().unwrap().as_json()).unwrap();
+            json_patch::merge(&mut updates, &sent[&id]);
         }
-        (reference, seqs)
+        (diffs, updates, seqs)
     }
 
     proptest! {
@@ -363,12 +382,18 @@ mod property {
                     }));
                 }
                 let mut tasks = Vec::new();
-                for frames in writers {
-                    let mut client = Client::connect(&engine, "m").await.unwrap();
+                let mut sent = HashMap::new();
+                for (w, frames) in writers.into_iter().enumerate() {
+                    let texts: Vec<String> = frames
+                        .iter()
+                        .enumerate()
+                        .map(|(f, frame)| frame_text(w, f, frame, &mut sent))
+                        .collect();
+                    let mut client = super::common::keyless(&engine, "m").await;
                     tasks.push(tokio::spawn(async move {
-                        for (i, frame) in frames.iter().enumerate() {
+                        for (i, text) in texts.iter().enumerate() {
                             // A refusal is answered to the writer; the frame changes nothing.
-                            let _ = client.session().send_text(&frame_text(frame));
+                            let _ = client.session().send_text(text);
                             if i % 3 == 0 {
                                 tokio::task::yield_now().await;
                             }
@@ -389,9 +414,10 @@ mod property {
                 let version = engine.read("m", |_, v| v).unwrap();
                 let mut batch = Vec::new();
                 while let Some(Received::Messages) = recorder.try_recv(&mut batch) {}
-                let (reference, seqs) = replay(&batch);
+                let (diffs, updates, seqs) = replay(&batch, &sent);
                 assert_eq!(seqs, (1..=version).collect::<Vec<_>>(), "every version once, in order");
-                assert_eq!(reference, truth, "replayed diffs vs the engine's state");
+                assert_eq!(diffs, truth, "replayed diffs vs the engine's state");
+                assert_eq!(updates, truth, "the updates sent, replayed in the engine's order");
                 for client in &mut clients {
                     while client.replica().version() < Some(version) {
                         assert!(!within(recv(client)).await.is_empty());

@@ -40,7 +40,7 @@ async fn join_starts_with_a_snapshot_at_the_current_version() {
 #[tokio::test]
 async fn diffs_are_echoed_with_origin_and_id_and_carry_only_the_difference() {
     let engine = Engine::default();
-    let mut alice = Client::connect(&engine, "m").await.unwrap();
+    let mut alice = common::keyless(&engine, "m").await;
     let mut bob = Client::connect(&engine, "m").await.unwrap();
     recv(&mut alice).await;
     recv(&mut bob).await;
@@ -74,7 +74,7 @@ async fn diffs_are_echoed_with_origin_and_id_and_carry_only_the_difference() {
 #[tokio::test]
 async fn a_no_op_update_is_acked_only_to_its_sender_and_only_with_an_id() {
     let engine = Engine::default();
-    let mut alice = Client::connect(&engine, "m").await.unwrap();
+    let mut alice = common::keyless(&engine, "m").await;
     let mut bob = Client::connect(&engine, "m").await.unwrap();
     alice.update(json!({"k": 1})).await.unwrap();
     settle(&mut alice).await;

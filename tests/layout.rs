@@ -93,7 +93,7 @@ async fn values_the_page_reports_are_readable_in_the_handler() {
     common::within(layout.sync()).await.unwrap();
     let key = input.key().to_owned();
 
-    let mut page = Client::connect(&engine, "model").await.unwrap();
+    let mut page = common::keyless(&engine, "model").await;
     recv(&mut page).await;
     let serving = tokio::spawn(async move {
         let _ = tokio::time::timeout(TIMEOUT, layout.serve()).await;

@@ -52,7 +52,7 @@ fn guarded_engine(log: Arc<Mutex<Vec<u64>>>) -> Engine {
 async fn a_rejected_update_rolls_back_its_whole_frame() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let engine = guarded_engine(log.clone());
-    let mut client = Client::connect(&engine, "m").await.unwrap();
+    let mut client = common::keyless(&engine, "m").await;
     let mut other = Client::connect(&engine, "m").await.unwrap();
     recv(&mut client).await;
     recv(&mut other).await;

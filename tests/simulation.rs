@@ -166,11 +166,9 @@ fn run_event(shared: &Shared, event: Event) {
                                 .log
                                 .iter()
                                 .enumerate()
-                                .map(|(i, (json, _))| StoredDiff {
-                                    version: i as u64 + 1,
-                                    json: json.clone(),
-                                })
+                                .map(|(i, (json, _))| StoredDiff::new(i as u64 + 1, json.clone()))
                                 .collect(),
+                            keys: Vec::new(),
                         })),
                         (None, Some(new)) => {
                             w.epoch = Some(new.epoch.to_string());
@@ -206,10 +204,7 @@ fn run_event(shared: &Shared, event: Event) {
                             .iter()
                             .enumerate()
                             .skip(base)
-                            .map(|(i, (json, _))| StoredDiff {
-                                version: i as u64 + 1,
-                                json: json.clone(),
-                            })
+                            .map(|(i, (json, _))| StoredDiff::new(i as u64 + 1, json.clone()))
                             .collect(),
                     })
                 }
@@ -263,10 +258,7 @@ fn run_event(shared: &Shared, event: Event) {
                 let fresh: Vec<StoredDiff> = diffs
                     .into_iter()
                     .enumerate()
-                    .map(|(i, json)| StoredDiff {
-                        version: first + i as u64,
-                        json,
-                    })
+                    .map(|(i, json)| StoredDiff::new(first + i as u64, json))
                     .filter(|d| d.version > last)
                     .collect();
                 if let (Some(newest), Some(watch)) =
@@ -300,10 +292,7 @@ fn run_event(shared: &Shared, event: Event) {
                     .iter()
                     .enumerate()
                     .skip(last as usize)
-                    .map(|(i, (json, _))| StoredDiff {
-                        version: i as u64 + 1,
-                        json: json.clone(),
-                    })
+                    .map(|(i, (json, _))| StoredDiff::new(i as u64 + 1, json.clone()))
                     .collect();
                 let reached = w.log.len() as u64;
                 if let Some(watch) = w.watches.get_mut(&node) {

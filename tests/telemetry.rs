@@ -33,7 +33,7 @@ async fn the_engine_counts_what_happens_to_it() {
     let m = recorder.handle();
     // The engine registers its handles when built: with this recorder.
     let engine = metrics::with_local_recorder(&recorder, Engine::default);
-    let mut writer = Client::connect(&engine, "m").await.unwrap();
+    let mut writer = common::keyless(&engine, "m").await;
     let mut reader = Client::connect(&engine, "m").await.unwrap();
     recv(&mut writer).await;
     recv(&mut reader).await;

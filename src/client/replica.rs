@@ -7,8 +7,7 @@ use thiserror::Error;
 
 use crate::error::FrameError;
 use crate::merge::merge_diff;
-use crate::protocol::{Message, MessageId, Mode, ServerMessage, ServerMessageKind};
-use crate::token::random_hex;
+use crate::protocol::{ClientKey, Message, MessageId, Mode, ServerMessage, ServerMessageKind};
 
 /// A server message a replica cannot apply: it must be resynchronized (a new snapshot).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -51,8 +50,11 @@ struct Pending {
 /// [`state`](Replica::state) is always "server state + my pending changes", and once nothing is
 /// pending it equals the server's state at [`version`](Replica::version).
 ///
-/// In stream mode, [`update`](Replica::update) tags each update with an id unique to this
-/// replica (a random prefix and a counter) and the server confirms every id exactly once. In
+/// In stream mode the replica has a client key ([`client_key`](Replica::client_key), random
+/// unless given) and [`update`](Replica::update) tags each update with an integer id that
+/// increases (it starts from the clock, in microseconds, so that a key reused after a restart
+/// never repeats an id): a transport joins with the key, and the server applies each id at most
+/// once across reconnects, and answers it (PROTOCOL.md section 9). In
 /// compat mode the server neither echoes nor acknowledges, so updates are applied to the
 /// confirmed state at once, as the original purly client did.
 #[derive(Clone)]
@@ -63,7 +65,7 @@ pub struct Replica {
     version: Option<u64>,
     epoch: Option<String>,
     pending: VecDeque<Pending>,
-    tag: String,
+    key: Option<ClientKey>,
     next_id: u64,
 }
 
@@ -76,7 +78,7 @@ impl Default for Replica {
 impl Replica {
     /// An empty replica for a session in `mode`.
     pub fn new(mode: Mode) -> Self {
-        let tag = random_hex(8);
+        let key = (mode == Mode::Stream).then(ClientKey::random);
         Replica {
             mode,
             confirmed: Map::new(),
@@ -84,9 +86,23 @@ impl Replica {
             version: None,
             epoch: None,
             pending: VecDeque::new(),
-            tag,
+            key,
             next_id: 0,
         }
+    }
+
+    /// A stream-mode replica with the client key `key` (one kept by the application across
+    /// restarts of the client, say).
+    pub fn with_client_key(key: ClientKey) -> Self {
+        Replica {
+            key: Some(key),
+            ..Replica::new(Mode::Stream)
+        }
+    }
+
+    /// The client key to join with (stream mode).
+    pub fn client_key(&self) -> Option<&ClientKey> {
+        self.key.as_ref()
     }
 
     /// The state as this client sees it: the server's state with the pending updates merged on
@@ -150,8 +166,8 @@ impl Replica {
                 Message::update(content)
             }
             Mode::Stream => {
-                self.next_id += 1;
-                let id = MessageId::string(&format!("{}-{}", self.tag, self.next_id));
+                self.next_id = (self.next_id + 1).max(clock_micros());
+                let id = MessageId::number(self.next_id);
                 let view = self.view.get_or_insert_with(|| self.confirmed.clone());
                 merge_diff(view, content.clone());
                 self.pending.push_back(Pending {
@@ -262,6 +278,13 @@ impl Replica {
         self.view = Some(view);
     }
 }
+/// The time since the Unix epoch in microseconds: where a replica's update ids start.
+fn clock_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// One reference token of a JSON pointer, unescaped (`~1` is `/`, `~0` is `~`).
 fn unescape_pointer(token: &str) -> String {
     token.replace("~1", "/").replace("~0", "~")

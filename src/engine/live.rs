@@ -38,6 +38,7 @@ use metrics::Gauge;
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
+use super::client_keys::{Answer, ClientKeys, Judged};
 use super::executor::Driver;
 use super::fanout::{Command, Fanout, First, Registered};
 use super::history::{History, HistoryBudget};
@@ -51,11 +52,12 @@ use crate::lock::lock;
 use crate::merge::{merge_diff, Change};
 use crate::model::Model;
 use crate::protocol::{
-    ClientId, Header, Message, MessageId, Mode, ModelName, ServerMessage, ServerMessageKind,
+    ClientId, Header, Message, MessageId, MessageKind, Mode, ModelName, ServerMessage,
+    ServerMessageKind,
 };
 use crate::store::{
     AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, RemoteFeed, RemoteSink, Store,
-    StoredDiff,
+    StoredDiff, StoredKey,
 };
 use crate::subscriber::{CloseReason, Subscriber};
 use crate::telemetry::EngineMetrics;
@@ -78,6 +80,8 @@ pub(crate) struct Start {
     pub(crate) version: u64,
     pub(crate) state: Map<String, Value>,
     pub(crate) history: Vec<ServerMessage>,
+    /// The client keys' records the store kept.
+    pub(crate) keys: Vec<StoredKey>,
 }
 
 pub(crate) struct LiveModel {
@@ -138,7 +142,8 @@ struct ModelState {
     /// Bytes of `unsent`, and of the batch in flight.
     unsent_bytes: usize,
     in_flight_bytes: usize,
-    /// Diffs of the batch in flight (0: none is), and when it was sent.
+    /// Whether a batch is in flight, how many diffs it carries, and when it was sent.
+    in_flight_batch: bool,
     in_flight_diffs: usize,
     in_flight_since: Option<Instant>,
     since_checkpoint: (u64, u64),
@@ -157,6 +162,8 @@ struct ModelState {
     ready_waiters: Vec<Waker>,
     /// The joins and reads waiting for a stale model to catch up.
     fresh_waiters: Vec<Waker>,
+    /// What the model remembers of its client keys' updates.
+    keys: ClientKeys,
 }
 
 struct Queued {
@@ -209,6 +216,12 @@ impl LiveModel {
         let state = Arc::new(start.state);
         let size = crate::json_text::object_len(&state) as i64;
         let mut history = History::new(config.history_len, config.history_bytes, budget);
+        let mut keys = ClientKeys::new(
+            config.max_client_keys,
+            config.client_key_idle,
+            !store.confirms_at_once(),
+        );
+        keys.load(start.keys);
         for diff in start.history {
             history.push(diff);
         }
@@ -252,6 +265,7 @@ impl LiveModel {
                 unsent: Vec::new(),
                 unsent_bytes: 0,
                 in_flight_bytes: 0,
+                in_flight_batch: false,
                 in_flight_diffs: 0,
                 in_flight_since: None,
                 since_checkpoint: (0, 0),
@@ -261,6 +275,7 @@ impl LiveModel {
                 remote: BTreeMap::new(),
                 ready_waiters: Vec::new(),
                 fresh_waiters: Vec::new(),
+                keys,
             }),
             fanout: Mutex::new(Fanout::default()),
             metrics,
@@ -355,10 +370,29 @@ impl LiveModel {
         Ok(())
     }
 
-    /// Sends an error to one session, in order with everything else it receives.
-    pub(crate) fn refuse(&self, to: ClientId, error: FrameError, ids: Vec<MessageId>) -> SendError {
-        let message = ServerMessage::error(&error, ids);
-        lock(&self.state).enqueue(Command::Reply { to, message });
+    /// Sends an error to one session, in order with everything else it receives. A decision
+    /// about the updates of a sender with a client key is remembered for its resends.
+    pub(crate) fn refuse(
+        self: &Arc<Self>,
+        from: &Sender,
+        error: FrameError,
+        ids: Vec<MessageId>,
+    ) -> SendError {
+        let batch = {
+            let mut state = lock(&self.state);
+            if let Some(key) = from.key.as_ref().filter(|_| error.code.is_decision()) {
+                state.decide_refused(key.shared(), &ids, error.code);
+            }
+            let message = ServerMessage::error(&error, ids);
+            state.enqueue(Command::Reply {
+                to: from.id,
+                message,
+            });
+            self.next_batch(&mut state)
+        };
+        if let Some(batch) = batch {
+            self.send_batch(batch);
+        }
         self.run_commands();
         SendError::Frame(error)
     }
@@ -389,7 +423,8 @@ impl LiveModel {
                     Write::Modify(_) => Vec::new(),
                 };
                 drop(state);
-                return Err(Unapplied::Refused(self.refuse(from.id, error, ids)));
+                let undecided = Sender { key: None, ..from };
+                return Err(Unapplied::Refused(self.refuse(&undecided, error, ids)));
             }
             let outcome = self.apply_locked(&mut state, from, write, written);
             let batch = self.next_batch(&mut state);
@@ -478,7 +513,7 @@ impl LiveModel {
     ) -> Result<u64, SendError> {
         if !self.shared {
             let messages = write.into_messages(&state.state);
-            let outcome = self.apply_frame(state, from, messages, None);
+            let outcome = self.apply_frame(state, &from, messages, None);
             answer_when_durable(state, &outcome, written);
             return outcome;
         }
@@ -495,7 +530,7 @@ impl LiveModel {
         let mut changes = Vec::new();
         state.applying = Some(id);
         let before = state.version;
-        let outcome = self.apply_frame(state, from, messages, Some(&mut changes));
+        let outcome = self.apply_frame(state, &from, messages, Some(&mut changes));
         answer_when_durable(state, &outcome, written.clone());
         state.applying = None;
         if state.version > before {
@@ -515,13 +550,19 @@ impl LiveModel {
     }
 
     /// Runs one frame's transaction and queues what it sends; with `undo`, keeps its changes.
+    /// A sender with a client key has its resends answered instead of applied, and the
+    /// answers of its new updates remembered (PROTOCOL.md section 9).
     fn apply_frame(
         &self,
         state: &mut ModelState,
-        from: Sender,
+        from: &Sender,
         messages: Vec<Message>,
         undo: Option<&mut Vec<Change>>,
     ) -> Result<u64, SendError> {
+        let messages = match &from.key {
+            Some(key) => self.skip_duplicates(state, from.id, key.shared(), messages)?,
+            None => messages,
+        };
         let ModelState {
             model,
             state: shared,
@@ -539,6 +580,17 @@ impl LiveModel {
                 let mut version = state.version;
                 let outcomes = transaction::commit(effects, from, &mut version, &self.epoch, undo);
                 for outcome in outcomes {
+                    let update = match &outcome {
+                        Outcome::Broadcast(message) | Outcome::Reply(message) => {
+                            message.seq().zip(message.id().and_then(MessageId::as_u64))
+                        }
+                    };
+                    if let (Some(key), Some((seq, id))) = (&from.key, update) {
+                        let durable = state.durable;
+                        state
+                            .keys
+                            .decide(key.shared(), id, Answer::Seq(seq), seq, durable);
+                    }
                     match outcome {
                         Outcome::Broadcast(message) => {
                             if let Some(seq) = message.seq() {
@@ -562,6 +614,13 @@ impl LiveModel {
                 Ok(state.version)
             }
             Err(refusal) => {
+                if let Some(key) = from
+                    .key
+                    .as_ref()
+                    .filter(|_| refusal.error.code.is_decision())
+                {
+                    state.decide_refused(key.shared(), &refusal.ids, refusal.error.code);
+                }
                 let message = ServerMessage::error(&refusal.error, refusal.ids);
                 state.enqueue(Command::Reply {
                     to: from.id,
@@ -570,6 +629,68 @@ impl LiveModel {
                 Err(SendError::Frame(refusal.error))
             }
         }
+    }
+
+    /// A keyed sender's frame without the updates decided before (each answered again, in
+    /// order), or its refusal when an update lacks an integer id.
+    fn skip_duplicates(
+        &self,
+        state: &mut ModelState,
+        to: ClientId,
+        key: &Arc<str>,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Message>, SendError> {
+        let unnumbered = messages.iter().position(|m| {
+            m.kind == MessageKind::Update && m.id.as_ref().and_then(MessageId::as_u64).is_none()
+        });
+        if let Some(index) = unnumbered {
+            let error = FrameError::at(
+                ErrorCode::InvalidMessage,
+                index,
+                "with a client key, every update carries an integer `header.id` that increases",
+            );
+            let ids: Vec<MessageId> = messages.into_iter().filter_map(|m| m.id).collect();
+            state.decide_refused(key, &ids, error.code);
+            let message = ServerMessage::error(&error, ids);
+            state.enqueue(Command::Reply { to, message });
+            return Err(SendError::Frame(error));
+        }
+        let mut fresh = Vec::with_capacity(messages.len());
+        let mut highest = None;
+        for message in messages {
+            let Some(id) = message
+                .id
+                .as_ref()
+                .and_then(MessageId::as_u64)
+                .filter(|_| message.kind == MessageKind::Update)
+            else {
+                fresh.push(message);
+                continue;
+            };
+            let judged = match highest {
+                Some(earlier) if id <= earlier => Judged::Duplicate(None),
+                _ => state.keys.judge(key, id),
+            };
+            let Judged::Duplicate(answer) = judged else {
+                highest = Some(id);
+                fresh.push(message);
+                continue;
+            };
+            let id = message.id.unwrap_or_else(|| MessageId::number(id));
+            let reply = match answer {
+                Some(Answer::Refused(code)) => ServerMessage::error(
+                    &FrameError::new(code, "a resend of an update refused before with this code"),
+                    vec![id],
+                ),
+                Some(Answer::Seq(seq)) => {
+                    ServerMessage::duplicate_ack(id, Some(seq), self.epoch.clone())
+                }
+                None => ServerMessage::duplicate_ack(id, None, self.epoch.clone()),
+            };
+            self.metrics.duplicates.increment(1);
+            state.enqueue(Command::Reply { to, message: reply });
+        }
+        Ok(fresh)
     }
 
     /// Applies the other writers' diffs that follow the durable version (shared store, no
@@ -587,6 +708,7 @@ impl LiveModel {
         let (replays, size_delta) = state.replays.revert_all(Arc::make_mut(&mut state.state));
         state.size -= size_delta;
         let durable = state.durable;
+        state.keys.revert_after(durable);
         state.version = durable;
         state.history.truncate_after(durable);
         if state
@@ -617,6 +739,9 @@ impl LiveModel {
             let message = ServerMessage::update_json(header, change.diff_json());
             state.history.push(message.clone());
             state.enqueue(Command::Broadcast(message));
+            if let Some(keys) = &diff.keys {
+                state.keys.apply_remote(keys);
+            }
         }
         let mut frames: HashMap<u64, Replay> = replays.into_iter().map(|r| (r.id, r)).collect();
         for queued in blocked {
@@ -670,7 +795,10 @@ impl LiveModel {
 
     /// The next batch for the store, if none is in flight and diffs wait.
     fn next_batch(&self, state: &mut ModelState) -> Option<Batch> {
-        if state.in_flight() || state.unsent.is_empty() || state.closed == Some(Closed::Reload) {
+        if state.in_flight()
+            || (state.unsent.is_empty() && !state.keys.has_unsent())
+            || state.closed == Some(Closed::Reload)
+        {
             return None;
         }
         let base_version = state.version - state.unsent.len() as u64;
@@ -719,6 +847,7 @@ impl LiveModel {
         });
         state.unsent_bytes -= queued_bytes;
         state.in_flight_bytes = queued_bytes;
+        state.in_flight_batch = true;
         state.in_flight_diffs = take;
         state.in_flight_since = Some(Instant::now());
         self.metrics.store_batch_diffs.record(take as f64);
@@ -728,6 +857,7 @@ impl LiveModel {
             base_version,
             diffs,
             checkpoint,
+            keys: state.keys.take_writes(last_version),
         })
     }
 
@@ -758,6 +888,7 @@ impl LiveModel {
     fn appended(self: &Arc<Self>, last: u64, result: Result<Appended, StoreError>) {
         let mut state = lock(&self.state);
         state.in_flight_bytes = 0;
+        state.in_flight_batch = false;
         state.in_flight_diffs = 0;
         if let Some(since) = state.in_flight_since.take() {
             let elapsed = since.elapsed();
@@ -769,6 +900,7 @@ impl LiveModel {
                 state.durable = state.durable.max(last);
                 let durable = state.durable;
                 state.replays.settle(durable);
+                state.keys.settle(durable);
                 self.catch_up(&mut state, None)
             }
             Ok(Appended::Conflict {
@@ -1150,7 +1282,17 @@ impl ModelState {
     }
 
     fn in_flight(&self) -> bool {
-        self.in_flight_diffs > 0
+        self.in_flight_batch
+    }
+
+    /// Remembers that a keyed sender's updates `ids` were refused with `code`: written with
+    /// the model's next batch (without delaying the error).
+    fn decide_refused(&mut self, key: &Arc<str>, ids: &[MessageId], code: ErrorCode) {
+        let (at, durable) = (self.version, self.durable);
+        for id in ids.iter().filter_map(MessageId::as_u64) {
+            self.keys
+                .decide(key, id, Answer::Refused(code), at, durable);
+        }
     }
 
     fn over_backlog(&self) -> bool {
@@ -1245,6 +1387,7 @@ impl ModelState {
         self.remote.clear();
         // What they changed is dropped with the model: it is reloaded from the store.
         self.replays = Replays::default();
+        self.keys.clear_unsent();
     }
 }
 

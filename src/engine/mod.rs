@@ -6,6 +6,7 @@
 //! policy, [`history`] keeps recent diffs for resume, [`snapshot`] shares a serialized state,
 //! [`restore`] rebuilds a model from what the store holds, [`session`] is a subscriber's handle.
 
+mod client_keys;
 mod executor;
 mod fanout;
 mod future;
@@ -33,7 +34,7 @@ use crate::error::{ErrorCode, FrameError, JoinError, SendError, StoreError};
 use crate::lock::{lock, read_lock, write_lock};
 use crate::model::{DefaultModel, Model, ModelFactory, Rejection};
 use crate::oneshot;
-use crate::protocol::{ClientId, Message, Mode, ModelName};
+use crate::protocol::{ClientId, ClientKey, Message, Mode, ModelName};
 use crate::store::{LoadDone, MemoryStore, NewModel, RemoteFeed, RemoteSink, RemoveDone, Store};
 use crate::subscriber::{CloseReason, Subscriber};
 use crate::telemetry::EngineMetrics;
@@ -88,6 +89,10 @@ pub struct JoinOptions {
     /// Resume from a version instead of starting from a snapshot (stream mode only). If the
     /// epoch differs or the diffs after `since` are no longer kept, the session gets a snapshot.
     pub resume: Option<Resume>,
+    /// The client's key (stream mode; PROTOCOL.md section 9): its updates carry increasing
+    /// integer ids, and a resend of one the model decided before is answered again instead of
+    /// applied again, across reconnects, restarts and nodes. Ignored in compat mode.
+    pub client_key: Option<ClientKey>,
 }
 
 impl JoinOptions {
@@ -107,6 +112,12 @@ impl JoinOptions {
     /// Sets the access.
     pub fn access(mut self, access: Access) -> Self {
         self.access = access;
+        self
+    }
+
+    /// Names the client with `key` (see [`JoinOptions::client_key`]).
+    pub fn client_key(mut self, key: ClientKey) -> Self {
+        self.client_key = Some(key);
         self
     }
 
@@ -360,7 +371,16 @@ impl Engine {
         });
         live.join(id, options.mode, subscriber.clone(), resume)?;
         let limits = self.inner.config.limits.clone();
-        Ok(Session::new(live, id, options.mode, options.access, limits))
+        let key = match options.mode {
+            Mode::Stream => options.client_key.clone(),
+            Mode::Compat => None,
+        };
+        let sender = Sender {
+            id,
+            mode: options.mode,
+            key,
+        };
+        Ok(Session::new(live, sender, options.access, limits))
     }
 
     async fn join_model(
@@ -636,6 +656,7 @@ impl Engine {
                     version: 0,
                     state: new.state,
                     history: Vec::new(),
+                    keys: Vec::new(),
                 };
                 return self.install(name, model, start).map(Some);
             }
@@ -771,5 +792,6 @@ fn server() -> Sender {
     Sender {
         id: SERVER_ORIGIN,
         mode: Mode::Stream,
+        key: None,
     }
 }

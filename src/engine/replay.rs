@@ -81,6 +81,7 @@ mod tests {
         let from = Sender {
             id: ClientId(1),
             mode: Mode::Stream,
+            key: None,
         };
         let mut state = obj(json!({"a": 1}));
         let mut replays = Replays::default();
@@ -92,7 +93,7 @@ mod tests {
             let id = replays.next_id();
             replays.push(Replay {
                 id,
-                from,
+                from: from.clone(),
                 write: Write::Messages(vec![Message::update(obj(update))]),
                 written: None,
                 changes: vec![change],

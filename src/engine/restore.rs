@@ -51,6 +51,7 @@ pub(crate) fn restore(stored: StoredModel) -> Result<Start, StoreError> {
         version,
         state,
         history,
+        keys: stored.keys,
     })
 }
 
@@ -61,10 +62,7 @@ mod tests {
     use serde_json::json;
 
     fn diff(version: u64, json: &str) -> StoredDiff {
-        StoredDiff {
-            version,
-            json: json.to_owned(),
-        }
+        StoredDiff::new(version, json)
     }
 
     #[test]
@@ -78,6 +76,7 @@ mod tests {
                 diff(2, r#"{"a":2}"#),
                 diff(3, r#"{"b":3}"#),
             ],
+            keys: Vec::new(),
         };
         let start = restore(stored).unwrap();
         assert_eq!(start.version, 3);
@@ -97,6 +96,7 @@ mod tests {
             checkpoint_version: 0,
             checkpoint: Map::new(),
             diffs: vec![diff(1, "{}"), diff(3, "{}")],
+            keys: Vec::new(),
         };
         assert!(matches!(restore(gap), Err(StoreError::Corrupt(_))));
         let late = StoredModel {
@@ -104,6 +104,7 @@ mod tests {
             checkpoint_version: 0,
             checkpoint: Map::new(),
             diffs: vec![diff(2, "{}")],
+            keys: Vec::new(),
         };
         assert!(matches!(restore(late), Err(StoreError::Corrupt(_))));
         let unreadable = StoredModel {
@@ -111,6 +112,7 @@ mod tests {
             checkpoint_version: 0,
             checkpoint: Map::new(),
             diffs: vec![diff(1, "[1]")],
+            keys: Vec::new(),
         };
         assert!(matches!(restore(unreadable), Err(StoreError::Corrupt(_))));
     }

@@ -12,8 +12,8 @@ use super::Access;
 use crate::config::Limits;
 use crate::error::{ErrorCode, FrameError, SendError};
 use crate::protocol::{
-    parse_frame, parse_frame_text, scan_ids, ClientId, Frame, MessageId, MessageKind, Mode,
-    ModelName,
+    parse_frame, parse_frame_text, scan_ids, ClientId, ClientKey, Frame, MessageId, MessageKind,
+    Mode, ModelName,
 };
 
 /// One subscriber attached to one model, returned by [`Engine::join`](crate::Engine::join).
@@ -31,15 +31,14 @@ pub struct Session {
 impl Session {
     pub(crate) fn new(
         live: Arc<LiveModel>,
-        id: ClientId,
-        mode: Mode,
+        sender: Sender,
         access: Access,
         limits: Limits,
     ) -> Self {
-        live.metrics.sessions(mode).increment(1.0);
+        live.metrics.sessions(sender.mode).increment(1.0);
         Session {
             live,
-            sender: Sender { id, mode },
+            sender,
             access,
             limits,
         }
@@ -58,6 +57,11 @@ impl Session {
     /// The epoch of the model's version counter.
     pub fn epoch(&self) -> &str {
         &self.live.epoch
+    }
+
+    /// The client key the session was joined with (stream mode), if any.
+    pub fn client_key(&self) -> Option<&ClientKey> {
+        self.sender.key.as_ref()
     }
 
     /// Stream or compat.
@@ -162,7 +166,7 @@ impl Session {
     /// Queues the error answering a refused frame whose messages had `ids`, and counts it.
     fn refuse_ids(&self, error: FrameError, ids: Vec<MessageId>) -> SendError {
         self.live.metrics.refused(error.code);
-        self.live.refuse(self.sender.id, error, ids)
+        self.live.refuse(&self.sender, error, ids)
     }
 
     fn apply(&self, frame: Frame) -> Result<(), SendError> {
@@ -179,7 +183,7 @@ impl Session {
         let signals = frame.messages.len() - updates;
         match self
             .live
-            .write(self.sender, Write::Messages(frame.messages), None)
+            .write(self.sender.clone(), Write::Messages(frame.messages), None)
         {
             Ok(_) => {
                 let metrics = &self.live.metrics;

@@ -10,7 +10,7 @@ use crate::error::{ErrorCode, FrameError};
 use crate::merge::{merge_diff, Change};
 use crate::model::Model;
 use crate::protocol::{
-    ClientId, Content, Header, Message, MessageId, MessageKind, Mode, ServerMessage,
+    ClientId, ClientKey, Content, Header, Message, MessageId, MessageKind, Mode, ServerMessage,
     ServerMessageKind,
 };
 
@@ -164,11 +164,13 @@ impl Effect {
     }
 }
 
-/// Who committed a frame: the sender's id and delivery mode.
-#[derive(Debug, Clone, Copy)]
+/// Who committed a frame: the sender's id, delivery mode and client key (stream mode, if it
+/// named one: PROTOCOL.md section 9).
+#[derive(Debug, Clone)]
 pub(crate) struct Sender {
     pub(crate) id: ClientId,
     pub(crate) mode: Mode,
+    pub(crate) key: Option<ClientKey>,
 }
 
 /// Turns accepted effects into the messages they send, advancing `version` by one per diff:
@@ -177,7 +179,7 @@ pub(crate) struct Sender {
 /// With `undo`, every change is kept there (in order) so that it can be reverted later.
 pub(crate) fn commit(
     effects: Effects,
-    from: Sender,
+    from: &Sender,
     version: &mut u64,
     epoch: &Arc<str>,
     mut undo: Option<&mut Vec<Change>>,
@@ -376,8 +378,9 @@ mod tests {
         let from = Sender {
             id: ClientId(4),
             mode: Mode::Stream,
+            key: None,
         };
-        let outcomes = commit(effects, from, &mut version, &Arc::from("e"), None);
+        let outcomes = commit(effects, &from, &mut version, &Arc::from("e"), None);
         assert_eq!(version, 8);
         let texts: Vec<String> = outcomes
             .iter()
@@ -414,7 +417,8 @@ mod tests {
         let from = Sender {
             id: ClientId(1),
             mode: Mode::Compat,
+            key: None,
         };
-        assert!(commit(effects, from, &mut 0, &Arc::from("e"), None).is_empty());
+        assert!(commit(effects, &from, &mut 0, &Arc::from("e"), None).is_empty());
     }
 }

@@ -15,6 +15,8 @@ pub(crate) struct Header {
     pub(crate) origin: Option<ClientId>,
     pub(crate) id: Option<MessageId>,
     pub(crate) ids: Vec<MessageId>,
+    /// An `ack` answering a resend under a client key (PROTOCOL.md section 9).
+    pub(crate) duplicate: bool,
 }
 
 impl Header {
@@ -48,6 +50,11 @@ impl Header {
             + ids
             + if self.snapshot {
                 r#","snapshot":true"#.len()
+            } else {
+                0
+            }
+            + if self.duplicate {
+                r#","duplicate":true"#.len()
             } else {
                 0
             }
@@ -92,6 +99,9 @@ impl Header {
         if self.snapshot {
             out.push_str(r#","snapshot":true"#);
         }
+        if self.duplicate {
+            out.push_str(r#","duplicate":true"#);
+        }
         out.push_str(r#"},"content":"#);
     }
 }
@@ -121,11 +131,12 @@ mod tests {
             origin: Some(ClientId(7)),
             id: Some(MessageId::string("x")),
             ids: vec![MessageId::number(1), MessageId::number(2)],
+            duplicate: true,
         }
         .write_prefix("ack", &mut out);
         assert_eq!(
             out,
-            r#"{"header":{"type":"ack","version":"0.1","seq":3,"epoch":"e\"1","origin":7,"id":"x","ids":[1,2],"snapshot":true},"content":"#
+            r#"{"header":{"type":"ack","version":"0.1","seq":3,"epoch":"e\"1","origin":7,"id":"x","ids":[1,2],"snapshot":true,"duplicate":true},"content":"#
         );
     }
 
@@ -145,6 +156,7 @@ mod tests {
             origin: Some(ClientId(u64::MAX)),
             id: Some(MessageId::string("an id")),
             ids: vec![MessageId::number(u64::MAX), MessageId::string("b")],
+            duplicate: true,
         };
         let headers = [
             Header::default(),
@@ -152,6 +164,7 @@ mod tests {
             Header {
                 ids: Vec::new(),
                 snapshot: false,
+                duplicate: false,
                 ..full()
             },
             Header {

@@ -70,6 +70,12 @@ impl MessageId {
         }
     }
 
+    /// The id as an integer, when it is a JSON number that is a non-negative integer (as a
+    /// client key's ids are, PROTOCOL.md section 9).
+    pub fn as_u64(&self) -> Option<u64> {
+        self.0.parse().ok()
+    }
+
     /// The exact JSON text of the id (a string id keeps its quotes).
     pub fn as_json(&self) -> &str {
         &self.0

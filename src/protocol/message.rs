@@ -58,6 +58,7 @@ struct Inner {
     origin: Option<ClientId>,
     id: Option<MessageId>,
     ids: Vec<MessageId>,
+    duplicate: bool,
     content: OnceLock<Map<String, Value>>,
     /// The stream-mode text inside `[` and `]`: the message is its own one-message frame, which
     /// a transport shares with every subscriber without copying it.
@@ -109,6 +110,7 @@ impl ServerMessage {
             origin: header.origin,
             id: header.id,
             ids: header.ids,
+            duplicate: header.duplicate,
             content: cell,
             frame: Bytes::from(text),
             content_start,
@@ -165,6 +167,23 @@ impl ServerMessage {
         Self::object(ServerMessageKind::Error, header, content)
     }
 
+    /// The `ack` of a resend under a client key (PROTOCOL.md section 9): the `seq` its first
+    /// sending produced or was checked against, when the key's memory still holds it.
+    pub(crate) fn duplicate_ack(id: MessageId, seq: Option<u64>, epoch: Arc<str>) -> Self {
+        Self::new(
+            ServerMessageKind::Ack,
+            Header {
+                id: Some(id),
+                seq,
+                epoch: Some(epoch),
+                duplicate: true,
+                ..Header::default()
+            },
+            "{}",
+            Some(Map::new()),
+        )
+    }
+
     /// An `ack` for the no-op update `id`, at the model's current version.
     pub(crate) fn ack(id: MessageId, seq: u64, epoch: Arc<str>) -> Self {
         Self::new(
@@ -188,6 +207,12 @@ impl ServerMessage {
     /// Whether this update is a snapshot (its content is the whole state; it replaces).
     pub fn is_snapshot(&self) -> bool {
         self.0.snapshot
+    }
+
+    /// Whether this `ack` answers a resend the server had already decided (a client key's
+    /// duplicate, PROTOCOL.md section 9).
+    pub fn is_duplicate(&self) -> bool {
+        self.0.duplicate
     }
 
     /// The model's version after this update, or the version an `ack` confirms at.
@@ -318,6 +343,8 @@ struct WireHeader<'a> {
     ids: Vec<&'a RawValue>,
     #[serde(default)]
     snapshot: bool,
+    #[serde(default)]
+    duplicate: bool,
 }
 
 /// Parses a frame a server sent (for clients); every message's content is read into its
@@ -364,6 +391,7 @@ pub fn parse_server_frame(text: &str) -> Result<Vec<ServerMessage>, FrameError> 
                     .into_iter()
                     .map(id)
                     .collect::<Result<_, _>>()?,
+                duplicate: message.header.duplicate,
             };
             if !message.content.get().starts_with('{') {
                 return Err(FrameError::at(

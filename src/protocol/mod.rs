@@ -3,12 +3,14 @@
 //!
 //! Nothing here holds state: the engine and the clients build on these types.
 
+mod client_key;
 mod frame;
 mod header;
 mod identity;
 mod message;
 mod name;
 
+pub use client_key::{ClientKey, MAX_CLIENT_KEY_LEN, MIN_CLIENT_KEY_LEN};
 pub use frame::{parse_frame, Content, Frame, Message, MessageKind};
 pub(crate) use frame::{parse_frame_text, scan_ids};
 pub(crate) use header::Header;

@@ -34,6 +34,41 @@ pub struct StoredDiff {
     pub version: u64,
     /// The diff's JSON text (a JSON object).
     pub json: String,
+    /// On the last diff of a batch, a shared store's feed hands over the client key records
+    /// the batch wrote ([`Batch::keys_json`]), so that every node judges resends alike.
+    /// `None` elsewhere (and always for a store with one writer).
+    pub keys: Option<String>,
+}
+
+impl StoredDiff {
+    /// A diff with no client key records.
+    pub fn new(version: u64, json: impl Into<String>) -> Self {
+        StoredDiff {
+            version,
+            json: json.into(),
+            keys: None,
+        }
+    }
+}
+
+/// One client key's record as a store keeps it (PROTOCOL.md section 9): the key and the
+/// engine's JSON text for it (the highest update id decided and the last answers), opaque to
+/// the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The client key.
+    pub key: String,
+    /// The engine's record of it.
+    pub record: String,
+}
+
+/// A client key record a batch writes: `None` forgets the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyWrite {
+    /// The client key.
+    pub key: Arc<str>,
+    /// Its new record, or `None` to forget it.
+    pub record: Option<String>,
 }
 
 /// A model as a store hands it back: its epoch, a checkpoint and the diffs after it (and some
@@ -49,6 +84,8 @@ pub struct StoredModel {
     /// The diffs the store keeps, in version order with no gap, ending at the model's version:
     /// those after the checkpoint rebuild the state, and all of them serve resumes.
     pub diffs: Vec<StoredDiff>,
+    /// The model's client key records, as of its version.
+    pub keys: Vec<StoredKey>,
 }
 
 impl StoredModel {
@@ -85,6 +122,10 @@ pub struct Batch {
     pub diffs: Vec<ServerMessage>,
     /// A checkpoint at the batch's last version, when the engine's policy says one is due.
     pub checkpoint: Option<Checkpoint>,
+    /// Client key records to write in the same commit as the diffs (PROTOCOL.md section 9).
+    /// A batch may carry records and no diff (an update found to change nothing, or refused);
+    /// it still applies only at `base_version`.
+    pub keys: Vec<KeyWrite>,
 }
 
 impl Batch {
@@ -111,6 +152,18 @@ impl Batch {
         }
         out.push(']');
         out
+    }
+
+    /// The batch's client key records as one JSON array, `[["key", "record"], ["key", null]]`
+    /// (a record is the engine's JSON text, kept as a string): how a shared store hands them
+    /// to the other nodes with the batch's last diff ([`StoredDiff::keys`]).
+    pub fn keys_json(&self) -> String {
+        let writes: Vec<serde_json::Value> = self
+            .keys
+            .iter()
+            .map(|w| serde_json::json!([&*w.key, w.record]))
+            .collect();
+        serde_json::Value::from(writes).to_string()
     }
 }
 
@@ -290,6 +343,7 @@ impl NewModel {
             checkpoint_version: 0,
             checkpoint: self.state,
             diffs: Vec::new(),
+            keys: Vec::new(),
         }
     }
 }

@@ -101,12 +101,13 @@ impl GateStore {
                 checkpoint_version: 0,
                 checkpoint: Default::default(),
                 diffs: Vec::new(),
+                keys: Vec::new(),
             });
         for (i, diff) in batch.diffs.iter().enumerate() {
-            stored.diffs.push(StoredDiff {
-                version: batch.base_version + 1 + i as u64,
-                json: diff.content_json().to_owned(),
-            });
+            stored.diffs.push(StoredDiff::new(
+                batch.base_version + 1 + i as u64,
+                diff.content_json().to_owned(),
+            ));
         }
     }
 }

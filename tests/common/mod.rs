@@ -53,3 +53,11 @@ pub(crate) fn obj(value: Value) -> Map<String, Value> {
 pub(crate) fn version(engine: &purly::Engine, model: &str) -> u64 {
     engine.read(model, |_, version| version).unwrap()
 }
+
+/// A stream-mode client without a client key, as a raw client that sends frames of its own
+/// making: its message ids mean what PROTOCOL.md section 4 says (scoped to the connection).
+pub(crate) async fn keyless(engine: &purly::Engine, model: &str) -> purly_channel::Client {
+    purly_channel::Client::connect_with(engine, model, purly::JoinOptions::stream())
+        .await
+        .unwrap()
+}

@@ -51,6 +51,9 @@ struct Published<'a> {
     first: Option<u64>,
     #[serde(rename = "d", borrow, default)]
     diffs: Vec<&'a RawValue>,
+    /// The client key records the batch wrote (`[[key, record or null], ...]`).
+    #[serde(rename = "k", borrow)]
+    keys: Option<&'a RawValue>,
     #[serde(borrow)]
     removed: Option<&'a str>,
     /// A signal message (its whole JSON), released after version `a` by node `n`.
@@ -71,13 +74,14 @@ pub(crate) fn signal_payload(node: &str, after: u64, signal: &purly::ServerMessa
     )
 }
 
-/// The payload published for a batch: its epoch, first version and diffs.
+/// The payload published for a batch: its epoch, first version, diffs and client key records.
 pub(crate) fn batch_payload(batch: &purly::Batch) -> String {
     format!(
-        r#"{{"e":{},"v":{},"d":{}}}"#,
+        r#"{{"e":{},"v":{},"d":{},"k":{}}}"#,
         serde_json::Value::from(&*batch.epoch),
         batch.base_version + 1,
-        batch.diffs_json()
+        batch.diffs_json(),
+        batch.keys_json()
     )
 }
 
@@ -248,6 +252,8 @@ async fn deliver(
         catch_up(commands, watches, model, behind).await;
         return;
     }
+    let count = published.diffs.len();
+    let keys = published.keys.map(RawValue::get).filter(|k| *k != "[]");
     let diffs: Vec<StoredDiff> = published
         .diffs
         .iter()
@@ -255,6 +261,7 @@ async fn deliver(
         .map(|(i, d)| StoredDiff {
             version: first + i as u64,
             json: d.get().to_owned(),
+            keys: (i + 1 == count).then(|| keys.map(str::to_owned)).flatten(),
         })
         .filter(|d| d.version > last)
         .collect();

@@ -11,6 +11,8 @@ pub(crate) struct Keys {
     pub(crate) log: String,
     /// Hash: `version`, `state` (the checkpoint).
     pub(crate) snap: String,
+    /// Hash: client key → the engine's record of it (PROTOCOL.md section 9).
+    pub(crate) clients: String,
     /// Pub/sub channel: every committed batch, and the removal of the model.
     pub(crate) channel: String,
 }
@@ -22,6 +24,7 @@ impl Keys {
             meta: format!("purly:{{{model}}}:meta"),
             log: format!("purly:{{{model}}}:log"),
             snap: format!("purly:{{{model}}}:snap"),
+            clients: format!("purly:{{{model}}}:clients"),
             channel: channel(model.as_str()),
         }
     }

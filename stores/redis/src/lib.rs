@@ -304,6 +304,7 @@ impl Store for RedisStore {
             invocation
                 .key(&keys.log)
                 .key(&keys.snap)
+                .key(&keys.clients)
                 .arg(&*batch.epoch)
                 .arg(batch.base_version)
                 .arg(keep)
@@ -311,7 +312,8 @@ impl Store for RedisStore {
                 .arg(payload)
                 .arg(checkpoint_version)
                 .arg(checkpoint_state)
-                .arg(purly::random_hex(16));
+                .arg(purly::random_hex(16))
+                .arg(batch.keys_json());
             for diff in &batch.diffs {
                 invocation.arg(diff.content_json());
             }
@@ -334,7 +336,11 @@ impl Store for RedisStore {
         let budget = self.options.retry_budget;
         self.handle.spawn(async move {
             let mut remove = scripts::REMOVE.key(&keys.meta);
-            remove.key(&keys.log).key(&keys.snap).arg(&keys.channel);
+            remove
+                .key(&keys.log)
+                .key(&keys.snap)
+                .key(&keys.clients)
+                .arg(&keys.channel);
             let removed: redis::RedisResult<i64> = retry::invoke(budget, &commands, &remove).await;
             done.complete(removed.map(drop).map_err(|e| StoreError::Io(e.to_string())));
         });
@@ -400,7 +406,7 @@ async fn load_model(
 ) -> Result<Option<StoredModel>, StoreError> {
     let keys = Keys::new(model);
     let mut load = scripts::LOAD.key(&keys.meta);
-    load.key(&keys.log).key(&keys.snap);
+    load.key(&keys.log).key(&keys.snap).key(&keys.clients);
     let reply: redis::Value = retry::invoke(budget, commands, &load)
         .await
         .map_err(|e| StoreError::Io(e.to_string()))?;
@@ -408,8 +414,8 @@ async fn load_model(
         return Ok(None);
     }
     let parts = reply::array(&reply)?;
-    let [epoch, _version, checkpoint_version, checkpoint, entries] = parts else {
-        return Err(StoreError::Corrupt("a model reads as five parts".into()));
+    let [epoch, _version, checkpoint_version, checkpoint, entries, clients] = parts else {
+        return Err(StoreError::Corrupt("a model reads as six parts".into()));
     };
     let checkpoint: Map<String, Value> = serde_json::from_str(&reply::text(checkpoint)?)
         .map_err(|e| StoreError::Corrupt(format!("the checkpoint of {model}: {e}")))?;
@@ -418,6 +424,7 @@ async fn load_model(
         checkpoint_version: reply::number(checkpoint_version)?,
         checkpoint,
         diffs: reply::entries(entries)?,
+        keys: reply::client_keys(clients)?,
     }))
 }
 

@@ -1,6 +1,6 @@
 //! Reading the scripts' replies.
 
-use purly::{StoreError, StoredDiff};
+use purly::{StoreError, StoredDiff, StoredKey};
 use redis::Value;
 
 fn corrupt(what: &str) -> StoreError {
@@ -34,7 +34,8 @@ pub(crate) fn array(value: &Value) -> Result<&[Value], StoreError> {
 }
 
 /// Stream entries (`XRANGE`: `[[id, [field, value, ...]], ...]`) as diffs; the id's first
-/// part is the version.
+/// part is the version, field `d` the diff, field `k` (on a batch's last entry) the client key
+/// records the batch wrote.
 pub(crate) fn entries(value: &Value) -> Result<Vec<StoredDiff>, StoreError> {
     array(value)?
         .iter()
@@ -47,14 +48,34 @@ pub(crate) fn entries(value: &Value) -> Result<Vec<StoredDiff>, StoreError> {
                 .split_once('-')
                 .and_then(|(v, _)| v.parse().ok())
                 .ok_or_else(|| corrupt("a stream id is <version>-0"))?;
-            let fields = array(fields)?;
-            let json = fields
-                .get(1)
-                .ok_or_else(|| corrupt("an entry holds its diff"))?;
+            let (mut json, mut keys) = (None, None);
+            for pair in array(fields)?.chunks(2) {
+                match (pair.first().map(text).transpose()?.as_deref(), pair.get(1)) {
+                    (Some("d"), Some(value)) => json = Some(text(value)?),
+                    (Some("k"), Some(value)) => keys = Some(text(value)?),
+                    _ => {}
+                }
+            }
+            let json = json.ok_or_else(|| corrupt("an entry holds its diff"))?;
             Ok(StoredDiff {
                 version,
-                json: text(json)?,
+                json,
+                keys,
             })
+        })
+        .collect()
+}
+
+/// A hash's fields and values (`HGETALL`) as client key records.
+pub(crate) fn client_keys(value: &Value) -> Result<Vec<StoredKey>, StoreError> {
+    array(value)?
+        .chunks(2)
+        .map(|pair| match pair {
+            [key, record] => Ok(StoredKey {
+                key: text(key)?,
+                record: text(record)?,
+            }),
+            _ => Err(corrupt("a hash reads as field, value pairs")),
         })
         .collect()
 }

@@ -7,22 +7,24 @@ use redis::Script;
 /// Appends a batch only if the model is still at the expected epoch and version, as
 /// Centrifugo appends to a channel's history: creates the model (its epoch) on its first
 /// batch; writes each diff to the stream with id `<version>-0` (the first one also carries the
-/// batch's token, field `t`); sets the version; writes the checkpoint and trims the stream when
-/// one comes along; publishes the batch.
+/// batch's token, field `t`; the last one the client key records, field `k`); writes the client
+/// key records (in the same step: a record never exists without its update, nor the reverse);
+/// sets the version; writes the checkpoint and trims the stream when one comes along;
+/// publishes the batch. A batch of records only (no diff) writes them and publishes nothing.
 ///
 /// Idempotent: a retry of a batch that already committed (its reply was lost, or a try timed
 /// out and went through later) finds its token at its first version and answers `ok`, not a
 /// conflict, so the batch is never applied twice.
 ///
-/// KEYS: meta, log, snap. ARGV: epoch, base version, history kept before a checkpoint,
-/// channel, payload to publish, checkpoint version (`""`: none), checkpoint state, token,
-/// diffs... Returns `{"ok", version}`, `{"conflict", epoch, version, missed entries}` or
+/// KEYS: meta, log, snap, clients. ARGV: epoch, base version, history kept before a
+/// checkpoint, channel, payload to publish, checkpoint version (`""`: none), checkpoint state,
+/// token, client key records (`[[key, record or null], ...]`), diffs... Returns `{"ok", version}`, `{"conflict", epoch, version, missed entries}` or
 /// `{"missing"}`.
 pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local meta, log, snap = KEYS[1], KEYS[2], KEYS[3]
-local epoch, base, keep, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[8]
+local meta, log, snap, clients = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local epoch, base, keep, token, records = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[8], ARGV[9]
 local current = redis.call('HMGET', meta, 'epoch', 'version')
 if not current[1] then
   if base ~= 0 then return {'missing'} end
@@ -36,19 +38,36 @@ if current[1] ~= epoch or version ~= base then
     local first = (base + 1) .. '-0'
     local mine = redis.call('XRANGE', log, first, first)
     if mine[1] and mine[1][2][3] == 't' and mine[1][2][4] == token then
-      return {'ok', tostring(base + #ARGV - 8)}
+      return {'ok', tostring(base + #ARGV - 9)}
     end
     missed = redis.call('XRANGE', log, first, '+')
   end
   return {'conflict', current[1], tostring(version), missed}
 end
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   version = version + 1
-  if i == 9 then
-    redis.call('XADD', log, version .. '-0', 'd', ARGV[i], 't', token)
-  else
-    redis.call('XADD', log, version .. '-0', 'd', ARGV[i])
+  local entry = {'d', ARGV[i]}
+  if i == 10 then
+    table.insert(entry, 't')
+    table.insert(entry, token)
   end
+  if i == #ARGV and records ~= '[]' then
+    table.insert(entry, 'k')
+    table.insert(entry, records)
+  end
+  redis.call('XADD', log, version .. '-0', unpack(entry))
+end
+if records ~= '[]' then
+  for _, write in ipairs(cjson.decode(records)) do
+    if write[2] == cjson.null then
+      redis.call('HDEL', clients, write[1])
+    else
+      redis.call('HSET', clients, write[1], write[2])
+    end
+  end
+end
+if #ARGV == 9 then
+  return {'ok', tostring(version)}
 end
 redis.call('HSET', meta, 'version', version)
 if ARGV[6] ~= '' then
@@ -64,15 +83,16 @@ return {'ok', tostring(version)}
     )
 });
 
-/// Reads a model in one step: `{epoch, version, checkpoint version, checkpoint, entries}`,
-/// or nil. KEYS: meta, log, snap.
+/// Reads a model in one step: `{epoch, version, checkpoint version, checkpoint, entries,
+/// client key records (HGETALL)}`, or nil. KEYS: meta, log, snap, clients.
 pub(crate) static LOAD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'version')
 if not m[1] then return false end
 local s = redis.call('HMGET', KEYS[3], 'version', 'state')
-return {m[1], m[2], s[1] or '0', s[2] or '{}', redis.call('XRANGE', KEYS[2], '-', '+')}
+return {m[1], m[2], s[1] or '0', s[2] or '{}', redis.call('XRANGE', KEYS[2], '-', '+'),
+  redis.call('HGETALL', KEYS[4])}
 ",
     )
 });
@@ -89,13 +109,13 @@ return {epoch, redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+')}
     )
 });
 
-/// Removes a model and tells every node (`{"removed": epoch}`). KEYS: meta, log, snap.
-/// ARGV: channel.
+/// Removes a model and tells every node (`{"removed": epoch}`). KEYS: meta, log, snap,
+/// clients. ARGV: channel.
 pub(crate) static REMOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('PUBLISH', ARGV[1], cjson.encode({removed = epoch}))
 return 1
 ",

@@ -493,3 +493,73 @@ async fn a_stopped_redis_loses_nothing_and_applies_nothing_twice() {
     let echoed = write_through([&a, &b], &mut reader, stop).await;
     assert!(echoed > 100, "only {echoed} updates got through");
 }
+
+/// A keyed client on `engine` sending one update `id`, and its answer.
+async fn keyed_send(engine: &Engine, key: &str, id: u64, content: Value) -> ServerMessage {
+    let key = purly::ClientKey::new(key).unwrap();
+    let options = purly::JoinOptions::stream().client_key(key);
+    let mut client = Client::connect_with(engine, "m", options).await.unwrap();
+    recv(&mut client).await;
+    let frame = json!([{"header": {"type": "update", "id": id}, "content": content}]);
+    let _ = client.send_text(&frame.to_string()).await;
+    loop {
+        for message in recv(&mut client).await {
+            let answers = match message.kind() {
+                ServerMessageKind::Error => message.ids().iter().any(|i| i.as_u64() == Some(id)),
+                _ => message.id().and_then(|i| i.as_u64()) == Some(id),
+            };
+            if answers {
+                return message;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_on_another_node_is_answered_not_applied_again() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let (a, _sa) = node_at(&redis.url()).await;
+    let proxy = Proxy::start(redis.port).await;
+    let (b, _sb) = node_at(&proxy.url()).await;
+    let mut on_b = Client::connect(&b, "m").await.unwrap();
+    recv(&mut on_b).await;
+    let mut diffs = Vec::new();
+    // Node b has the first commit from its feed when the resend reaches it.
+    let first = keyed_send(&a, "writer-key-1", 1, json!({"x": "first"})).await;
+    assert_eq!(first.seq(), Some(1));
+    follow(&mut on_b, 1, &mut diffs).await;
+    let again = keyed_send(&b, "writer-key-1", 1, json!({"x": "first"})).await;
+    assert!(again.is_duplicate(), "{}", again.json());
+    assert_eq!(again.seq(), Some(1));
+    // Node b's feed is late: it applies the resend before it hears of the commit, and its
+    // append conflicts; the commit's client key records then make the rerun a duplicate.
+    proxy.faults.feed_delay_ms.store(1_000, Ordering::SeqCst);
+    let second = keyed_send(&a, "writer-key-1", 2, json!({"x": "second"})).await;
+    assert_eq!(second.seq(), Some(2));
+    assert!(b.read("m", |_, v| v).unwrap() < 2, "node b is behind");
+    let again = keyed_send(&b, "writer-key-1", 2, json!({"x": "second"})).await;
+    assert!(again.is_duplicate(), "{}", again.json());
+    assert_eq!(again.seq(), Some(2));
+    proxy.faults.feed_delay_ms.store(0, Ordering::SeqCst);
+    // Nothing was applied twice: a third writer's change stays the last.
+    let other = keyed_send(&b, "other-key-1", 1, json!({"x": "other"})).await;
+    assert_eq!(other.seq(), Some(3));
+    follow(&mut on_b, 3, &mut diffs).await;
+    assert_eq!(
+        diffs.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(b.state("m").unwrap()["x"], "other");
+    let mut on_a = Client::connect(&a, "m").await.unwrap();
+    let snapshot = recv(&mut on_a).await;
+    assert_eq!(snapshot[0].seq(), Some(3));
+    assert_eq!(on_a.state()["x"], "other");
+    // A node that loads the model now reads the key's records from Redis.
+    let (c, _sc) = node_at(&redis.url()).await;
+    let again = keyed_send(&c, "writer-key-1", 1, json!({"x": "first"})).await;
+    assert!(again.is_duplicate(), "{}", again.json());
+    assert_eq!(again.seq(), Some(1));
+    assert_eq!(c.state("m").unwrap()["x"], "other");
+}

@@ -302,7 +302,9 @@ async fn frames_larger_than_a_batch_stay_whole_across_conflicts() {
         .map(|(w, engine)| {
             let engine = engine.clone();
             tokio::spawn(async move {
-                let mut client = Client::connect(&engine, "m").await.unwrap();
+                // Without a client key: its frames are built here, with no ids.
+                let options = purly::JoinOptions::stream();
+                let mut client = Client::connect_with(&engine, "m", options).await.unwrap();
                 for i in 0..FRAMES {
                     // Three updates in one frame, each a diff: more than a batch holds.
                     let frame = purly::Frame::new(

@@ -68,6 +68,7 @@
 //! - Share a database between processes: that is what a shared store (Redis) is for.
 //! - Compress or encrypt: the checkpoints and diffs are JSON text.
 
+mod client_keys;
 mod lock;
 mod options;
 mod schema;
@@ -279,6 +280,13 @@ pub(crate) fn read_model(
         epoch: rows.epoch,
         checkpoint_version: rows.checkpoint_version,
         checkpoint,
+        keys: client_keys::read(
+            rows.keys,
+            rows.log
+                .iter()
+                .filter(|row| row.first > rows.checkpoint_version)
+                .filter_map(|row| Some((row.last, row.keys.clone()?))),
+        ),
         diffs: split_log(model, rows.log)?,
     }))
 }
@@ -300,10 +308,22 @@ fn read_rows(
     };
     let rows = tx
         .prepare_cached(
-            "SELECT first_version, diffs FROM log WHERE model = ?1 ORDER BY first_version",
+            "SELECT first_version, last_version, diffs, keys FROM log WHERE model = ?1
+             ORDER BY first_version",
         )?
         .query_map([model.as_str()], |row| {
-            Ok((row.get::<_, i64>(0)? as u64, row.get::<_, String>(1)?))
+            Ok(LogRow {
+                first: row.get::<_, i64>(0)? as u64,
+                last: row.get::<_, i64>(1)? as u64,
+                diffs: row.get(2)?,
+                keys: row.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let keys = tx
+        .prepare_cached("SELECT key, record, version FROM client_keys WHERE model = ?1")?
+        .query_map([model.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as u64))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     tx.finish()?;
@@ -312,6 +332,7 @@ fn read_rows(
         checkpoint_version: checkpoint_version as u64,
         checkpoint,
         log: rows,
+        keys,
     }))
 }
 
@@ -320,21 +341,34 @@ struct StoredRows {
     epoch: String,
     checkpoint_version: u64,
     checkpoint: String,
-    /// Each batch's first version and its diffs as a JSON array.
-    log: Vec<(u64, String)>,
+    /// The log's rows, in order.
+    log: Vec<LogRow>,
+    /// The model's client key records in `client_keys`, with the version each is as of.
+    keys: Vec<(String, String, u64)>,
+}
+
+/// One committed batch: its first and last versions, its diffs as a JSON array, and the client
+/// key records it wrote.
+struct LogRow {
+    first: u64,
+    last: u64,
+    diffs: String,
+    keys: Option<String>,
 }
 
 /// Splits the log's batches into one diff per version.
-fn split_log(model: &ModelName, log: Vec<(u64, String)>) -> Result<Vec<StoredDiff>, StoreError> {
+fn split_log(model: &ModelName, log: Vec<LogRow>) -> Result<Vec<StoredDiff>, StoreError> {
     let mut diffs = Vec::new();
-    for (first, batch) in log {
+    for LogRow {
+        first,
+        diffs: batch,
+        ..
+    } in log
+    {
         let parsed: Vec<&serde_json::value::RawValue> = serde_json::from_str(&batch)
             .map_err(|e| StoreError::Corrupt(format!("a log row of {model} is unreadable: {e}")))?;
         for (offset, diff) in parsed.into_iter().enumerate() {
-            diffs.push(StoredDiff {
-                version: first + offset as u64,
-                json: diff.get().to_owned(),
-            });
+            diffs.push(StoredDiff::new(first + offset as u64, diff.get()));
         }
     }
     Ok(diffs)

@@ -10,6 +10,7 @@ use purly::serde_json;
 use purly::{AppendDone, Appended, Batch, LoadDone, ModelName, NewModel, RemoveDone, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use crate::client_keys;
 use crate::telemetry::{GROUP_OPS, TRANSACTION_SECONDS};
 
 /// Work for the writer.
@@ -101,6 +102,7 @@ fn write_group(
             Op::Create(model, new, _) => Outcome::Created(create(&tx, model, new, known)?),
             Op::Remove(model, _) => {
                 tx.execute("DELETE FROM log WHERE model = ?1", [model.as_str()])?;
+                tx.execute("DELETE FROM client_keys WHERE model = ?1", [model.as_str()])?;
                 tx.execute("DELETE FROM models WHERE name = ?1", [model.as_str()])?;
                 known.remove(model);
                 Outcome::Removed
@@ -183,21 +185,32 @@ fn append(
     }
     if !batch.diffs.is_empty() {
         let diffs = batch.diffs_json();
+        // The client keys' records ride in the batch's own row: no other page to write.
+        let keys = (!batch.keys.is_empty()).then(|| batch.keys_json());
         tx.prepare_cached(
-            "INSERT INTO log (model, first_version, last_version, diffs) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO log (model, first_version, last_version, diffs, keys)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![
             name,
             (batch.base_version + 1) as i64,
             last as i64,
-            diffs
+            diffs,
+            keys
         ])?;
+    }
+    if batch.diffs.is_empty() && !batch.keys.is_empty() {
+        client_keys::write_alone(tx, batch)?;
     }
     if let Some(checkpoint) = &batch.checkpoint {
         let state = match serde_json::to_string(&*checkpoint.state) {
             Ok(state) => state,
             Err(error) => return Ok(Err(StoreError::Corrupt(error.to_string()))),
         };
+        let previous: i64 = tx
+            .prepare_cached("SELECT checkpoint_version FROM models WHERE name = ?1")?
+            .query_row([name], |row| row.get(0))?;
+        client_keys::fold_log(tx, name, previous as u64)?;
         tx.prepare_cached(
             "UPDATE models SET checkpoint_version = ?2, checkpoint = ?3 WHERE name = ?1",
         )?

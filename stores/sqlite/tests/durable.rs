@@ -343,3 +343,170 @@ async fn a_model_joined_but_never_written_keeps_its_epoch_and_first_state() {
     );
     assert_eq!(client.state(), &first_state);
 }
+
+/// Receives until a message answering update `id` (echo, ack, or an error naming it) arrives.
+async fn answer_to(client: &mut Client, id: u64) -> ServerMessage {
+    loop {
+        for message in recv(client).await {
+            let answers = match message.kind() {
+                ServerMessageKind::Error => message.ids().iter().any(|i| i.as_u64() == Some(id)),
+                _ => message.id().and_then(|i| i.as_u64()) == Some(id),
+            };
+            if answers {
+                return message;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_keys_answers_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = |store: Arc<SqliteStore>| {
+        let mut config = purly::Config::default();
+        config.max_model_bytes = 64;
+        Engine::builder().store(store).config(config).build()
+    };
+    let keyed = |engine: &Engine| {
+        let key = purly::ClientKey::new("writer-key-1").unwrap();
+        let options = purly::JoinOptions::stream().client_key(key);
+        let engine = engine.clone();
+        async move {
+            let mut client = Client::connect_with(&engine, "m", options).await.unwrap();
+            recv(&mut client).await;
+            client
+        }
+    };
+    let update = |id: u64, content: Value| {
+        json!([{"header": {"type": "update", "id": id}, "content": content}]).to_string()
+    };
+    let pad = json!({"pad": "0123456789012345678901234567890123456789"});
+    let big = json!({"big": "01234567890123456789012345678901234567890"});
+    {
+        let store = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+        let engine = small(store.clone());
+        let mut client = keyed(&engine).await;
+        let _ = client.send_text(&update(1, pad.clone())).await;
+        assert_eq!(answer_to(&mut client, 1).await.seq(), Some(1));
+        let _ = client.send_text(&update(2, big.clone())).await;
+        let refused = answer_to(&mut client, 2).await;
+        assert_eq!(refused.content().unwrap()["code"], "model_too_large");
+        // Room is made: judged anew, update 2 would now be applied.
+        let _ = client.send_text(&update(3, json!({"pad": null}))).await;
+        assert_eq!(answer_to(&mut client, 3).await.seq(), Some(2));
+        drop(client);
+        stop(engine, store);
+    }
+    let store = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
+    let engine = small(store);
+    let mut client = keyed(&engine).await;
+    let _ = client.send_text(&update(1, pad)).await;
+    let ack = answer_to(&mut client, 1).await;
+    assert!(ack.is_duplicate(), "{}", ack.json());
+    assert_eq!(ack.seq(), Some(1));
+    let _ = client.send_text(&update(2, big)).await;
+    let refused = answer_to(&mut client, 2).await;
+    assert_eq!(
+        refused.kind(),
+        ServerMessageKind::Error,
+        "{}",
+        refused.json()
+    );
+    assert_eq!(refused.content().unwrap()["code"], "model_too_large");
+    assert_eq!(engine.state("m").unwrap(), Map::new());
+    assert_eq!(engine.read("m", |_, v| v).unwrap(), 2);
+}
+
+#[tokio::test]
+async fn client_key_records_survive_checkpoints_that_trim_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = SqliteOptions::default();
+    options.checkpoint = CheckpointPolicy {
+        every_diffs: 10,
+        every_bytes: u64::MAX,
+    };
+    options.keep_history = 5;
+    let keyed = |engine: &Engine, key: &str| {
+        let options = purly::JoinOptions::stream().client_key(purly::ClientKey::new(key).unwrap());
+        let engine = engine.clone();
+        async move {
+            let mut client = Client::connect_with(&engine, "m", options).await.unwrap();
+            recv(&mut client).await;
+            client
+        }
+    };
+    let update = |id: u64, content: Value| {
+        json!([{"header": {"type": "update", "id": id}, "content": content}]).to_string()
+    };
+    {
+        let (engine, store) = open(&dir, options.clone());
+        let mut a = keyed(&engine, "key-aaaa").await;
+        let _ = a.send_text(&update(1, json!({"a": 1}))).await;
+        assert_eq!(answer_to(&mut a, 1).await.seq(), Some(1));
+        let mut b = keyed(&engine, "key-bbbb").await;
+        for id in 1..=60 {
+            let _ = b.send_text(&update(id, json!({"b": id}))).await;
+            assert_eq!(answer_to(&mut b, id).await.seq(), Some(id + 1));
+        }
+        // Changes nothing: its record is written on its own.
+        let mut c = keyed(&engine, "key-cccc").await;
+        let _ = c.send_text(&update(9, json!({"a": 1}))).await;
+        let ack = answer_to(&mut c, 9).await;
+        assert_eq!((ack.kind(), ack.seq()), (ServerMessageKind::Ack, Some(61)));
+        drop((a, b, c));
+        stop(engine, store);
+    }
+    let db = rusqlite::Connection::open(dir.path().join(purly_sqlite::DATABASE_FILE)).unwrap();
+    let first_kept: i64 = db
+        .query_row("SELECT min(first_version) FROM log", [], |row| row.get(0))
+        .unwrap();
+    assert!(
+        first_kept > 1,
+        "the log row of key-aaaa's update is trimmed"
+    );
+    drop(db);
+    let (engine, _store) = open(&dir, options);
+    for (key, id, seq) in [
+        ("key-aaaa", 1, 1),
+        ("key-bbbb", 60, 61),
+        ("key-bbbb", 5, 6),
+        ("key-cccc", 9, 61),
+    ] {
+        let mut client = keyed(&engine, key).await;
+        let _ = client.send_text(&update(id, json!({"late": key}))).await;
+        let ack = answer_to(&mut client, id).await;
+        assert!(ack.is_duplicate(), "{key} {id}: {}", ack.json());
+        assert_eq!(ack.seq(), Some(seq), "{key} {id}");
+    }
+    assert_eq!(engine.read("m", |_, v| v).unwrap(), 61);
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = rusqlite::Connection::open(dir.path().join(purly_sqlite::DATABASE_FILE)).unwrap();
+        db.execute_batch(
+            "CREATE TABLE models (name TEXT NOT NULL PRIMARY KEY, epoch TEXT NOT NULL,
+                checkpoint_version INTEGER NOT NULL, checkpoint TEXT NOT NULL) WITHOUT ROWID;
+             CREATE TABLE log (model TEXT NOT NULL, first_version INTEGER NOT NULL,
+                last_version INTEGER NOT NULL, diffs TEXT NOT NULL,
+                PRIMARY KEY (model, first_version)) WITHOUT ROWID;
+             INSERT INTO models VALUES ('m', 'old-epoch', 0, '{}');
+             INSERT INTO log VALUES ('m', 1, 2, '[{\"a\":1},{\"b\":2}]');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let (engine, _store) = open(&dir, SqliteOptions::default());
+    let options =
+        purly::JoinOptions::stream().client_key(purly::ClientKey::new("key-aaaa").unwrap());
+    let mut client = Client::connect_with(&engine, "m", options).await.unwrap();
+    let snapshot = recv(&mut client).await;
+    assert_eq!(snapshot[0].seq(), Some(2));
+    assert_eq!(snapshot[0].epoch(), Some("old-epoch"));
+    let _ = client
+        .send_text(r#"[{"header":{"type":"update","id":1},"content":{"c":3}}]"#)
+        .await;
+    assert_eq!(answer_to(&mut client, 1).await.seq(), Some(3));
+}

@@ -48,8 +48,8 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use purly::serde_json::{Map, Value};
 use purly::{
-    ClientConnection, ClientId, CloseReason, Engine, Frame, JoinError, JoinOptions, Message,
-    Outbox, Received, Replica, ReplicaError, SendError, ServerMessage, Session,
+    ClientConnection, ClientId, ClientKey, CloseReason, Engine, Frame, JoinError, JoinOptions,
+    Message, Mode, Outbox, Received, Replica, ReplicaError, SendError, ServerMessage, Session,
 };
 use thiserror::Error;
 
@@ -83,9 +83,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// Joins `model` in stream mode, read-write.
+    /// Joins `model` in stream mode, read-write, with a new random client key: an update the
+    /// client sends again (see [`resume`](Client::resume)) is applied at most once
+    /// (PROTOCOL.md section 9).
     pub async fn connect(engine: &Engine, model: &str) -> Result<Self, JoinError> {
-        Client::connect_with(engine, model, JoinOptions::stream()).await
+        let key = ClientKey::random();
+        let options = JoinOptions::stream().client_key(key);
+        Client::connect_with(engine, model, options).await
     }
 
     /// Joins `model` with the given options (compat mode, read-only, resume).
@@ -103,19 +107,34 @@ impl Client {
         .await
     }
 
-    /// Joins `model` with an outbox of your own (e.g. a smaller byte bound).
+    /// Joins `model` with an outbox of your own (e.g. a smaller byte bound). The client key is
+    /// the one `options` name, if any (without one, the session's ids are its own, PROTOCOL.md
+    /// section 4).
     pub async fn connect_with_outbox(
         engine: &Engine,
         model: &str,
         options: JoinOptions,
         outbox: Arc<Outbox>,
     ) -> Result<Self, JoinError> {
-        let mode = options.mode;
+        let replica = match &options.client_key {
+            Some(key) if options.mode == Mode::Stream => Replica::with_client_key(key.clone()),
+            _ => Replica::new(options.mode),
+        };
+        Client::join(engine, model, options, outbox, replica).await
+    }
+
+    async fn join(
+        engine: &Engine,
+        model: &str,
+        options: JoinOptions,
+        outbox: Arc<Outbox>,
+        replica: Replica,
+    ) -> Result<Self, JoinError> {
         let session = engine.join(model, outbox.clone(), options).await?;
         Ok(Client {
             session,
             outbox,
-            replica: Replica::new(mode),
+            replica,
             closed: None,
             replica_error: None,
         })
@@ -124,14 +143,25 @@ impl Client {
     /// Reconnects with a replica kept from an earlier connection (see
     /// [`into_replica`](Client::into_replica)), resuming after its version: the engine replays
     /// the diffs the replica missed if it still keeps them and the epoch is the same, else sends
-    /// a snapshot. Either way the replica ends up with every change exactly once.
+    /// a snapshot. Either way the replica ends up with every change exactly once. The
+    /// replica's unconfirmed updates are sent again with their ids under its client key: the
+    /// engine applies those it had not applied, and answers the others again.
     pub async fn resume(engine: &Engine, model: &str, replica: Replica) -> Result<Self, JoinError> {
-        let options = match (replica.version(), replica.epoch()) {
+        let mut options = match (replica.version(), replica.epoch()) {
             (Some(version), Some(epoch)) => JoinOptions::stream().resume(version, epoch),
             _ => JoinOptions::stream(),
         };
-        let mut client = Client::connect_with(engine, model, options).await?;
-        client.replica = replica;
+        if let Some(key) = replica.client_key() {
+            options = options.client_key(key.clone());
+        }
+        let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
+        let client = Client::join(engine, model, options, outbox, replica).await?;
+        let pending: Vec<_> = client.replica.pending_updates().collect();
+        if !pending.is_empty() {
+            client.session.ready().await;
+            // A refusal is queued to this client as an error, which settles the updates.
+            let _ = client.session.send(Frame::new(pending));
+        }
         Ok(client)
     }
 
@@ -202,7 +232,10 @@ impl Client {
     }
 
     /// Sends a frame built in code, as is, once the model is ready for it: updates in it are
-    /// not tracked by the replica unless they came from [`Replica::update`].
+    /// not tracked by the replica unless they came from [`Replica::update`]. With a client key
+    /// (the default of [`connect`](Client::connect)), every update needs an integer id above
+    /// the key's earlier ones (PROTOCOL.md section 9): use [`update`](Client::update), or join
+    /// without a key ([`connect_with`](Client::connect_with)) to send frames of your own.
     pub async fn send(&self, frame: Frame) -> Result<(), SendError> {
         self.session.ready().await;
         self.session.send(frame)

@@ -81,22 +81,31 @@ pub struct WsClient {
 
 impl WsClient {
     /// Connects to a stream URL, e.g. `ws://127.0.0.1:8000/model/stream`.
+    /// The client names itself with its replica's client key (`?client=KEY`), so that an
+    /// update resent after a reconnect is applied at most once (PROTOCOL.md section 9).
     pub async fn connect(url: &str) -> Result<Self, WsClientError> {
-        let socket = open(url, None).await?;
+        WsClient::connect_with(url, Replica::new(Mode::Stream)).await
+    }
+
+    /// Connects with a replica of your own, e.g. one made with
+    /// [`Replica::with_client_key`] to keep a client key across restarts of the program.
+    pub async fn connect_with(url: &str, replica: Replica) -> Result<Self, WsClientError> {
+        let socket = open(url, &replica, false).await?;
         Ok(WsClient {
             url: url.to_owned(),
             socket,
-            replica: Replica::new(Mode::Stream),
+            replica,
             ended: None,
         })
     }
 
     /// Reconnects to the same URL, resuming after the replica's version: the server replays
     /// what was missed or sends a snapshot. Updates still unconfirmed are sent again (with
-    /// their ids), since the client cannot know which of them reached the server.
+    /// their ids, under the same client key), since the client cannot know which of them
+    /// reached the server: the server applies those it had not, and answers the others again.
     pub async fn reconnect(&mut self) -> Result<(), WsClientError> {
         let _ = self.socket.close(None).await;
-        self.socket = open(&self.url, Some(&self.replica)).await?;
+        self.socket = open(&self.url, &self.replica, true).await?;
         self.ended = None;
         let resend: Vec<Message> = self.replica.pending_updates().collect();
         if !resend.is_empty() {
@@ -241,15 +250,23 @@ impl std::fmt::Debug for WsClient {
     }
 }
 
-async fn open(url: &str, resume_from: Option<&Replica>) -> Result<Socket, WsClientError> {
+/// Opens the stream with the replica's client key, and (`resume`) its version and epoch.
+async fn open(url: &str, replica: &Replica, resume: bool) -> Result<Socket, WsClientError> {
     let invalid = |reason: String| WsClientError::InvalidUrl {
         url: url.to_owned(),
         reason,
     };
+    let mut query = Vec::new();
+    if let Some(key) = replica.client_key() {
+        query.push(format!("client={key}"));
+    }
+    if let (true, Some(version), Some(epoch)) = (resume, replica.version(), replica.epoch()) {
+        query.push(format!("since={version}&epoch={epoch}"));
+    }
     let mut target = url.to_owned();
-    if let Some((version, epoch)) = resume_from.and_then(|r| Some((r.version()?, r.epoch()?))) {
+    if !query.is_empty() {
         let separator = if target.contains('?') { '&' } else { '?' };
-        target = format!("{target}{separator}since={version}&epoch={epoch}");
+        target = format!("{target}{separator}{}", query.join("&"));
     }
     let mut request = target
         .into_client_request()

@@ -23,7 +23,7 @@ pub(crate) enum ClientFile {
     Types,
 }
 
-/// Names below the prefix that are the client's files, not models (PROTOCOL.md section 9).
+/// Names below the prefix that are the client's files, not models (PROTOCOL.md section 12).
 pub(crate) const CLIENT_MODULE: &str = "purly-client.js";
 /// See [`CLIENT_MODULE`].
 pub(crate) const CLIENT_TYPES: &str = "purly-client.d.ts";

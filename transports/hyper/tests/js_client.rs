@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../../../examples/tests/common/relay.rs"]
+mod relay;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -318,4 +320,173 @@ async fn a_restart_is_survived_with_resume_and_pending_updates_are_sent_once() {
         Value::Object(engine.state("m").unwrap())
     );
     drop(server);
+}
+
+#[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
+async fn a_too_deep_update_rejects_with_the_servers_code() {
+    let Some(setup) = setup().await else {
+        return;
+    };
+    let mut page = open_client(&setup.browser, &setup.server).await;
+    let outcome = page
+        .eval(
+            "(async () => {
+                let deep = 1;
+                for (let i = 0; i < 70; i++) deep = { d: deep };
+                const reason = await c.update({ deep }, { timeout: 10000 })
+                    .then(() => 'confirmed', (e) => e.name + ' ' + (e.code ?? e.message));
+                const kept = await c.update({ fine: 1 });
+                return { reason, pending: c.pending, kept, state: JSON.stringify(c.state) };
+            })()",
+        )
+        .await;
+    assert_eq!(outcome["reason"], "PurlyError too_deep", "{outcome}");
+    assert_eq!(outcome["pending"], 0, "{outcome}");
+    assert_eq!(outcome["kept"], 1, "{outcome}");
+    assert_eq!(outcome["state"], r#"{"fine":1}"#, "{outcome}");
+}
+
+#[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
+async fn an_update_whose_echo_was_lost_in_a_restart_is_applied_once() {
+    let Some(Setup {
+        browser,
+        dir,
+        offline,
+        engine,
+        store,
+        server,
+    }) = setup().await
+    else {
+        return;
+    };
+    let addr = server.addr;
+    // The page talks to the server through a relay the test controls.
+    let relay = relay::Relay::start(addr).await;
+    let mut page = browser.open(&format!("http://{}/app", relay.addr)).await;
+    assert!(page.wait_for("document.body.dataset.ready === 'yes'").await);
+    page.eval(
+        "(async () => { window.c = purly.connect('/m/stream'); await c.ready; return true; })()",
+    )
+    .await;
+    let mut watcher = common::within(WsClient::connect(&server.url("/m/stream")))
+        .await
+        .unwrap();
+    // The update reaches the server and is applied; its echo never reaches the page.
+    relay.mute_replies.store(true, Ordering::SeqCst);
+    page.eval("window.lost = c.update({ offline: 'mine' }); true")
+        .await;
+    while watcher.replica().version() < Some(1) {
+        common::within(watcher.recv()).await.unwrap();
+    }
+    assert_eq!(page.eval("c.pending").await, 1, "the page never heard back");
+    // The server stops; the page's connection is cut; the same store comes back on the
+    // same address.
+    server.purly.shutdown().await;
+    drop(server);
+    drop(engine);
+    store.close();
+    drop(store);
+    relay.cut_all();
+    relay.mute_replies.store(false, Ordering::SeqCst);
+    drop(watcher);
+    let (engine, _store) = self::engine(dir.path(), &offline);
+    // The old accept loop lets go of the port once its aborted task is dropped.
+    let listener = common::within(async {
+        loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => return listener,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
+    let server = Server::start_on(listener, purly(engine.clone())).await;
+    // The page resends under its key: answered, not applied again.
+    assert_eq!(
+        page.eval("window.lost").await,
+        1,
+        "confirmed with its first version"
+    );
+    assert!(
+        page.wait_for("c.status === 'live' && c.pending === 0")
+            .await
+    );
+    assert_eq!(offline.load(Ordering::SeqCst), 1, "applied exactly once");
+    assert_eq!(engine.durable_version("m"), Some(1));
+    assert_eq!(
+        js_state(&mut page).await,
+        serde_json::json!({"offline": "mine"})
+    );
+    drop(server);
+}
+
+#[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
+async fn an_error_naming_no_id_settles_the_oldest_unanswered_frame() {
+    let Some(setup) = setup().await else {
+        return;
+    };
+    let mut page = setup.browser.open(&setup.server.http("/app")).await;
+    assert!(page.wait_for("document.body.dataset.ready === 'yes'").await);
+    // A server of the test's own, through the client's `WebSocket` option: it answers the first
+    // frame with its echo, the second with an error that names no id, and says `unavailable`
+    // (no ids: the store failed) before the third.
+    let outcome = page
+        .eval(
+            "(async () => {
+                class Fake {
+                    constructor() {
+                        this.readyState = 0; this.sent = []; window.fake = this;
+                        setTimeout(() => {
+                            this.readyState = 1; this.onopen();
+                            this.push([{ header: { type: 'update', version: '0.1', snapshot: true, seq: 0, epoch: 'e' }, content: {} }]);
+                        });
+                    }
+                    push(frame) { this.onmessage({ data: JSON.stringify(frame) }); }
+                    send(text) { this.sent.push(JSON.parse(text)); }
+                    close() { this.readyState = 3; }
+                }
+                const c = purly.connect('/m/stream', { WebSocket: Fake });
+                await c.ready;
+                const settled = (p) => p.then((v) => 'confirmed ' + v, (e) => 'refused ' + e.code);
+                const first = settled(c.update({ a: 1 }));
+                const second = settled(c.update({ b: 2 }));
+                const id = fake.sent[0][0].header.id;
+                fake.push([{ header: { type: 'update', version: '0.1', seq: 1, epoch: 'e', id }, content: { a: 1 } }]);
+                fake.push([{ header: { type: 'error', version: '0.1' }, content: { code: 'invalid_json', message: 'unreadable' } }]);
+                const third = c.update({ c: 3 });
+                fake.push([{ header: { type: 'error', version: '0.1' }, content: { code: 'unavailable', message: 'store failed' } }]);
+                return { first: await first, second: await second, pending: c.pending,
+                         ids: fake.sent.map((f) => f[0].header.id), key: c.clientKey };
+            })()",
+        )
+        .await;
+    assert_eq!(outcome["first"], "confirmed 1", "{outcome}");
+    assert_eq!(outcome["second"], "refused invalid_json", "{outcome}");
+    assert_eq!(
+        outcome["pending"], 1,
+        "`unavailable` refuses nothing: {outcome}"
+    );
+    let ids: Vec<u64> = outcome["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_u64().unwrap())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "increasing integer ids: {outcome}"
+    );
+    assert!(outcome["key"].as_str().unwrap().len() >= 8, "{outcome}");
 }

@@ -26,6 +26,19 @@ export interface ConnectOptions {
   minReconnectDelay?: number;
   /** The longest wait before reconnecting, in ms (default 5000). */
   maxReconnectDelay?: number;
+  /**
+   * The client key (8 to 64 of `A-Z a-z 0-9 _ -`; PROTOCOL.md section 9). Default: the page's
+   * key for this model in `sessionStorage`, or a new random one.
+   */
+  clientKey?: string;
+}
+
+export interface UpdateOptions {
+  /**
+   * Reject (an Error named `TimeoutError`) when the server has not answered within this many
+   * ms; the update stays pending and may still be applied, exactly once.
+   */
+  timeout?: number;
 }
 
 /** An error frame from the server (PROTOCOL.md section 5). */
@@ -53,16 +66,19 @@ export class PurlyClient {
   readonly epoch: string | null;
   /** The connection's state. */
   readonly status: Status;
+  /** The client key this client names itself with; the server applies each update once. */
+  readonly clientKey: string;
 
   /**
    * Merges `patch` into `state` at once and sends it. Resolves with the version that includes
-   * it once the server confirms it; rejects with a `PurlyError` if the server refuses it.
+   * it once the server confirms it; rejects with a `PurlyError` if the server refuses it, or
+   * an Error when the client is closed (or the timeout passes) first.
    */
-  update(patch: JsonObject): Promise<number>;
+  update(patch: JsonObject, options?: UpdateOptions): Promise<number>;
   /** Relays `content` to the model's other clients; returns whether it was sent. */
   signal(content: JsonObject): boolean;
   /** Sends an update and a signal in one frame: both are applied, or neither. */
-  send(frame: { update?: JsonObject; signal?: JsonObject }): Promise<number | null>;
+  send(frame: { update?: JsonObject; signal?: JsonObject; timeout?: number }): Promise<number | null>;
   /** Calls `listener` after every change of `state`; returns a function that unsubscribes. */
   subscribe(listener: (state: JsonObject, diff: JsonObject | null, change: Change) => void): () => void;
   /** Status changes. Returns a function that stops listening. */

@@ -12,8 +12,48 @@
 // `error` naming its id). After a dropped connection the client reconnects with
 // `?since=VERSION&epoch=EPOCH`, receives exactly what it missed, and sends every update still
 // unconfirmed once more, with its id, so that its confirmation still reaches it.
+//
+// Exactly once (PROTOCOL.md section 9): the client names itself with a client key
+// (`?client=KEY`, kept in the page's `sessionStorage` per model, so a reload keeps it) and
+// numbers its updates with increasing integers, so the server applies a resent update at most
+// once and answers it again instead.
 
 const SUBPROTOCOL = "purly.stream";
+const KEY_STORAGE = "purly-client-key:";
+// Keys in use by clients of this page: two clients of one model never share one.
+const keysInUse = new Set();
+
+function randomKey() {
+  const bytes = new Uint8Array(16);
+  if (globalThis.crypto && globalThis.crypto.getRandomValues) {
+    globalThis.crypto.getRandomValues(bytes);
+  } else {
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  }
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// The page's key for the model at `url`: the one in `sessionStorage` (so that a reload keeps
+// it) unless another client of this page uses it, else a fresh one. Marked in use until the
+// client closes.
+function clientKeyFor(url) {
+  const slot = KEY_STORAGE + url.pathname;
+  let storage = null;
+  try {
+    storage = globalThis.sessionStorage ?? null;
+  } catch (_) {
+    storage = null; // storage disabled (e.g. sandboxed frames)
+  }
+  const stored = storage ? storage.getItem(slot) : null;
+  const valid = stored !== null && /^[A-Za-z0-9_-]{8,64}$/.test(stored);
+  let key = stored;
+  if (!valid || keysInUse.has(stored)) {
+    key = randomKey();
+    if (storage && !valid) storage.setItem(slot, key);
+  }
+  keysInUse.add(key);
+  return key;
+}
 
 function isObject(value) {
   return value !== null && typeof value === "object" && !Array.isArray(value);
@@ -88,7 +128,10 @@ export class PurlyClient {
     this._confirmed = blank();
     this._view = null; // confirmed + pending, rebuilt on demand
     this._pending = []; // [{ id, patch, resolve, reject }], oldest first
-    this._idPrefix = Math.random().toString(36).slice(2, 10);
+    this._sent = []; // the ids of each frame with updates sent on this connection, oldest first
+    /** The client key this client names itself with (PROTOCOL.md section 9). */
+    this.clientKey = options.clientKey ?? clientKeyFor(this.url);
+    // Ids start from the clock (microseconds), so a key reused after a reload never repeats one.
     this._nextId = 0;
     this._listeners = new Set();
     this._events = { status: new Set(), error: new Set(), signal: new Set() };
@@ -125,10 +168,12 @@ export class PurlyClient {
   /**
    * Merges `patch` into the state at once and sends it. The promise resolves with the version
    * that includes it once the server confirms it, or rejects with a `PurlyError` if the
-   * server refuses it (or with an Error if the client is closed first).
+   * server refuses it (or with an Error if the client is closed first). With
+   * `{ timeout: ms }` it also rejects (an Error named `TimeoutError`) when no answer came in
+   * time: the update stays pending and may still be applied, exactly once.
    */
-  update(patch) {
-    return this.send({ update: patch });
+  update(patch, options = {}) {
+    return this.send({ update: patch, timeout: options.timeout });
   }
 
   /** Relays `content` to the model's other clients; returns whether it was sent (live). */
@@ -142,17 +187,19 @@ export class PurlyClient {
    * relayed only if the update is accepted). Either may be left out. Returns the update's
    * promise (or a resolved one without an update).
    */
-  send({ update, signal } = {}) {
+  send({ update, signal, timeout } = {}) {
     if (this.status === "closed") return Promise.reject(new Error("the client is closed"));
     const messages = [];
     let promise = Promise.resolve(this.version);
     if (update !== undefined) {
       if (!isObject(update)) throw new TypeError("an update is an object");
       const patch = copy(update);
-      const id = `${this._idPrefix}-${++this._nextId}`;
+      this._nextId = Math.max(this._nextId + 1, Date.now() * 1000);
+      const id = this._nextId;
       promise = new Promise((resolve, reject) => {
         this._pending.push({ id, patch, resolve, reject });
       });
+      if (typeof timeout === "number") promise = withTimeout(promise, timeout);
       messages.push(updateMessage(id, patch));
       this._changed(patch, { source: "local", keys: Object.keys(patch) });
     }
@@ -197,8 +244,10 @@ export class PurlyClient {
     this._socket = null;
     if (socket) socket.close(1000);
     this._setStatus("closed");
+    keysInUse.delete(this.clientKey);
     const pending = this._pending;
     this._pending = [];
+    this._sent = [];
     this._view = null;
     for (const p of pending) p.reject(new Error("the client is closed"));
     this._ready.reject(new Error("the client closed before the first state"));
@@ -208,6 +257,7 @@ export class PurlyClient {
 
   _open() {
     const url = new URL(this.url);
+    url.searchParams.set("client", this.clientKey);
     if (this.version !== null && this.epoch !== null) {
       url.searchParams.set("since", String(this.version));
       url.searchParams.set("epoch", this.epoch);
@@ -218,8 +268,10 @@ export class PurlyClient {
       if (this._socket !== socket) return;
       this._retryDelay = this._minDelay;
       this._setStatus("live");
+      this._sent = [];
       // Whether the server applied these before the drop cannot be known: send each once more
-      // with its id; the first confirmation of an id settles it, a later one is ignored.
+      // with its id; under the client key the server applies each at most once, and the first
+      // confirmation of an id settles it, a later one is ignored.
       if (this._pending.length > 0) {
         this._send(this._pending.map((p) => updateMessage(p.id, p.patch)));
       }
@@ -247,7 +299,15 @@ export class PurlyClient {
     const socket = this._socket;
     if (!socket || socket.readyState !== 1) return false;
     socket.send(JSON.stringify(messages));
+    const ids = messages.filter((m) => m.header.type === "update").map((m) => m.header.id);
+    if (ids.length > 0) this._sent.push(ids);
     return true;
+  }
+
+  // Forgets the sent frames whose updates are all settled.
+  _pruneSent() {
+    const pending = new Set(this._pending.map((p) => p.id));
+    this._sent = this._sent.filter((ids) => ids.some((id) => pending.has(id)));
   }
 
   // Starts over from a snapshot: the next connection asks for no resume point.
@@ -325,6 +385,7 @@ export class PurlyClient {
     const [done] = this._pending.splice(at, 1);
     for (const key of Object.keys(done.patch)) keys.push(key);
     this._view = null;
+    this._pruneSent();
     done.resolve(seq ?? this.version);
   }
 
@@ -334,7 +395,14 @@ export class PurlyClient {
       String(content.message ?? ""),
       typeof content.index === "number" ? content.index : undefined,
     );
-    const ids = Array.isArray(header.ids) ? header.ids : [];
+    let ids = Array.isArray(header.ids) ? header.ids : [];
+    // Frames are answered in order: an error that names no id (a frame whose ids the server
+    // could not read) refuses the oldest frame still unanswered. `unavailable` without ids is
+    // the model's store failing: those updates are sent again on reconnecting.
+    if (ids.length === 0 && error.code !== "unavailable") {
+      const pending = new Set(this._pending.map((p) => p.id));
+      ids = this._sent.find((frame) => frame.some((id) => pending.has(id))) ?? [];
+    }
     const keys = [];
     for (const id of ids) {
       const at = this._pending.findIndex((p) => p.id === id);
@@ -343,6 +411,7 @@ export class PurlyClient {
       keys.push(...Object.keys(refused.patch));
       refused.reject(error);
     }
+    this._pruneSent();
     if (keys.length > 0) {
       this._view = null;
       this._notify(null, { source: "rollback", keys });
@@ -381,6 +450,27 @@ export class PurlyClient {
     this.status = status;
     this._emit("status", status);
   }
+}
+
+// `promise`, rejected with a `TimeoutError` if it has not settled after `ms` milliseconds.
+function withTimeout(promise, ms) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      const error = new Error(`no answer from the server within ${ms} ms`);
+      error.name = "TimeoutError";
+      reject(error);
+    }, ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
 }
 
 function updateMessage(id, patch) {
