@@ -130,6 +130,19 @@ impl KeyRecord {
         })
     }
 
+    /// Records a decision above the highest (else returns `false`: decided already), at
+    /// `now`, the engine's `touched`-th decision, keeping the answers up to `trim_to`.
+    fn add(&mut self, decided: Decided, now: u64, touched: u64, trim_to: u64) -> bool {
+        if self.highest().is_some_and(|highest| decided.id <= highest) {
+            return false;
+        }
+        self.recent.push_back(decided);
+        self.used = now;
+        self.touched = touched;
+        self.trim(trim_to);
+        true
+    }
+
     /// Keeps at most [`ANSWERS_KEPT`] answers, dropping only durable ones.
     fn trim(&mut self, durable: u64) {
         while self.recent.len() > ANSWERS_KEPT
@@ -275,20 +288,26 @@ impl ClientKeys {
     ) {
         let now = now();
         self.decisions += 1;
-        let known = self.keys.contains_key(key);
-        let record = self.keys.entry(key.clone()).or_default();
-        if record.highest().is_some_and(|highest| id <= highest) {
-            return;
-        }
-        record.recent.push_back(Decided { id, answer, at });
-        record.used = now;
-        record.touched = self.decisions;
+        let decided = Decided { id, answer, at };
+        // What the store does not hold yet stays; all else beyond the kept answers goes.
+        let trim_to = if self.stored { durable } else { u64::MAX };
+        let known = match self.keys.get_mut(&**key) {
+            Some(record) => {
+                if !record.add(decided, now, self.decisions, trim_to) {
+                    return;
+                }
+                true
+            }
+            None => {
+                let mut record = KeyRecord::default();
+                record.add(decided, now, self.decisions, trim_to);
+                self.keys.insert(key.clone(), record);
+                false
+            }
+        };
         if self.stored {
-            record.trim(durable);
             self.unsent.push_back((at, key.clone()));
             self.pending.push_back((at, key.clone()));
-        } else {
-            record.trim(u64::MAX);
         }
         if !known && self.keys.len() > self.max_keys || self.decisions.is_multiple_of(SWEEP_EVERY) {
             self.evict(now, Some(key));

@@ -655,6 +655,10 @@ impl LiveModel {
             state.enqueue(Command::Reply { to, message });
             return Err(SendError::Frame(error));
         }
+        if !has_duplicates(&state.keys, key, &messages) {
+            // The usual frame: nothing to answer again, nothing to take out.
+            return Ok(messages);
+        }
         let mut fresh = Vec::with_capacity(messages.len());
         let mut highest = None;
         for message in messages {
@@ -1209,6 +1213,22 @@ impl LiveModel {
             || state.unsent_bytes + state.in_flight_bytes > 2 * self.max_undurable + self.max_frame
             || state.unsent.len() + state.in_flight_diffs > 4 * self.max_batch + 1
     }
+}
+
+/// Whether any update of a keyed frame was decided before (or repeats an earlier id of the
+/// frame).
+fn has_duplicates(keys: &ClientKeys, key: &str, messages: &[Message]) -> bool {
+    let mut highest = None;
+    messages
+        .iter()
+        .filter(|m| m.kind == MessageKind::Update)
+        .filter_map(|m| m.id.as_ref().and_then(MessageId::as_u64))
+        .any(|id| {
+            let repeated =
+                highest.is_some_and(|earlier| id <= earlier) || keys.judge(key, id) != Judged::New;
+            highest = Some(id);
+            repeated
+        })
 }
 
 /// Queues a write's answer right after its own commands: released, like them, once durable.
