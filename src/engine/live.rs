@@ -1110,6 +1110,7 @@ impl LiveModel {
             && state.commands.is_empty()
             && !state.in_flight()
             && state.unsent.is_empty()
+            && !state.keys.has_unsent()
             && state.durable == state.version;
         if !idle {
             state.idle_seen = false;
