@@ -4,9 +4,9 @@ use hyper::Response;
 use purly::Engine;
 
 use crate::access::{Authorize, Decision, RequestInfo};
+use crate::body::Body;
 use crate::config::{normalize_prefix, ServerConfig};
 use crate::extra_route::ExtraRoute;
-use crate::http::Body;
 use crate::service::Purly;
 
 /// Builds a [`Purly`] handler. The chained settings do not depend on their order: a

@@ -5,7 +5,7 @@
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::Response;
 
-use crate::http::Body;
+use crate::body::Body;
 use crate::route::ClientFile;
 
 /// The client module's source.

@@ -19,6 +19,10 @@ pub struct ServerConfig {
     /// keeps this clock for all its connections (no timer per connection), so a connection's
     /// first ping comes within one interval of its opening, at a phase it shares with others.
     pub ping_interval: Duration,
+    /// How often an event stream (PROTOCOL.md section 10) sends a `: ping` comment when it has
+    /// sent nothing else (default 15 s), so that proxies keep it open; a stream whose client
+    /// went away is noticed (and its session ended) at the latest at its next ping.
+    pub event_ping_interval: Duration,
     /// How many pings may go unanswered before the connection is closed (default 2). Any frame
     /// from the peer counts as an answer.
     pub max_missed_pings: u32,
@@ -111,6 +115,7 @@ impl Default for ServerConfig {
             prefix: "/".to_owned(),
             refresh_per_second: 25,
             ping_interval: Duration::from_secs(30),
+            event_ping_interval: Duration::from_secs(15),
             max_missed_pings: 2,
             write_timeout: Duration::from_secs(60),
             allowed_origins: Vec::new(),

@@ -4,7 +4,7 @@
 
 use hyper::Response;
 
-use crate::http::Body;
+use crate::body::Body;
 
 /// One such path and its handler.
 pub(crate) struct ExtraRoute {

@@ -10,7 +10,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::http::{error_response, Body};
+use crate::body::Body;
+use crate::http::error_response;
 
 /// The only WebSocket version there is (RFC 6455 section 4.1).
 const SUPPORTED_VERSION: &str = "13";

@@ -2,16 +2,13 @@
 
 use std::sync::Arc;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Response, StatusCode};
 use purly::{Engine, JoinError, ModelName};
 
 use crate::config::ServerConfig;
 
-/// The body of every response purly writes.
-pub type Body = Full<Bytes>;
+use crate::body::Body;
 
 /// A JSON error body `{"error": message}` with `status`.
 pub(crate) fn error_response(status: StatusCode, message: &str) -> Response<Body> {

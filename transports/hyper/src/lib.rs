@@ -81,17 +81,20 @@
 mod accept;
 mod access;
 mod admission;
+mod body;
 mod builder;
 #[cfg(feature = "client")]
 mod client;
 mod client_files;
 mod config;
+mod event_stream;
 mod extra_route;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod handshake;
 mod http;
+mod join_request;
 mod keep_alive;
 mod page;
 mod pinger;
@@ -104,14 +107,14 @@ mod upgrade;
 mod websocket;
 
 pub use access::{Authorize, Decision, PeerAddr, RequestInfo};
+pub use body::Body;
 pub use builder::PurlyBuilder;
 #[cfg(feature = "client")]
 pub use client::{Ended, WsClient, WsClientError, CLOSE_TIMEOUT};
 pub use client_files::{CLIENT_MODULE_SOURCE, CLIENT_TYPES_SOURCE};
 pub use config::{RateLimit, ServerConfig};
-pub use http::Body;
 pub use route::RouteKind;
-pub use service::{Handled, Purly, ResponseFuture};
+pub use service::{Handled, Purly, RequestBody, ResponseFuture};
 pub use upgrade::STREAM_SUBPROTOCOL;
 
 pub use hyper;

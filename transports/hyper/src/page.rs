@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::Response;
 
-use crate::http::Body;
+use crate::body::Body;
 
 const TEMPLATE: &str = include_str!("page/page.html");
 const SCRIPT: &str = include_str!("page/purly.js");

@@ -2,7 +2,7 @@
 
 use purly::{InvalidModelName, ModelName};
 
-/// The three routes below the prefix.
+/// The routes below the prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RouteKind {
@@ -12,6 +12,11 @@ pub enum RouteKind {
     State,
     /// `{prefix}{model}`: the browser page.
     Page,
+    /// `{prefix}{model}/events`: the session's frames as server-sent events (PROTOCOL.md
+    /// section 10).
+    Events,
+    /// `{prefix}{model}/send?session=S`: a frame for an event-stream session (POST).
+    Send,
 }
 
 /// The JavaScript client's files, served below the prefix: their names are not models.
@@ -56,6 +61,8 @@ pub(crate) fn route(path: &str, prefix: &str, reserved: &[String]) -> Routed {
         None => (rest, RouteKind::Page),
         Some((name, "stream")) => (name, RouteKind::Stream),
         Some((name, "state")) => (name, RouteKind::State),
+        Some((name, "events")) => (name, RouteKind::Events),
+        Some((name, "send")) => (name, RouteKind::Send),
         Some(_) => return Routed::Elsewhere,
     };
     if name.is_empty()
@@ -92,6 +99,14 @@ mod tests {
             model(RouteKind::State, "model")
         );
         assert_eq!(route("/model", "/", &[]), model(RouteKind::Page, "model"));
+        assert_eq!(
+            route("/model/events", "/", &[]),
+            model(RouteKind::Events, "model")
+        );
+        assert_eq!(
+            route("/model/send", "/", &[]),
+            model(RouteKind::Send, "model")
+        );
         assert_eq!(route("/", "/", &[]), Routed::Elsewhere);
         assert_eq!(route("/a/b/stream", "/", &[]), Routed::Elsewhere);
         assert_eq!(route("/model/other", "/", &[]), Routed::Elsewhere);

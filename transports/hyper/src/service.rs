@@ -18,10 +18,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::{Authorize, Decision, PeerAddr, RequestInfo};
 use crate::admission::{Admission, Refusal};
+use crate::body::Body;
 use crate::client_files;
 use crate::config::ServerConfig;
+use crate::event_stream;
 use crate::extra_route::ExtraRoute;
-use crate::http::{error_response, state_response, Body};
+use crate::http::{error_response, state_response};
 use crate::keep_alive::Activity;
 use crate::page;
 use crate::pinger::Pinger;
@@ -56,6 +58,8 @@ struct Shared {
     extra_routes: Vec<ExtraRoute>,
     /// The names below the prefix that the extra routes take: not models.
     reserved: Vec<String>,
+    /// The open event-stream sessions (PROTOCOL.md section 10).
+    event_sessions: Arc<event_stream::Sessions>,
 }
 
 /// What [`Purly::try_handle`] did with a request.
@@ -65,6 +69,22 @@ pub enum Handled<B> {
     Response(Response<Body>),
     /// It was not: the untouched request, for the embedder's own routes.
     NotPurly(Request<B>),
+}
+
+/// A request body purly can read (the event stream's POSTs): hyper's, axum's, or any
+/// [`hyper::body::Body`] that is `Send`.
+pub trait RequestBody:
+    hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
 }
 
 /// The future of a response from the [`Service`](hyper::service::Service) impls.
@@ -120,6 +140,7 @@ impl Purly {
                 metrics,
                 extra_routes,
                 reserved,
+                event_sessions: Arc::default(),
             }),
         }
     }
@@ -141,9 +162,14 @@ impl Purly {
         &self.inner.config
     }
 
-    /// How many WebSocket connections are open.
+    /// How many stream connections are open: WebSockets and event streams.
     pub fn connections(&self) -> usize {
         self.inner.connections.len()
+    }
+
+    /// How many event-stream sessions are open (PROTOCOL.md section 10).
+    pub fn event_streams(&self) -> usize {
+        self.inner.event_sessions.len()
     }
 
     /// How many connections [`serve_connection`](Purly::serve_connection) holds open, plain
@@ -154,7 +180,7 @@ impl Purly {
 
     /// Serves `request` if it is for one of purly's routes, or hands it back untouched. Only
     /// a state read waits (for its model's changes to be durable); the rest answers at once.
-    pub async fn try_handle<B>(&self, request: Request<B>) -> Handled<B> {
+    pub async fn try_handle<B: RequestBody>(&self, request: Request<B>) -> Handled<B> {
         match self.dispatch(request) {
             Dispatched::Now(handled) => handled,
             Dispatched::Later(response) => Handled::Response(response.await),
@@ -162,14 +188,14 @@ impl Purly {
     }
 
     /// Serves `request`, answering 404 if it is not for one of purly's routes.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<Body> {
+    pub async fn handle<B: RequestBody>(&self, request: Request<B>) -> Response<Body> {
         match self.try_handle(request).await {
             Handled::Response(response) => response,
             Handled::NotPurly(_) => not_found(),
         }
     }
 
-    fn dispatch<B>(&self, request: Request<B>) -> Dispatched<B> {
+    fn dispatch<B: RequestBody>(&self, request: Request<B>) -> Dispatched<B> {
         let path = request.uri().path();
         if let Some(extra) = self.inner.extra_routes.iter().find(|r| r.path == path) {
             return Dispatched::Now(Handled::Response((extra.handler)()));
@@ -192,6 +218,22 @@ impl Purly {
             }
             Routed::Model(kind, model) => (kind, model),
         };
+        if kind == RouteKind::Send {
+            // The session token decides: its stream's GET was authorized.
+            if request.method() != Method::POST {
+                let response = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "the send route answers POST only",
+                );
+                return Dispatched::Now(Handled::Response(response));
+            }
+            let sessions = self.inner.event_sessions.clone();
+            let config = self.inner.config.clone();
+            let max_frame = self.inner.engine.config().limits.max_frame_bytes;
+            return Dispatched::Later(Box::pin(event_stream::send(
+                sessions, config, max_frame, model, request,
+            )));
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             let response = error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -208,7 +250,7 @@ impl Purly {
                 return Dispatched::Later(Box::pin(state_response(engine, model, config)));
             }
             (_, RouteKind::Page) => page::response(),
-            (_, RouteKind::Stream) => {
+            (_, RouteKind::Stream | RouteKind::Events | RouteKind::Send) => {
                 let streams = Streams {
                     engine: &self.inner.engine,
                     unfinished: &self.inner.unfinished,
@@ -217,7 +259,14 @@ impl Purly {
                     pinger: &self.inner.pinger,
                     metrics: &self.inner.metrics,
                 };
-                match upgrade(streams, request, model, decision) {
+                let opened = match kind {
+                    RouteKind::Events => {
+                        let sessions = &self.inner.event_sessions;
+                        event_stream::open(streams, sessions, request, model, decision)
+                    }
+                    _ => upgrade(streams, request, model, decision),
+                };
+                match opened {
                     Upgrade::Now(response) => response,
                     Upgrade::Later(response) => return Dispatched::Later(response),
                 }
@@ -227,7 +276,7 @@ impl Purly {
     }
 
     /// The response future for the `Service` impls: ready at once unless it reads a state.
-    fn respond<B>(&self, request: Request<B>) -> ResponseFuture {
+    fn respond<B: RequestBody>(&self, request: Request<B>) -> ResponseFuture {
         match self.dispatch(request) {
             Dispatched::Now(Handled::Response(response)) => {
                 Box::pin(std::future::ready(Ok(response)))
@@ -379,7 +428,7 @@ impl fmt::Debug for Purly {
     }
 }
 
-impl<B> hyper::service::Service<Request<B>> for Purly {
+impl<B: RequestBody> hyper::service::Service<Request<B>> for Purly {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = ResponseFuture;
@@ -389,7 +438,7 @@ impl<B> hyper::service::Service<Request<B>> for Purly {
     }
 }
 
-impl<B> tower_service::Service<Request<B>> for Purly {
+impl<B: RequestBody> tower_service::Service<Request<B>> for Purly {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = ResponseFuture;

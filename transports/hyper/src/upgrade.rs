@@ -9,14 +9,16 @@ use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use purly::{ClientKey, Engine, JoinOptions, ModelName, Outbox, Session};
+use purly::{Engine, JoinOptions, ModelName, Outbox, Session};
 use tokio_util::task::TaskTracker;
 
 use crate::access::{origin_allowed, Decision, PeerAddr};
 use crate::admission::Permit;
+use crate::body::Body;
 use crate::config::ServerConfig;
 use crate::handshake;
-use crate::http::{error_response, join_refused, load_timed_out, Body};
+use crate::http::{error_response, join_refused, load_timed_out};
+use crate::join_request;
 use crate::pinger::{Pinger, Registration};
 use crate::socket_loop::{self, Ending};
 use crate::telemetry::TransportMetrics;
@@ -97,10 +99,10 @@ fn prepare<B>(
     if let Some(access) = decision.access() {
         options = options.access(access);
     }
-    if let (true, Some((since, epoch))) = (stream_mode, resume_point(&request)) {
+    if let (true, Some((since, epoch))) = (stream_mode, join_request::resume_point(&request)) {
         options = options.resume(since, epoch);
     }
-    if let Some(key) = client_key(&request, stream_mode)? {
+    if let Some(key) = join_request::client_key(&request, stream_mode)? {
         options = options.client_key(key);
     }
     let (mut response, upgraded) = handshake::answer(&mut request)?;
@@ -250,50 +252,4 @@ fn offers_stream_protocol<B>(request: &Request<B>) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == STREAM_SUBPROTOCOL)
-}
-
-/// `?client=KEY` from the stream URL (PROTOCOL.md section 9): 400 when malformed, or in
-/// compat mode (keys are for stream mode).
-// The refusal is answered at once, not propagated: its size costs nothing.
-#[allow(clippy::result_large_err)]
-fn client_key<B>(
-    request: &Request<B>,
-    stream_mode: bool,
-) -> Result<Option<ClientKey>, Response<Body>> {
-    let Some(value) = request
-        .uri()
-        .query()
-        .into_iter()
-        .flat_map(|query| query.split('&'))
-        .find_map(|pair| pair.strip_prefix("client="))
-    else {
-        return Ok(None);
-    };
-    if !stream_mode {
-        return Err(error_response(
-            StatusCode::BAD_REQUEST,
-            "a client key (?client=) is for stream mode: offer the purly.stream subprotocol",
-        ));
-    }
-    ClientKey::new(value).map(Some).map_err(|error| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid client key: {error}"),
-        )
-    })
-}
-
-/// `?since=N&epoch=E` from the stream URL.
-fn resume_point<B>(request: &Request<B>) -> Option<(u64, String)> {
-    let query = request.uri().query()?;
-    let mut since = None;
-    let mut epoch = None;
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("since", value)) => since = value.parse().ok(),
-            Some(("epoch", value)) => epoch = Some(value.to_owned()),
-            _ => {}
-        }
-    }
-    Some((since?, epoch?))
 }

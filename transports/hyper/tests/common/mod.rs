@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub(crate) mod browser;
+pub(crate) mod events;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,240 @@
+//! The event-stream transport over real sockets (PROTOCOL.md section 10), with hyper's own
+//! HTTP/1.1 client and a tokio-tungstenite WebSocket client of the same model: the session
+//! event, snapshot, echo, acks, errors, signals both ways, resume by `Last-Event-ID`, 413,
+//! 404 and 400, gzip, ping comments that keep an idle stream open past the keep-alive
+//! timeout, the end of a session with its stream, and a graceful shutdown.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::events::{open, post, Event};
+use common::{next_frame, send, stream_client, within, Server};
+use purly::serde_json::{json, Value};
+use purly_hyper::{Purly, ServerConfig};
+
+fn update(id: u64, content: Value) -> String {
+    json!([{"header": {"type": "update", "id": id}, "content": content}]).to_string()
+}
+
+async fn server_with(config: ServerConfig) -> Server {
+    Server::start(Purly::builder(common::engine()).config(config).build()).await
+}
+
+/// The messages of the next message event, with its `id:`.
+async fn frame(stream: &mut common::events::EventStream) -> (Option<String>, Vec<Value>) {
+    match stream.message().await {
+        Event::Message { id, data, event } => {
+            assert_eq!(event, "", "frames are default events");
+            let messages = purly::serde_json::from_str::<Value>(&data).unwrap();
+            (id, messages.as_array().unwrap().clone())
+        }
+        Event::Comment(_) => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn a_session_over_the_event_stream_talks_with_a_websocket_client() {
+    let server = Server::start(Purly::new(common::engine())).await;
+    let addr = server.addr;
+    let mut ws = stream_client(&server, "m").await;
+    next_frame(&mut ws).await;
+    let mut events = open(addr, "/m/events?client=events-key-1", &[]).await;
+    assert_eq!(events.status, 200);
+    assert_eq!(events.headers["content-type"], "text/event-stream");
+    let session = events.session().await;
+    let (id, snapshot) = frame(&mut events).await;
+    assert_eq!(id.as_deref(), Some("0"));
+    assert_eq!(snapshot[0]["header"]["snapshot"], true);
+    let send = format!("/m/send?session={session}");
+
+    // An update: 202, its echo on the stream with `id:` its seq, the diff on the WebSocket.
+    assert_eq!(post(addr, &send, update(1, json!({"a": 1}))).await.0, 202);
+    let (id, echo) = frame(&mut events).await;
+    assert_eq!(id.as_deref(), Some("1"));
+    assert_eq!(echo[0]["header"]["id"], 1);
+    assert_eq!(next_frame(&mut ws).await[0]["content"], json!({"a": 1}));
+    // A no-op: an ack, no `id:` line.
+    assert_eq!(post(addr, &send, update(2, json!({"a": 1}))).await.0, 202);
+    let (id, ack) = frame(&mut events).await;
+    assert_eq!((id, ack[0]["header"]["type"].clone()), (None, json!("ack")));
+    // A resend under the client key: a duplicate ack.
+    assert_eq!(post(addr, &send, update(1, json!({"a": 1}))).await.0, 202);
+    let (_, duplicate) = frame(&mut events).await;
+    assert_eq!(duplicate[0]["header"]["duplicate"], true);
+    // A refused frame: 202 (accepted for judgement), its error on the stream.
+    assert_eq!(post(addr, &send, "[1]").await.0, 202);
+    let (id, error) = frame(&mut events).await;
+    assert_eq!(
+        (id, error[0]["header"]["type"].clone()),
+        (None, json!("error"))
+    );
+    // Signals both ways.
+    let signal = json!([{"header": {"type": "signal"}, "content": {"from": "events"}}]);
+    assert_eq!(post(addr, &send, signal.to_string()).await.0, 202);
+    assert_eq!(
+        next_frame(&mut ws).await[0]["content"],
+        json!({"from": "events"})
+    );
+    send(
+        &mut ws,
+        r#"[{"header":{"type":"signal"},"content":{"from":"ws"}}]"#,
+    )
+    .await;
+    let (_, relayed) = frame(&mut events).await;
+    assert_eq!(relayed[0]["content"], json!({"from": "ws"}));
+}
+
+#[tokio::test]
+async fn a_reconnect_with_last_event_id_gets_only_the_missed_diffs() {
+    let server = Server::start(Purly::new(common::engine())).await;
+    let addr = server.addr;
+    let mut events = open(addr, "/m/events", &[]).await;
+    let session = events.session().await;
+    let (_, snapshot) = frame(&mut events).await;
+    let epoch = snapshot[0]["header"]["epoch"].as_str().unwrap().to_owned();
+    let send = format!("/m/send?session={session}");
+    for n in 1..=3 {
+        post(addr, &send, update(n, json!({ "n": n }))).await;
+        frame(&mut events).await;
+    }
+    drop(events);
+    let mut ws = stream_client(&server, "m").await;
+    next_frame(&mut ws).await;
+    send(&mut ws, &update(9, json!({"n": 4}))).await;
+    next_frame(&mut ws).await;
+    // `Last-Event-ID: 2` with the epoch: diffs 3 and 4, no snapshot.
+    let path = format!("/m/events?epoch={epoch}");
+    let mut events = open(addr, &path, &[("last-event-id", "2")]).await;
+    events.session().await;
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&4) {
+        let (_, messages) = frame(&mut events).await;
+        for m in messages {
+            assert!(m["header"]["snapshot"].is_null(), "no snapshot: {m}");
+            seqs.push(m["header"]["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(seqs, vec![3, 4]);
+    // Without an epoch, `Last-Event-ID` does not resume: a snapshot.
+    let mut bare = open(addr, "/m/events", &[("last-event-id", "2")]).await;
+    bare.session().await;
+    let (_, first) = frame(&mut bare).await;
+    assert_eq!(first[0]["header"]["snapshot"], true);
+    assert_eq!(first[0]["header"]["seq"], 4);
+}
+
+#[tokio::test]
+async fn posts_are_refused_when_too_large_unknown_or_not_utf8() {
+    let server = Server::start(Purly::new(common::engine())).await;
+    let addr = server.addr;
+    let mut events = open(addr, "/m/events", &[]).await;
+    let session = events.session().await;
+    let send = format!("/m/send?session={session}");
+    let big = format!("[{}]", " ".repeat(1 << 20));
+    assert_eq!(post(addr, &send, big).await.0, 413);
+    let (status, body) = post(addr, "/m/send?session=nothing", "[]").await;
+    assert_eq!(status, 404);
+    assert!(purly::serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+    // A session belongs to its model.
+    assert_eq!(
+        post(addr, &format!("/other/send?session={session}"), "[]")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(post(addr, &send, vec![b'[', 0xff, b']']).await.0, 400);
+    assert_eq!(post(addr, &send, "[]").await.0, 202);
+    // A malformed client key on the stream: 400.
+    assert_eq!(open(addr, "/m/events?client=bad", &[]).await.status, 400);
+}
+
+#[tokio::test]
+async fn the_stream_is_gzipped_when_accepted_and_each_event_arrives_at_once() {
+    let server = Server::start(Purly::new(common::engine())).await;
+    let addr = server.addr;
+    let mut events = open(addr, "/m/events", &[("accept-encoding", "gzip, br")]).await;
+    assert_eq!(events.headers["content-encoding"], "gzip");
+    let session = events.session().await;
+    frame(&mut events).await;
+    // Each event decodes as soon as it is sent, the stream still open.
+    post(
+        addr,
+        &format!("/m/send?session={session}"),
+        update(1, json!({"z": "zip"})),
+    )
+    .await;
+    let (id, echo) = frame(&mut events).await;
+    assert_eq!(id.as_deref(), Some("1"));
+    assert_eq!(echo[0]["content"], json!({"z": "zip"}));
+    let plain = open(addr, "/m/events", &[("accept-encoding", "gzip;q=0")]).await;
+    assert!(plain.headers.get("content-encoding").is_none());
+}
+
+#[tokio::test]
+async fn an_idle_stream_gets_pings_and_outlives_the_keep_alive_timeout() {
+    let mut config = ServerConfig::default();
+    config.event_ping_interval = Duration::from_millis(100);
+    config.keep_alive_timeout = Duration::from_millis(200);
+    let server = server_with(config).await;
+    let addr = server.addr;
+    let mut events = open(addr, "/m/events", &[]).await;
+    let session = events.session().await;
+    frame(&mut events).await;
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_millis(700) {
+        match events.next().await.expect("the stream ended") {
+            Event::Comment(text) => {
+                assert_eq!(text, "ping");
+                pings += 1;
+            }
+            other => panic!("nothing but pings: {other:?}"),
+        }
+    }
+    assert!(pings >= 5, "{pings} pings in 700 ms at one per 100 ms");
+    // Still open, past three keep-alive timeouts.
+    post(
+        addr,
+        &format!("/m/send?session={session}"),
+        update(1, json!({"late": 1})),
+    )
+    .await;
+    assert_eq!(frame(&mut events).await.0.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn a_closed_stream_ends_its_session_within_a_ping_interval() {
+    let mut config = ServerConfig::default();
+    config.event_ping_interval = Duration::from_millis(100);
+    let server = server_with(config).await;
+    let addr = server.addr;
+    let mut events = open(addr, "/m/events", &[]).await;
+    let session = events.session().await;
+    assert_eq!(server.purly.event_streams(), 1);
+    drop(events);
+    within(async {
+        while server.purly.event_streams() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let (status, _) = post(addr, &format!("/m/send?session={session}"), "[]").await;
+    assert_eq!(status, 404, "a later POST finds no session");
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_ends_the_streams() {
+    let server = Server::start(Purly::new(common::engine())).await;
+    let mut events = open(server.addr, "/m/events", &[]).await;
+    events.session().await;
+    frame(&mut events).await;
+    assert_eq!(
+        server.purly.connections(),
+        1,
+        "the stream counts as a connection"
+    );
+    within(server.purly.shutdown()).await;
+    assert_eq!(events.next().await, None, "the stream ended");
+}
