@@ -47,24 +47,24 @@ async fn a_session_over_the_event_stream_talks_with_a_websocket_client() {
     let (id, snapshot) = frame(&mut events).await;
     assert_eq!(id.as_deref(), Some("0"));
     assert_eq!(snapshot[0]["header"]["snapshot"], true);
-    let send = format!("/m/send?session={session}");
+    let to = format!("/m/send?session={session}");
 
     // An update: 202, its echo on the stream with `id:` its seq, the diff on the WebSocket.
-    assert_eq!(post(addr, &send, update(1, json!({"a": 1}))).await.0, 202);
+    assert_eq!(post(addr, &to, update(1, json!({"a": 1}))).await.0, 202);
     let (id, echo) = frame(&mut events).await;
     assert_eq!(id.as_deref(), Some("1"));
     assert_eq!(echo[0]["header"]["id"], 1);
     assert_eq!(next_frame(&mut ws).await[0]["content"], json!({"a": 1}));
     // A no-op: an ack, no `id:` line.
-    assert_eq!(post(addr, &send, update(2, json!({"a": 1}))).await.0, 202);
+    assert_eq!(post(addr, &to, update(2, json!({"a": 1}))).await.0, 202);
     let (id, ack) = frame(&mut events).await;
     assert_eq!((id, ack[0]["header"]["type"].clone()), (None, json!("ack")));
     // A resend under the client key: a duplicate ack.
-    assert_eq!(post(addr, &send, update(1, json!({"a": 1}))).await.0, 202);
+    assert_eq!(post(addr, &to, update(1, json!({"a": 1}))).await.0, 202);
     let (_, duplicate) = frame(&mut events).await;
     assert_eq!(duplicate[0]["header"]["duplicate"], true);
     // A refused frame: 202 (accepted for judgement), its error on the stream.
-    assert_eq!(post(addr, &send, "[1]").await.0, 202);
+    assert_eq!(post(addr, &to, "[1]").await.0, 202);
     let (id, error) = frame(&mut events).await;
     assert_eq!(
         (id, error[0]["header"]["type"].clone()),
@@ -72,7 +72,7 @@ async fn a_session_over_the_event_stream_talks_with_a_websocket_client() {
     );
     // Signals both ways.
     let signal = json!([{"header": {"type": "signal"}, "content": {"from": "events"}}]);
-    assert_eq!(post(addr, &send, signal.to_string()).await.0, 202);
+    assert_eq!(post(addr, &to, signal.to_string()).await.0, 202);
     assert_eq!(
         next_frame(&mut ws).await[0]["content"],
         json!({"from": "events"})
@@ -94,9 +94,9 @@ async fn a_reconnect_with_last_event_id_gets_only_the_missed_diffs() {
     let session = events.session().await;
     let (_, snapshot) = frame(&mut events).await;
     let epoch = snapshot[0]["header"]["epoch"].as_str().unwrap().to_owned();
-    let send = format!("/m/send?session={session}");
+    let to = format!("/m/send?session={session}");
     for n in 1..=3 {
-        post(addr, &send, update(n, json!({ "n": n }))).await;
+        post(addr, &to, update(n, json!({ "n": n }))).await;
         frame(&mut events).await;
     }
     drop(events);
@@ -131,9 +131,9 @@ async fn posts_are_refused_when_too_large_unknown_or_not_utf8() {
     let addr = server.addr;
     let mut events = open(addr, "/m/events", &[]).await;
     let session = events.session().await;
-    let send = format!("/m/send?session={session}");
+    let to = format!("/m/send?session={session}");
     let big = format!("[{}]", " ".repeat(1 << 20));
-    assert_eq!(post(addr, &send, big).await.0, 413);
+    assert_eq!(post(addr, &to, big).await.0, 413);
     let (status, body) = post(addr, "/m/send?session=nothing", "[]").await;
     assert_eq!(status, 404);
     assert!(purly::serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
@@ -144,8 +144,8 @@ async fn posts_are_refused_when_too_large_unknown_or_not_utf8() {
             .0,
         404
     );
-    assert_eq!(post(addr, &send, vec![b'[', 0xff, b']']).await.0, 400);
-    assert_eq!(post(addr, &send, "[]").await.0, 202);
+    assert_eq!(post(addr, &to, vec![b'[', 0xff, b']']).await.0, 400);
+    assert_eq!(post(addr, &to, "[]").await.0, 202);
     // A malformed client key on the stream: 400.
     assert_eq!(open(addr, "/m/events?client=bad", &[]).await.status, 400);
 }
