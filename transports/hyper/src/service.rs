@@ -14,6 +14,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use purly::{Engine, ModelName};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::{Authorize, Decision, PeerAddr, RequestInfo};
@@ -60,6 +61,10 @@ struct Shared {
     reserved: Vec<String>,
     /// The open event-stream sessions (PROTOCOL.md section 10).
     event_sessions: Arc<event_stream::Sessions>,
+    /// Cancelled by [`Purly::shutdown`]: the connections it serves close once their request
+    /// in flight is answered (a keep-alive connection would otherwise keep reaching a
+    /// shut-down engine).
+    shut_down: CancellationToken,
 }
 
 /// What [`Purly::try_handle`] did with a request.
@@ -141,6 +146,7 @@ impl Purly {
                 extra_routes,
                 reserved,
                 event_sessions: Arc::default(),
+                shut_down: CancellationToken::new(),
             }),
         }
     }
@@ -333,8 +339,9 @@ impl Purly {
         tokio::select! {
             ended = connection.as_mut() => return ended,
             () = activity.idle_for(config.keep_alive_timeout) => {}
+            () = self.inner.shut_down.cancelled() => {}
         }
-        // Idle too long: close once nothing is in flight (at once, since nothing is).
+        // Idle too long, or shut down: close once nothing is in flight.
         connection.as_mut().graceful_shutdown();
         connection.await
     }
@@ -384,6 +391,7 @@ impl Purly {
     /// is sent, frames being applied are applied whole or refused, and later requests for the
     /// stream get HTTP 503. Resolves when every connection task has ended.
     pub async fn shutdown(&self) {
+        self.inner.shut_down.cancel();
         self.inner.engine.shutdown();
         self.inner.connections.close();
         self.inner.connections.wait().await;

@@ -238,3 +238,29 @@ async fn a_graceful_shutdown_ends_the_streams() {
     within(server.purly.shutdown()).await;
     assert_eq!(events.next().await, None, "the stream ended");
 }
+
+#[tokio::test]
+async fn a_shutdown_closes_keep_alive_connections() {
+    use http_body_util::{BodyExt, Empty};
+    let mut config = ServerConfig::default();
+    // Longer than the test's patience: only the shutdown can close the connection in time.
+    config.keep_alive_timeout = Duration::from_secs(60);
+    config.header_read_timeout = Duration::from_secs(60);
+    let server = server_with(config).await;
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get("/m")
+        .header("host", server.addr.to_string())
+        .body(Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let response = within(sender.send_request(request)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    within(response.into_body().collect()).await.unwrap();
+    // Idle, kept alive; a shut-down server must not keep answering on it.
+    within(server.purly.shutdown()).await;
+    within(connection).await.unwrap().unwrap();
+}

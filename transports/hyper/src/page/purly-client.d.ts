@@ -22,7 +22,20 @@ export interface Change {
 export interface ConnectOptions {
   /** The WebSocket constructor (default: the global one), e.g. `ws` under Node. */
   WebSocket?: new (url: string, protocol: string) => WebSocket;
-  /** The first wait before reconnecting, in ms (default 250); it doubles on each failure. */
+  /**
+   * `auto` (default): a WebSocket, falling back to the event stream for good when a WebSocket
+   * cannot be opened or dies within seconds of opening, twice in a row; `websocket` or
+   * `events` forces one (PROTOCOL.md section 10).
+   */
+  transport?: "auto" | "websocket" | "events";
+  /** The EventSource constructor (default: the global one). */
+  EventSource?: new (url: string) => EventSource;
+  /** The fetch function for the event stream's POSTs (default: the global one). */
+  fetch?: typeof fetch;
+  /**
+   * The first backoff window before reconnecting, in ms (default 250); it doubles on each
+   * failure, and each wait is a random point in the window ("full jitter").
+   */
   minReconnectDelay?: number;
   /** The longest wait before reconnecting, in ms (default 5000). */
   maxReconnectDelay?: number;
@@ -68,6 +81,8 @@ export class PurlyClient {
   readonly status: Status;
   /** The client key this client names itself with; the server applies each update once. */
   readonly clientKey: string;
+  /** The transport in use. */
+  readonly transport: "websocket" | "events";
 
   /**
    * Merges `patch` into `state` at once and sends it. Resolves with the version that includes

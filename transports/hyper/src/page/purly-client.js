@@ -122,6 +122,13 @@ export class PurlyClient {
   constructor(url, options = {}) {
     this.url = streamUrl(url);
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
+    this._EventSource = options.EventSource || globalThis.EventSource;
+    this._fetch = options.fetch || ((...args) => globalThis.fetch(...args));
+    // "auto" (WebSocket, falling back to the event stream), "websocket" or "events".
+    this._transportChoice = options.transport ?? "auto";
+    /** The transport in use: `websocket` or `events` (PROTOCOL.md section 10). */
+    this.transport = this._transportChoice === "events" ? "events" : "websocket";
+    this._wsFailures = 0;
     this._minDelay = options.minReconnectDelay ?? 250;
     this._maxDelay = options.maxReconnectDelay ?? 5000;
     this._retryDelay = this._minDelay;
@@ -135,7 +142,7 @@ export class PurlyClient {
     this._nextId = 0;
     this._listeners = new Set();
     this._events = { status: new Set(), error: new Set(), signal: new Set() };
-    this._socket = null;
+    this._wire = null;
     this._timer = null;
     /** The model's version this copy holds (null before the first state). */
     this.version = null;
@@ -240,9 +247,9 @@ export class PurlyClient {
   close() {
     if (this.status === "closed") return;
     clearTimeout(this._timer);
-    const socket = this._socket;
-    this._socket = null;
-    if (socket) socket.close(1000);
+    const wire = this._wire;
+    this._wire = null;
+    if (wire) wire.close();
     this._setStatus("closed");
     keysInUse.delete(this.clientKey);
     const pending = this._pending;
@@ -255,50 +262,72 @@ export class PurlyClient {
 
   // ---- the connection ----
 
-  _open() {
+  // The URL of this connection: the client key, and the resume point if there is one.
+  _connectionUrl() {
     const url = new URL(this.url);
     url.searchParams.set("client", this.clientKey);
     if (this.version !== null && this.epoch !== null) {
       url.searchParams.set("since", String(this.version));
       url.searchParams.set("epoch", this.epoch);
     }
-    const socket = new this._WebSocket(url.href, SUBPROTOCOL);
-    this._socket = socket;
-    socket.onopen = () => {
-      if (this._socket !== socket) return;
-      this._retryDelay = this._minDelay;
-      this._setStatus("live");
-      this._sent = [];
-      // Whether the server applied these before the drop cannot be known: send each once more
-      // with its id; under the client key the server applies each at most once, and the first
-      // confirmation of an id settles it, a later one is ignored.
-      if (this._pending.length > 0) {
-        this._send(this._pending.map((p) => updateMessage(p.id, p.patch)));
-      }
+    return url;
+  }
+
+  _open() {
+    // Falls back to the event stream when WebSockets failed twice in a row.
+    if (this._transportChoice === "auto" && this._wsFailures >= 2) this.transport = "events";
+    const handlers = {
+      open: () => this._opened(wire),
+      frame: (frame) => {
+        if (this._wire === wire) this._receive(frame);
+      },
+      close: () => this._closed(wire),
     };
-    socket.onmessage = (event) => {
-      if (this._socket !== socket) return;
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch (_) {
-        return;
-      }
-      if (Array.isArray(frame)) this._receive(frame);
-    };
-    socket.onclose = () => {
-      if (this._socket !== socket) return;
-      this._socket = null;
-      this._setStatus("reconnecting");
-      this._timer = setTimeout(() => this._open(), this._retryDelay);
-      this._retryDelay = Math.min(this._retryDelay * 2, this._maxDelay);
-    };
+    const url = this._connectionUrl();
+    const wire =
+      this.transport === "events"
+        ? new EventsWire(url, this._EventSource, this._fetch, handlers)
+        : new WebSocketWire(url, this._WebSocket, handlers);
+    this._wire = wire;
+  }
+
+  _opened(wire) {
+    if (this._wire !== wire) return;
+    this._retryDelay = this._minDelay;
+    this._setStatus("live");
+    this._sent = [];
+    // Whether the server applied these before the drop cannot be known: send each once more
+    // with its id; under the client key the server applies each at most once, and the first
+    // confirmation of an id settles it, a later one is ignored.
+    if (this._pending.length > 0) {
+      this._send(this._pending.map((p) => updateMessage(p.id, p.patch)));
+    }
+  }
+
+  _closed(wire) {
+    if (this._wire !== wire) return;
+    this._wire = null;
+    if (this.transport === "websocket") {
+      // Never opened, or died within seconds of opening: a network that breaks WebSockets?
+      const lasted = wire.openedAt === null ? 0 : Date.now() - wire.openedAt;
+      this._wsFailures = lasted < SHORT_LIVED_MS ? this._wsFailures + 1 : 0;
+    } else if (this._transportChoice === "auto") {
+      // A fallback's stream ended (or never opened: the server may just be restarting):
+      // WebSockets are tried first again.
+      this.transport = "websocket";
+      this._wsFailures = 0;
+    }
+    this._setStatus("reconnecting");
+    // Full jitter: the clients of a restarted server come back spread over the window, not
+    // all in the same instant.
+    this._timer = setTimeout(() => this._open(), Math.random() * this._retryDelay);
+    this._retryDelay = Math.min(this._retryDelay * 2, this._maxDelay);
   }
 
   _send(messages) {
-    const socket = this._socket;
-    if (!socket || socket.readyState !== 1) return false;
-    socket.send(JSON.stringify(messages));
+    const wire = this._wire;
+    if (!wire || !wire.isOpen()) return false;
+    wire.send(JSON.stringify(messages));
     const ids = messages.filter((m) => m.header.type === "update").map((m) => m.header.id);
     if (ids.length > 0) this._sent.push(ids);
     return true;
@@ -314,7 +343,7 @@ export class PurlyClient {
   _resubscribe() {
     this.version = null;
     this.epoch = null;
-    if (this._socket) this._socket.close();
+    if (this._wire) this._wire.drop();
   }
 
   _receive(frame) {
@@ -471,6 +500,137 @@ function withTimeout(promise, ms) {
       },
     );
   });
+}
+
+// A WebSocket that lives shorter than this counts as a failure toward the fallback.
+const SHORT_LIVED_MS = 3000;
+
+// Stream mode over a WebSocket (PROTOCOL.md section 4).
+class WebSocketWire {
+  constructor(url, WebSocket, handlers) {
+    this.openedAt = null;
+    const socket = new WebSocket(url.href, SUBPROTOCOL);
+    this._socket = socket;
+    socket.onopen = () => {
+      this.openedAt = Date.now();
+      handlers.open();
+    };
+    socket.onmessage = (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (_) {
+        return;
+      }
+      if (Array.isArray(frame)) handlers.frame(frame);
+    };
+    socket.onclose = () => handlers.close();
+  }
+
+  isOpen() {
+    return this._socket.readyState === 1;
+  }
+
+  send(text) {
+    this._socket.send(text);
+  }
+
+  // Closed by the server's side of things (a gap): the client reconnects.
+  drop() {
+    this._socket.close();
+  }
+
+  // Closed for good.
+  close() {
+    this._socket.onclose = null;
+    this._socket.close(1000);
+  }
+}
+
+// Stream mode over an event stream down and POSTs up (PROTOCOL.md section 10), for networks
+// that break WebSockets. POSTs go one at a time, so that frames arrive in order.
+class EventsWire {
+  constructor(streamUrl, EventSource, fetch, handlers) {
+    this.openedAt = null;
+    this._handlers = handlers;
+    this._fetch = fetch;
+    this._queue = [];
+    this._posting = false;
+    this._ended = false;
+    const url = new URL(streamUrl);
+    if (url.protocol === "ws:") url.protocol = "http:";
+    if (url.protocol === "wss:") url.protocol = "https:";
+    url.pathname = url.pathname.replace(/\/stream$/, "/events");
+    this._sendUrl = new URL(url);
+    this._sendUrl.pathname = url.pathname.replace(/\/events$/, "/send");
+    this._sendUrl.search = "";
+    const source = new EventSource(url.href);
+    this._source = source;
+    source.addEventListener("session", (event) => {
+      try {
+        this._sendUrl.searchParams.set("session", JSON.parse(event.data).session);
+      } catch (_) {
+        return this.drop();
+      }
+      this.openedAt = Date.now();
+      handlers.open();
+    });
+    source.onmessage = (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (_) {
+        return;
+      }
+      if (Array.isArray(frame)) handlers.frame(frame);
+    };
+    // EventSource would reconnect by itself, to the same URL: the client does it instead,
+    // with its resume point and backoff.
+    source.onerror = () => this.drop();
+  }
+
+  isOpen() {
+    return !this._ended && this.openedAt !== null;
+  }
+
+  send(text) {
+    this._queue.push(text);
+    this._pump();
+  }
+
+  async _pump() {
+    if (this._posting) return;
+    this._posting = true;
+    while (this._queue.length > 0 && !this._ended) {
+      const body = this._queue.shift();
+      let ok = false;
+      try {
+        const response = await this._fetch(this._sendUrl.href, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body,
+        });
+        ok = response.status === 202;
+      } catch (_) {
+        ok = false;
+      }
+      // The session is gone (or unreachable): start a new one; what is pending is resent.
+      if (!ok) this.drop();
+    }
+    this._posting = false;
+  }
+
+  drop() {
+    if (this._ended) return;
+    this._ended = true;
+    this._source.close();
+    this._handlers.close();
+  }
+
+  close() {
+    this._ended = true;
+    this._source.close();
+  }
 }
 
 function updateMessage(id, patch) {
