@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::Stdio;
 
@@ -181,13 +182,11 @@ async fn behind_a_proxy_that_refuses_websockets_the_client_falls_back() {
         .status()
         .is_ok_and(|s| s.success());
     if !available {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "python3 with websocket-client is missing (.ci/run installs it)"
-        );
-        eprintln!(
-            "SKIPPED: python3 with websocket-client is missing (pip install websocket-client)"
-        );
+        let message =
+            "TEST NOT RUN: python3 with websocket-client is missing (.ci/run installs it)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        // Straight to stderr: the test harness captures `eprintln!`, and this must be seen.
+        let _ = writeln!(std::io::stderr(), "\n!!! {message}\n");
         return;
     }
     let server = server().await;
