@@ -88,6 +88,8 @@ mod client;
 mod client_files;
 mod config;
 mod event_stream;
+#[cfg(feature = "client")]
+mod events_client;
 mod extra_route;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
@@ -113,6 +115,8 @@ pub use builder::PurlyBuilder;
 pub use client::{Ended, WsClient, WsClientError, CLOSE_TIMEOUT};
 pub use client_files::{CLIENT_MODULE_SOURCE, CLIENT_TYPES_SOURCE};
 pub use config::{RateLimit, ServerConfig};
+#[cfg(feature = "client")]
+pub use events_client::{EventsClient, EventsClientError, EventsEnded};
 pub use route::RouteKind;
 pub use service::{Handled, Purly, RequestBody, ResponseFuture};
 pub use upgrade::STREAM_SUBPROTOCOL;

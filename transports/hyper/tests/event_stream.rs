@@ -264,3 +264,57 @@ async fn a_shutdown_closes_keep_alive_connections() {
     within(server.purly.shutdown()).await;
     within(connection).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_layout_runs_over_the_rust_events_client_and_it_resumes() {
+    use purly_hyper::EventsClient;
+    let server = Server::start(Purly::new(common::engine())).await;
+    let url = format!("http://{}/m/events", server.addr);
+    let mut layout = purly::Layout::new(within(EventsClient::connect(&url)).await.unwrap());
+    let p = layout.html("p");
+    p.set_text("over the event stream");
+    layout.root().append(&p);
+    within(layout.sync()).await.unwrap();
+    let mut ws = stream_client(&server, "m").await;
+    let snapshot = next_frame(&mut ws).await;
+    assert!(snapshot[0]["content"]
+        .to_string()
+        .contains("over the event stream"));
+
+    // A client that resumes gets the missed diffs, not a snapshot; its update still pending
+    // (sent, its echo unread) is resent under its key and applied once.
+    let mut client = within(EventsClient::connect(&url)).await.unwrap();
+    within(client.recv()).await.unwrap();
+    let at = client.replica().version().unwrap();
+    send(
+        &mut ws,
+        r#"[{"header":{"type":"update"},"content":{"missed":1}}]"#,
+    )
+    .await;
+    within(client.recv()).await.unwrap();
+    client.update(json!({"mine": 1})).await.unwrap();
+    send(
+        &mut ws,
+        r#"[{"header":{"type":"update"},"content":{"missed":2}}]"#,
+    )
+    .await;
+    while next_frame(&mut ws).await[0]["content"] != json!({"missed": 2}) {}
+    within(client.reconnect()).await.unwrap();
+    let batch = within(client.recv()).await.unwrap();
+    assert!(batch.iter().all(|m| !m.is_snapshot()), "resumed");
+    assert_eq!(batch[0].seq(), Some(at + 2));
+    within(client.settle()).await.unwrap();
+    while client.replica().version() < Some(at + 3) {
+        within(client.recv()).await.unwrap();
+    }
+    assert_eq!(client.state()["missed"], 2);
+    assert_eq!(
+        server.purly.engine().durable_version("m"),
+        Some(at + 3),
+        "mine applied once"
+    );
+    assert_eq!(
+        Value::Object(client.state().clone()),
+        Value::Object(server.purly.engine().state("m").unwrap())
+    );
+}
