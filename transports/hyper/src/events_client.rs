@@ -203,19 +203,16 @@ impl EventsClient {
         if self.ended.is_some() {
             return None;
         }
-        let ending = loop {
-            let data = match next_event(&mut self.stream, &mut self.text).await {
-                Ok(Some(Event { data, .. })) => data,
-                Ok(None) => break EventsEnded::Closed,
-                Err(error) => break EventsEnded::Lost(error),
-            };
-            match parse_server_frame(&data) {
+        let ending = match next_event(&mut self.stream, &mut self.text).await {
+            Ok(Some(Event { data, .. })) => match parse_server_frame(&data) {
                 Ok(batch) => match self.replica.receive(&batch) {
                     Ok(()) => return Some(batch),
-                    Err(error) => break EventsEnded::Replica(error),
+                    Err(error) => EventsEnded::Replica(error),
                 },
-                Err(error) => break EventsEnded::BadFrame(error),
-            }
+                Err(error) => EventsEnded::BadFrame(error),
+            },
+            Ok(None) => EventsEnded::Closed,
+            Err(error) => EventsEnded::Lost(error),
         };
         self.ended = Some(ending);
         None
