@@ -12,6 +12,8 @@
 //! loadgen --url ws://127.0.0.1:8001/load/stream,ws://127.0.0.1:8002/load/stream ...
 //! # at most 32 updates in flight: update k is sent once update k-32 reached every subscriber
 //! loadgen --url ... --subscribers 1000 --updates 20000 --window 32
+//! # subscribers on the event stream (`GET .../events`; publishers stay on WebSockets)
+//! loadgen --url ws://127.0.0.1:8000/load/stream --transport events ...
 //! # publishers with client keys (`?client=`, integer ids: PROTOCOL.md section 9)
 //! loadgen --url ... --client-keys
 //! # 1,000 models x 5 subscribers, one publisher per model ({model} in the URL)
@@ -54,6 +56,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+#[path = "loadgen/link.rs"]
+mod link;
+use link::{Got, Link};
+
 type Ws = WebSocketStream<TcpStream>;
 
 struct Args {
@@ -72,6 +78,15 @@ struct Args {
     models: usize,
     json: bool,
     client_keys: bool,
+    transport: Transport,
+}
+
+/// How subscribers receive (`--transport`): publishers always use a WebSocket.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transport {
+    WebSocket,
+    /// purly's event stream (`GET .../events`, PROTOCOL.md section 10).
+    Events,
 }
 
 /// How the load generator talks to the server.
@@ -102,6 +117,7 @@ fn parse_args() -> Result<Args, String> {
         models: 1,
         json: false,
         client_keys: false,
+        transport: Transport::WebSocket,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -130,6 +146,13 @@ fn parse_args() -> Result<Args, String> {
             "--models" => args.models = (number(value()?)? as usize).max(1),
             "--json" => args.json = true,
             "--client-keys" => args.client_keys = true,
+            "--transport" => {
+                args.transport = match value()?.as_str() {
+                    "websocket" => Transport::WebSocket,
+                    "events" => Transport::Events,
+                    other => return Err(format!("--transport {other}: websocket or events")),
+                }
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -208,33 +231,7 @@ async fn connect_as(
             HeaderValue::from_static("purly.stream"),
         );
     }
-    let host = request
-        .uri()
-        .host()
-        .unwrap_or("127.0.0.1")
-        .trim_matches(['[', ']']);
-    let ip = if host == "localhost" {
-        "127.0.0.1"
-    } else {
-        host
-    };
-    let server = SocketAddr::new(
-        ip.parse().map_err(|_| format!("bad host {host}"))?,
-        request.uri().port_u16().unwrap_or(80),
-    );
-    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    // Ports of earlier runs may still be in TIME_WAIT.
-    socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
-    let run = 1 + (std::process::id() % 250) as u8;
-    let source = Ipv4Addr::new(127, run, 0, 2 + (i / 20_000) as u8);
-    socket
-        .bind(SocketAddr::new(source.into(), 0))
-        .map_err(|e| e.to_string())?;
-    let stream = socket
-        .connect(server)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let stream = dial(i, request.uri()).await?;
     // tungstenite zero-fills its read buffer up to `read_buffer_size` before every read: the
     // default 128 KiB made that the load generator's largest cost. 8 KiB holds a batch.
     let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
@@ -267,6 +264,52 @@ async fn connect_as(
         }
     }
     Ok(ws)
+}
+
+/// A TCP connection for connection `i` to the server of `uri`, from a source address of this
+/// process's own (see [`connect`]).
+async fn dial(i: usize, uri: &purly_hyper::hyper::Uri) -> Result<TcpStream, String> {
+    let host = uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
+    let ip = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    let server = SocketAddr::new(
+        ip.parse().map_err(|_| format!("bad host {host}"))?,
+        uri.port_u16().unwrap_or(80),
+    );
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    // Ports of earlier runs may still be in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+    let run = 1 + (std::process::id() % 250) as u8;
+    let source = Ipv4Addr::new(127, run, 0, 2 + (i / 20_000) as u8);
+    socket
+        .bind(SocketAddr::new(source.into(), 0))
+        .map_err(|e| e.to_string())?;
+    let stream = socket
+        .connect(server)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Subscriber `i` of `model`: a WebSocket, or with `--transport events` purly's event stream
+/// of the same model (the `/stream` URL's `/events` route).
+async fn subscribe(args: &Args, i: usize, model: usize) -> Result<Link, String> {
+    if args.transport == Transport::WebSocket {
+        return Ok(Link::Ws(Box::new(connect(args, i, model).await?)));
+    }
+    let urls: Vec<&str> = args.url.split(',').collect();
+    let url = urls[i % urls.len()].replace("{model}", &model.to_string());
+    let uri: purly_hyper::hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let path = uri
+        .path()
+        .strip_suffix("/stream")
+        .ok_or("--transport events: a /stream URL")?;
+    let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+    Link::events(dial(i, &uri).await?, &host, &format!("{path}/events")).await
 }
 
 async fn next_text(ws: &mut Ws) -> Result<String, String> {
@@ -473,7 +516,7 @@ struct Follow {
 }
 
 async fn subscriber(
-    mut ws: Ws,
+    mut link: Link,
     follow: Follow,
     start: Instant,
     done_publishing: tokio::sync::watch::Receiver<bool>,
@@ -517,23 +560,21 @@ async fn subscriber(
             Duration::from_secs(3600)
         };
         let deadline = limit.min(Instant::now() + quiet);
-        let message = match tokio::time::timeout_at(deadline.into(), ws.next()).await {
-            Ok(Some(Ok(message))) => message,
-            Ok(_) => {
+        let text = match tokio::time::timeout_at(deadline.into(), link.next()).await {
+            Ok(Got::Text(text)) => text,
+            Ok(Got::Other) => continue,
+            Ok(Got::End) => {
                 ended = true;
                 break;
             }
             Err(_) if Instant::now() >= limit || *done_publishing.borrow() => break,
             Err(_) => continue,
         };
-        let Message::Text(text) = message else {
-            continue;
-        };
         received_any = true;
         let now = start.elapsed().as_nanos() as u64;
         if follow.protocol == Protocol::SocketIo && text.as_str() == "2" {
             // Engine.IO's ping: answer it, or the server drops us.
-            if ws.send(Message::text("3")).await.is_err() {
+            if !link.send_text("3").await {
                 ended = true;
                 break;
             }
@@ -678,11 +719,11 @@ async fn load(args: &Args) -> Result<Value, String> {
     );
     let mut subscribers = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
-        subscribers.push(connect(args, i, model_of(args, i)).await?);
+        subscribers.push(subscribe(args, i, model_of(args, i)).await?);
     }
     let mut stuck = Vec::new();
     for i in 0..args.stuck {
-        stuck.push(connect(args, args.subscribers + i, 0).await?);
+        stuck.push(subscribe(args, args.subscribers + i, 0).await?);
     }
     let mut publisher_sockets = Vec::with_capacity(args.publishers);
     // A publisher's client key: unique to this run and publisher.
@@ -822,6 +863,7 @@ async fn load(args: &Args) -> Result<Value, String> {
         "rate": args.rate,
         "window": args.window,
         "client_keys": args.client_keys,
+        "transport": format!("{:?}", args.transport),
         "expected_deliveries": expected,
         "deliveries": total.deliveries,
         "seconds": elapsed.as_secs_f64(),
@@ -865,13 +907,18 @@ async fn idle(args: &Args) -> Result<Value, String> {
     let mut held = Vec::with_capacity(args.idle);
     let started = Instant::now();
     for i in 0..args.idle {
-        let mut ws = connect(args, i, model_of(args, i)).await?;
+        let mut link = subscribe(args, i, model_of(args, i)).await?;
         if args.protocol == Protocol::Purly {
-            // Stream mode: the snapshot arrives at once; reading it means the server is done
-            // setting the connection up.
-            let _ = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+            // Stream mode: the snapshot arrives at once (after the event stream's session
+            // event); reading it means the server is done setting the connection up.
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), link.next()).await {
+                    Ok(Got::Other) => continue,
+                    _ => break,
+                }
+            }
         }
-        held.push(ws);
+        held.push(link);
         if started.elapsed() > args.limit {
             return Err(format!("only {i} connections within the time limit"));
         }
