@@ -911,12 +911,9 @@ async fn idle(args: &Args) -> Result<Value, String> {
         if args.protocol == Protocol::Purly {
             // Stream mode: the snapshot arrives at once (after the event stream's session
             // event); reading it means the server is done setting the connection up.
-            loop {
-                match tokio::time::timeout(Duration::from_secs(10), link.next()).await {
-                    Ok(Got::Other) => continue,
-                    _ => break,
-                }
-            }
+            while let Ok(Got::Other) =
+                tokio::time::timeout(Duration::from_secs(10), link.next()).await
+            {}
         }
         held.push(link);
         if started.elapsed() > args.limit {
