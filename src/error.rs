@@ -74,10 +74,10 @@ impl ErrorCode {
             .find(|code| code.as_str() == text)
     }
 
-    /// Whether the code is a decision about the updates it refuses (PROTOCOL.md section 9):
-    /// a resend of them under a client key gets the same answer. The others (`unavailable`,
-    /// `rate_limited`, a frame that could not be read) say nothing about the update: a resend
-    /// is judged anew.
+    /// Whether the code is a decision about the updates it refuses (PROTOCOL.md section 9): a
+    /// resend under a client key of an update refused so while its frame was applied gets the
+    /// same answer. The others (`unavailable`, `rate_limited`, `frame_too_large`) say nothing
+    /// about the update: a resend is judged anew.
     pub fn is_decision(self) -> bool {
         matches!(
             self,

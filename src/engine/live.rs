@@ -370,29 +370,11 @@ impl LiveModel {
         Ok(())
     }
 
-    /// Sends an error to one session, in order with everything else it receives. A decision
-    /// about the updates of a sender with a client key is remembered for its resends.
-    pub(crate) fn refuse(
-        self: &Arc<Self>,
-        from: &Sender,
-        error: FrameError,
-        ids: Vec<MessageId>,
-    ) -> SendError {
-        let batch = {
-            let mut state = lock(&self.state);
-            if let Some(key) = from.key.as_ref().filter(|_| error.code.is_decision()) {
-                state.decide_refused(key.shared(), &ids, error.code);
-            }
-            let message = ServerMessage::error(&error, ids);
-            state.enqueue(Command::Reply {
-                to: from.id,
-                message,
-            });
-            self.next_batch(&mut state)
-        };
-        if let Some(batch) = batch {
-            self.send_batch(batch);
-        }
+    /// Sends an error to one session, in order with everything else it receives. (A frame
+    /// refused before it was read whole is refused alike when resent: nothing to remember.)
+    pub(crate) fn refuse(&self, to: ClientId, error: FrameError, ids: Vec<MessageId>) -> SendError {
+        let message = ServerMessage::error(&error, ids);
+        lock(&self.state).enqueue(Command::Reply { to, message });
         self.run_commands();
         SendError::Frame(error)
     }
@@ -423,8 +405,7 @@ impl LiveModel {
                     Write::Modify(_) => Vec::new(),
                 };
                 drop(state);
-                let undecided = Sender { key: None, ..from };
-                return Err(Unapplied::Refused(self.refuse(&undecided, error, ids)));
+                return Err(Unapplied::Refused(self.refuse(from.id, error, ids)));
             }
             let outcome = self.apply_locked(&mut state, from, write, written);
             let batch = self.next_batch(&mut state);
@@ -563,6 +544,11 @@ impl LiveModel {
             Some(key) => self.skip_duplicates(state, from.id, key.shared(), messages)?,
             None => messages,
         };
+        // A keyed sender's updates, to remember if the frame is refused (not its signals).
+        let update_ids: SmallVec<[u64; 2]> = match from.key {
+            Some(_) => update_ids(&messages).collect(),
+            None => SmallVec::new(),
+        };
         let ModelState {
             model,
             state: shared,
@@ -619,7 +605,7 @@ impl LiveModel {
                     .as_ref()
                     .filter(|_| refusal.error.code.is_decision())
                 {
-                    state.decide_refused(key.shared(), &refusal.ids, refusal.error.code);
+                    state.decide_refused(key.shared(), &update_ids, refusal.error.code);
                 }
                 let message = ServerMessage::error(&refusal.error, refusal.ids);
                 state.enqueue(Command::Reply {
@@ -649,8 +635,9 @@ impl LiveModel {
                 index,
                 "with a client key, every update carries an integer `header.id` that increases",
             );
+            let numbered: SmallVec<[u64; 2]> = update_ids(&messages).collect();
+            state.decide_refused(key, &numbered, error.code);
             let ids: Vec<MessageId> = messages.into_iter().filter_map(|m| m.id).collect();
-            state.decide_refused(key, &ids, error.code);
             let message = ServerMessage::error(&error, ids);
             state.enqueue(Command::Reply { to, message });
             return Err(SendError::Frame(error));
@@ -1216,20 +1203,24 @@ impl LiveModel {
     }
 }
 
-/// Whether any update of a keyed frame was decided before (or repeats an earlier id of the
-/// frame).
-fn has_duplicates(keys: &ClientKeys, key: &str, messages: &[Message]) -> bool {
-    let mut highest = None;
+/// The integer ids of a frame's updates.
+fn update_ids(messages: &[Message]) -> impl Iterator<Item = u64> + '_ {
     messages
         .iter()
         .filter(|m| m.kind == MessageKind::Update)
         .filter_map(|m| m.id.as_ref().and_then(MessageId::as_u64))
-        .any(|id| {
-            let repeated =
-                highest.is_some_and(|earlier| id <= earlier) || keys.judge(key, id) != Judged::New;
-            highest = Some(id);
-            repeated
-        })
+}
+
+/// Whether any update of a keyed frame was decided before (or repeats an earlier id of the
+/// frame).
+fn has_duplicates(keys: &ClientKeys, key: &str, messages: &[Message]) -> bool {
+    let mut highest = None;
+    update_ids(messages).any(|id| {
+        let repeated =
+            highest.is_some_and(|earlier| id <= earlier) || keys.judge(key, id) != Judged::New;
+        highest = Some(id);
+        repeated
+    })
 }
 
 /// Queues a write's answer right after its own commands: released, like them, once durable.
@@ -1308,9 +1299,9 @@ impl ModelState {
 
     /// Remembers that a keyed sender's updates `ids` were refused with `code`: written with
     /// the model's next batch (without delaying the error).
-    fn decide_refused(&mut self, key: &Arc<str>, ids: &[MessageId], code: ErrorCode) {
+    fn decide_refused(&mut self, key: &Arc<str>, ids: &[u64], code: ErrorCode) {
         let (at, durable) = (self.version, self.durable);
-        for id in ids.iter().filter_map(MessageId::as_u64) {
+        for &id in ids {
             self.keys
                 .decide(key, id, Answer::Refused(code), at, durable);
         }

@@ -166,7 +166,7 @@ impl Session {
     /// Queues the error answering a refused frame whose messages had `ids`, and counts it.
     fn refuse_ids(&self, error: FrameError, ids: Vec<MessageId>) -> SendError {
         self.live.metrics.refused(error.code);
-        self.live.refuse(&self.sender, error, ids)
+        self.live.refuse(self.sender.id, error, ids)
     }
 
     fn apply(&self, frame: Frame) -> Result<(), SendError> {
