@@ -375,10 +375,21 @@ async fn the_ids_of_signals_in_a_refused_frame_are_not_remembered_as_updates() {
     let engine = Engine::new(config);
     let mut client = keyed(&engine, "m", "writer-key-1").await;
     let signal = json!({"header": {"type": "signal", "id": 1000}, "content": {"s": 1}});
-    let big = update(1, json!({"big": "0123456789012345678901234567890123456789"}));
+    let big = update(
+        1,
+        json!({"big": "0123456789012345678901234567890123456789"}),
+    );
     send(&client, &[signal, big]).await;
-    assert_eq!(answer(&mut client, 1).await.kind(), ServerMessageKind::Error);
+    assert_eq!(
+        answer(&mut client, 1).await.kind(),
+        ServerMessageKind::Error
+    );
     send(&client, &[update(2, json!({"small": 1}))]).await;
     let applied = answer(&mut client, 2).await;
-    assert_eq!(applied.kind(), ServerMessageKind::Update, "{}", applied.json());
+    assert_eq!(
+        applied.kind(),
+        ServerMessageKind::Update,
+        "{}",
+        applied.json()
+    );
 }

@@ -71,7 +71,7 @@ impl PurlyBuilder {
     }
 
     /// Answers requests for exactly `path` (e.g. `/metrics`) with `handler`, before purly's
-    /// routes: a name under the prefix that is then not a model (PROTOCOL.md section 9). For
+    /// routes: a name under the prefix that is then not a model (PROTOCOL.md section 12). For
     /// small read-only endpoints beside purly's, such as metrics or a health check; the
     /// `server` example serves Prometheus metrics this way.
     pub fn route(

@@ -318,3 +318,77 @@ async fn a_layout_runs_over_the_rust_events_client_and_it_resumes() {
         Value::Object(server.purly.engine().state("m").unwrap())
     );
 }
+
+#[tokio::test]
+async fn authorization_rate_limits_and_caps_hold_as_for_websockets() {
+    use purly_hyper::{Decision, RateLimit, RouteKind};
+    let mut config = ServerConfig::default();
+    let mut limit = RateLimit::default();
+    limit.frames_per_second = 0.001;
+    limit.frame_burst = 1.0;
+    limit.max_refused = 2;
+    config.rate_limit = Some(limit);
+    config.max_connections = 3;
+    let purly = Purly::builder(common::engine())
+        .config(config)
+        .authorize(|request| {
+            assert_eq!(
+                request.route,
+                RouteKind::Events,
+                "the hook decides on the GET"
+            );
+            match request.model.as_str() {
+                "secret" => Decision::Deny,
+                "shown" => Decision::ReadOnly,
+                _ => Decision::ReadWrite,
+            }
+        })
+        .build();
+    let server = Server::start(purly).await;
+    let addr = server.addr;
+    assert_eq!(open(addr, "/secret/events", &[]).await.status, 403);
+    // Read-only: a POSTed update is refused with `forbidden`, on the stream.
+    let mut shown = open(addr, "/shown/events", &[]).await;
+    let token = shown.session().await;
+    frame(&mut shown).await;
+    assert_eq!(
+        post(
+            addr,
+            &format!("/shown/send?session={token}"),
+            update(1, json!({"a": 1}))
+        )
+        .await
+        .0,
+        202
+    );
+    let (_, refused) = frame(&mut shown).await;
+    assert_eq!(refused[0]["content"]["code"], "forbidden");
+    drop(shown);
+    // The rate limit: one frame, then refusals, then the session is ended.
+    let mut events = open(addr, "/m/events", &[]).await;
+    let token = events.session().await;
+    frame(&mut events).await;
+    let to = format!("/m/send?session={token}");
+    assert_eq!(post(addr, &to, update(1, json!({"a": 1}))).await.0, 202);
+    frame(&mut events).await;
+    for _ in 0..2 {
+        assert_eq!(post(addr, &to, update(2, json!({"a": 2}))).await.0, 202);
+        let (_, error) = frame(&mut events).await;
+        assert_eq!(error[0]["content"]["code"], "rate_limited");
+    }
+    assert_eq!(post(addr, &to, update(3, json!({"a": 3}))).await.0, 429);
+    assert_eq!(
+        events.next().await,
+        None,
+        "the ended session's stream finishes"
+    );
+    assert_eq!(post(addr, &to, "[]").await.0, 404);
+    // The connection cap counts the streams: three open, the fourth connection is refused.
+    let mut open_streams = Vec::new();
+    for _ in 0..3 {
+        let mut stream = open(addr, "/m/events", &[]).await;
+        stream.session().await;
+        open_streams.push(stream);
+    }
+    assert_eq!(open(addr, "/m/events", &[]).await.status, 503);
+}
