@@ -77,7 +77,7 @@ pub enum Handled<B> {
 }
 
 /// A request body purly can read (the event stream's POSTs): hyper's, axum's, or any
-/// [`hyper::body::Body`] that is `Send`.
+/// [`Body`](https://docs.rs/http-body/1/http_body/trait.Body.html) that is `Send`.
 pub trait RequestBody:
     hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
     + Send
