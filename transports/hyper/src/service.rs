@@ -332,14 +332,17 @@ impl Purly {
                 response
             }
         });
+        // Accepted after a shutdown: one request is answered (503), then the connection closes.
+        let shut_down = self.inner.shut_down.is_cancelled();
         let connection = http1_builder(config.header_read_timeout)
+            .keep_alive(!shut_down)
             .serve_connection(io, service)
             .with_upgrades();
         tokio::pin!(connection);
         tokio::select! {
             ended = connection.as_mut() => return ended,
             () = activity.idle_for(config.keep_alive_timeout) => {}
-            () = self.inner.shut_down.cancelled() => {}
+            () = self.inner.shut_down.cancelled(), if !shut_down => {}
         }
         // Idle too long, or shut down: close once nothing is in flight.
         connection.as_mut().graceful_shutdown();
