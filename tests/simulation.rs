@@ -7,8 +7,10 @@
 //! random. After the run the faults stop, everything settles, and the outcome is checked
 //! against the store's log, the sequential truth:
 //!
-//! - no update is in two versions; every echoed update is in exactly one, every refused one in
-//!   none;
+//! - no update is in two versions; every echoed update is in exactly one; and since the
+//!   clients name themselves with client keys and resend what was not confirmed (after a
+//!   crash, a refusal, a lost answer, and now and then at random), every update sent is in
+//!   exactly one version once everything settled: exactly once (PROTOCOL.md section 9);
 //! - every subscriber saw, after each snapshot, a gapless run of versions, each the log's diff;
 //! - every node's state, every connected subscriber's replica and the log's replay are equal.
 //!
@@ -16,16 +18,17 @@
 //! alone. `PURLY_SIM_SEEDS=<n>` runs more seeds (default 300).
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use purly::serde_json::{json, Map, Value};
 use purly::{
-    merge_diff, AppendDone, Appended, Batch, Engine, EngineFuture, JoinError, JoinOptions,
-    LoadDone, ModelName, NewModel, Outbox, Received, RemoteFeed, RemoveDone, ServerMessage,
-    ServerMessageKind, Session, Store, StoreError, StoredDiff, StoredModel, Task,
+    merge_diff, AppendDone, Appended, Batch, ClientKey, Engine, EngineFuture, ErrorCode, JoinError,
+    JoinOptions, LoadDone, ModelName, NewModel, Outbox, Received, RemoteFeed, RemoveDone,
+    ServerMessage, ServerMessageKind, Session, Store, StoreError, StoredDiff, StoredKey,
+    StoredModel, Task,
 };
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -68,7 +71,7 @@ enum Event {
     Publish {
         node: usize,
         first: u64,
-        diffs: Vec<String>,
+        diffs: Vec<(String, Option<String>)>,
     },
     CatchUp {
         node: usize,
@@ -82,8 +85,11 @@ struct World {
     rng: Rng,
     faults: bool,
     epoch: Option<String>,
-    /// Version i + 1: the diff's JSON text and its batch's token.
-    log: Vec<(String, u64)>,
+    /// Version i + 1: the diff's JSON text, its batch's token, and on a batch's last diff the
+    /// client key records the batch wrote.
+    log: Vec<(String, u64, Option<String>)>,
+    /// The client key records, written in the same step as the diffs.
+    keys: HashMap<String, String>,
     events: Vec<Event>,
     /// Per node: its feed and the last version handed to it.
     watches: HashMap<usize, (RemoteFeed, u64)>,
@@ -162,13 +168,15 @@ fn run_event(shared: &Shared, event: Event) {
                             epoch: epoch.clone(),
                             checkpoint_version: 0,
                             checkpoint: Map::new(),
-                            diffs: w
-                                .log
+                            diffs: stored_diffs(&w.log, 0),
+                            keys: w
+                                .keys
                                 .iter()
-                                .enumerate()
-                                .map(|(i, (json, _))| StoredDiff::new(i as u64 + 1, json.clone()))
+                                .map(|(key, record)| StoredKey {
+                                    key: key.clone(),
+                                    record: record.clone(),
+                                })
                                 .collect(),
-                            keys: Vec::new(),
                         })),
                         (None, Some(new)) => {
                             w.epoch = Some(new.epoch.to_string());
@@ -192,30 +200,41 @@ fn run_event(shared: &Shared, event: Event) {
             }
             let base = batch.base_version as usize;
             let result = if w.epoch.as_deref() != Some(&*batch.epoch) || w.log.len() != base {
-                if w.log.get(base).is_some_and(|(_, t)| *t == token) {
+                if w.log.get(base).is_some_and(|(_, t, _)| *t == token) {
                     // A retry of a batch that committed: its own token.
                     Ok(Appended::Committed)
                 } else {
                     Ok(Appended::Conflict {
                         version: w.log.len() as u64,
                         epoch: w.epoch.clone().unwrap_or_default(),
-                        missed: w
-                            .log
-                            .iter()
-                            .enumerate()
-                            .skip(base)
-                            .map(|(i, (json, _))| StoredDiff::new(i as u64 + 1, json.clone()))
-                            .collect(),
+                        missed: stored_diffs(&w.log, base),
                     })
                 }
             } else {
-                let diffs: Vec<String> = batch
+                let records = (!batch.keys.is_empty()).then(|| batch.keys_json());
+                let count = batch.diffs.len();
+                let diffs: Vec<(String, Option<String>)> = batch
                     .diffs
                     .iter()
-                    .map(|d| d.content_json().to_owned())
+                    .enumerate()
+                    .map(|(i, d)| {
+                        let keys = if i + 1 == count {
+                            records.clone()
+                        } else {
+                            None
+                        };
+                        (d.content_json().to_owned(), keys)
+                    })
                     .collect();
-                for diff in &diffs {
-                    w.log.push((diff.clone(), token));
+                for (diff, keys) in &diffs {
+                    w.log.push((diff.clone(), token, keys.clone()));
+                }
+                // The records in the same step as the diffs (a batch of records alone too).
+                for write in &batch.keys {
+                    match &write.record {
+                        Some(record) => w.keys.insert(write.key.to_string(), record.clone()),
+                        None => w.keys.remove(&*write.key),
+                    };
                 }
                 let nodes: Vec<usize> = w.watches.keys().copied().collect();
                 for node in nodes {
@@ -258,7 +277,10 @@ fn run_event(shared: &Shared, event: Event) {
                 let fresh: Vec<StoredDiff> = diffs
                     .into_iter()
                     .enumerate()
-                    .map(|(i, json)| StoredDiff::new(first + i as u64, json))
+                    .map(|(i, (json, keys))| StoredDiff {
+                        keys,
+                        ..StoredDiff::new(first + i as u64, json)
+                    })
                     .filter(|d| d.version > last)
                     .collect();
                 if let (Some(newest), Some(watch)) =
@@ -287,13 +309,7 @@ fn run_event(shared: &Shared, event: Event) {
                     return;
                 }
                 let epoch = w.epoch.clone().unwrap_or_default();
-                let missed: Vec<StoredDiff> = w
-                    .log
-                    .iter()
-                    .enumerate()
-                    .skip(last as usize)
-                    .map(|(i, (json, _))| StoredDiff::new(i as u64 + 1, json.clone()))
-                    .collect();
+                let missed = stored_diffs(&w.log, last as usize);
                 let reached = w.log.len() as u64;
                 if let Some(watch) = w.watches.get_mut(&node) {
                     watch.1 = reached;
@@ -309,6 +325,18 @@ fn run_event(shared: &Shared, event: Event) {
     }
 }
 
+/// The log's diffs from index `from` on, as a store hands them over.
+fn stored_diffs(log: &[(String, u64, Option<String>)], from: usize) -> Vec<StoredDiff> {
+    log.iter()
+        .enumerate()
+        .skip(from)
+        .map(|(i, (json, _, keys))| StoredDiff {
+            keys: keys.clone(),
+            ..StoredDiff::new(i as u64 + 1, json.clone())
+        })
+        .collect()
+}
+
 /// A client: its session (once joined), what it received, and the fate of its updates.
 struct Client {
     node: usize,
@@ -320,6 +348,13 @@ struct Client {
     replica: Map<String, Value>,
     /// The diffs it received, per connection: (seq, content).
     seen: Vec<(u64, Value)>,
+    /// Its client key, kept across its connections (a client instance).
+    key: ClientKey,
+    /// Its updates not confirmed yet (id → frame), resent when `resend` says so.
+    unconfirmed: BTreeMap<u64, String>,
+    /// Every update it sent (id → frame), for resends of confirmed ones.
+    history: Vec<(u64, String)>,
+    resend: bool,
 }
 
 #[derive(Default)]
@@ -350,17 +385,74 @@ fn new_node(shared: &Shared, index: usize, epochs: &Arc<Mutex<u64>>) -> Node {
     Node { engine }
 }
 
-fn join(node: &Node, index: usize) -> Client {
+/// What a client instance keeps across its connections: its key, its unconfirmed updates and
+/// every update it sent.
+type Carried = (ClientKey, BTreeMap<u64, String>, Vec<(u64, String)>);
+
+/// Joins (again) the model on `node` as the client instance `previous` was (its key and its
+/// updates), or as client `slot` the first time; what is unconfirmed is resent once joined.
+fn join(node: &Node, index: usize, slot: usize, previous: Option<Carried>) -> Client {
     let outbox = Arc::new(Outbox::new(1 << 20));
+    let (key, unconfirmed, history) = match previous {
+        Some(carried) => carried,
+        None => (
+            ClientKey::new(&format!("sim-client-{slot}")).unwrap(),
+            BTreeMap::new(),
+            Vec::new(),
+        ),
+    };
+    let options = JoinOptions::stream().client_key(key.clone());
     Client {
         node: index,
-        joining: Some(node.engine.join("m", outbox.clone(), JoinOptions::stream())),
+        joining: Some(node.engine.join("m", outbox.clone(), options)),
         outbox,
         session: None,
         version: None,
         replica: Map::new(),
         seen: Vec::new(),
+        key,
+        unconfirmed,
+        history,
+        resend: true,
     }
+}
+
+/// Resends the client's unconfirmed updates, oldest first, if it is due and connected.
+fn resend(client: &mut Client) {
+    let Some(session) = &client.session else {
+        return;
+    };
+    if !client.resend {
+        return;
+    }
+    client.resend = false;
+    for frame in client.unconfirmed.values() {
+        // A refusal (closed, over its bound, the store) comes back as an error: resent later.
+        let _ = session.send_text(frame);
+    }
+}
+
+/// Joins a client again if it lost its session, polls its join, resends what is due, and
+/// takes what it received.
+fn rejoin_and_drain(
+    client: &mut Client,
+    nodes: &[Node],
+    slot: usize,
+    log: &[(String, u64, Option<String>)],
+    outcomes: &mut Outcomes,
+    seed: u64,
+) {
+    if client.session.is_none() && client.joining.is_none() {
+        let carried = (
+            client.key.clone(),
+            std::mem::take(&mut client.unconfirmed),
+            std::mem::take(&mut client.history),
+        );
+        *client = join(&nodes[client.node], client.node, slot, Some(carried));
+    }
+    poll_join(client);
+    resend(client);
+    drain(client, log, outcomes, seed);
 }
 
 /// Polls a pending join once (everything it waits for is an event of the world).
@@ -377,7 +469,12 @@ fn poll_join(client: &mut Client) {
 }
 
 /// Takes what the client's outbox holds and checks each diff against the log as it goes.
-fn drain(client: &mut Client, log: &[(String, u64)], outcomes: &mut Outcomes, seed: u64) {
+fn drain(
+    client: &mut Client,
+    log: &[(String, u64, Option<String>)],
+    outcomes: &mut Outcomes,
+    seed: u64,
+) {
     let mut batch = Vec::new();
     loop {
         match client.outbox.try_recv(&mut batch) {
@@ -403,16 +500,29 @@ fn drain(client: &mut Client, log: &[(String, u64)], outcomes: &mut Outcomes, se
 fn receive(
     client: &mut Client,
     message: &ServerMessage,
-    log: &[(String, u64)],
+    log: &[(String, u64, Option<String>)],
     outcomes: &mut Outcomes,
     seed: u64,
 ) {
     match message.kind() {
         ServerMessageKind::Error => {
+            // Nothing here is refused for good (no model check, no size limit): the store or
+            // the model's bound; the updates are resent.
+            let code = message.content().unwrap()["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             for id in message.ids() {
-                outcomes
-                    .refused
-                    .insert(id.as_json().trim_matches('"').to_owned());
+                let tag = format!("t{}", id.as_json());
+                if ErrorCode::from_wire(&code).is_some_and(ErrorCode::is_decision) {
+                    outcomes.refused.insert(tag);
+                }
+            }
+            client.resend = true;
+        }
+        ServerMessageKind::Ack => {
+            if let Some(id) = message.id().and_then(|id| id.as_u64()) {
+                client.unconfirmed.remove(&id);
             }
         }
         ServerMessageKind::Update if message.is_snapshot() => {
@@ -435,10 +545,9 @@ fn receive(
                 "seed {seed}: version {seq} differs from the log's"
             );
             if message.origin().is_some() {
-                if let Some(id) = message.id() {
-                    outcomes
-                        .echoed
-                        .insert(id.as_json().trim_matches('"').to_owned());
+                if let Some(id) = message.id().and_then(|id| id.as_u64()) {
+                    outcomes.echoed.insert(format!("t{id}"));
+                    client.unconfirmed.remove(&id);
                 }
             }
             merge_diff(&mut client.replica, content.clone());
@@ -462,11 +571,12 @@ fn run(seed: u64, steps: usize) -> usize {
         events: Vec::new(),
         watches: HashMap::new(),
         next_token: 0,
+        keys: HashMap::new(),
     }));
     let epochs = Arc::new(Mutex::new(0));
     let mut nodes: Vec<Node> = (0..NODES).map(|i| new_node(&shared, i, &epochs)).collect();
     let mut clients: Vec<Client> = (0..NODES * CLIENTS_PER_NODE)
-        .map(|c| join(&nodes[c % NODES], c % NODES))
+        .map(|c| join(&nodes[c % NODES], c % NODES, c, None))
         .collect();
     let mut outcomes = Outcomes::default();
     let mut sent = 0u64;
@@ -478,26 +588,52 @@ fn run(seed: u64, steps: usize) -> usize {
         }
         let action = pick(&shared, 100);
         match action {
-            // A client sends an update with a tag no other update has.
+            // A client sends an update with an id (and a tag) no other update has.
             0..=29 => {
                 let chosen = pick(&shared, clients.len());
                 let client = &mut clients[chosen];
                 if let Some(session) = &client.session {
                     sent += 1;
                     let tag = format!("t{sent}");
-                    let frame = json!([{"header": {"type": "update", "id": tag},
-                                        "content": {"last": tag, "log": {tag.clone(): true}}}]);
-                    if session.send_text(&frame.to_string()).is_err() {
-                        // Refused at once (closed, or over its bound): its error says which.
+                    let frame = json!([{"header": {"type": "update", "id": sent},
+                                        "content": {"last": tag, "log": {tag.clone(): true}}}])
+                    .to_string();
+                    client.unconfirmed.insert(sent, frame.clone());
+                    client.history.push((sent, frame.clone()));
+                    // Refused at once (closed, or over its bound): its error says which, and
+                    // it is resent.
+                    let _ = session.send_text(&frame);
+                }
+            }
+            // A client's connection drops, its answers unread; it joins another node.
+            34 | 35 => {
+                let chosen = pick(&shared, clients.len());
+                let node = pick(&shared, NODES);
+                let client = &mut clients[chosen];
+                client.session = None;
+                client.joining = None;
+                client.node = node;
+                client.resend = true;
+            }
+            // A client sends one of its updates again (its answer was lost, say).
+            31..=33 => {
+                let chosen = pick(&shared, clients.len());
+                let past = clients[chosen].history.len();
+                if past > 0 {
+                    let at = pick(&shared, past);
+                    let client = &clients[chosen];
+                    if let Some(session) = &client.session {
+                        let _ = session.send_text(&client.history[at].1);
                     }
                 }
             }
-            // A node crashes and comes back (its clients join again).
+            // A node crashes and comes back (its clients join again, on the next node).
             30 if !faults_over => {
                 let index = pick(&shared, NODES);
                 for client in clients.iter_mut().filter(|c| c.node == index) {
                     client.session = None;
                     client.joining = None;
+                    client.node = (index + 1) % NODES;
                 }
                 world(&shared).watches.remove(&index);
                 nodes[index] = new_node(&shared, index, &epochs);
@@ -520,18 +656,18 @@ fn run(seed: u64, steps: usize) -> usize {
             }
         }
         let log = world(&shared).log.clone();
-        for client in &mut clients {
-            if client.session.is_none() && client.joining.is_none() {
-                *client = join(&nodes[client.node], client.node);
-            }
-            poll_join(client);
-            drain(client, &log, &mut outcomes, seed);
+        for (slot, client) in clients.iter_mut().enumerate() {
+            rejoin_and_drain(client, &nodes, slot, &log, &mut outcomes, seed);
         }
     }
     // Settle: no more faults; everything pending happens; every node reads the log.
     world(&shared).faults = false;
     let mut budget = 100_000;
-    for phase in 0..3 {
+    for phase in 0..6 {
+        // What is still unconfirmed is sent again (faults are over: it gets through).
+        for client in &mut clients {
+            client.resend |= !client.unconfirmed.is_empty();
+        }
         if phase > 0 {
             let watching: Vec<usize> = world(&shared).watches.keys().copied().collect();
             for node in watching {
@@ -540,12 +676,8 @@ fn run(seed: u64, steps: usize) -> usize {
         }
         loop {
             let log = world(&shared).log.clone();
-            for client in &mut clients {
-                if client.session.is_none() && client.joining.is_none() {
-                    *client = join(&nodes[client.node], client.node);
-                }
-                poll_join(client);
-                drain(client, &log, &mut outcomes, seed);
+            for (slot, client) in clients.iter_mut().enumerate() {
+                rejoin_and_drain(client, &nodes, slot, &log, &mut outcomes, seed);
             }
             let event = world(&shared).events.pop();
             match event {
@@ -566,7 +698,7 @@ fn run(seed: u64, steps: usize) -> usize {
     // No update in two versions; echoed ones in exactly one, refused ones in none.
     let mut versions_of: HashMap<String, usize> = HashMap::new();
     let mut replay = Map::new();
-    for (json, _) in &log {
+    for (json, _, _) in &log {
         let diff: Map<String, Value> = purly::serde_json::from_str(json).unwrap();
         for tag in diff
             .get("log")
@@ -575,6 +707,17 @@ fn run(seed: u64, steps: usize) -> usize {
             .flatten()
         {
             *versions_of.entry(tag.0.clone()).or_default() += 1;
+        }
+        // An update applied a second time after another one changed `last` sets it again: a
+        // version whose `last` is a tag but whose `log` lacks it is such a second application.
+        if let Some(tag) = diff.get("last").and_then(Value::as_str) {
+            let first_time = diff
+                .get("log")
+                .and_then(Value::as_object)
+                .is_some_and(|log| log.contains_key(tag));
+            if !first_time {
+                *versions_of.entry(tag.to_owned()).or_default() += 1;
+            }
         }
         merge_diff(&mut replay, diff);
     }
@@ -592,6 +735,22 @@ fn run(seed: u64, steps: usize) -> usize {
             !versions_of.contains_key(tag),
             "seed {seed}: {tag} was refused but is in the log"
         );
+    }
+    // Exactly once: every update any client sent (and resent) is in one version.
+    for client in &clients {
+        assert!(
+            client.unconfirmed.is_empty(),
+            "seed {seed}: updates never confirmed: {:?}",
+            client.unconfirmed.keys().collect::<Vec<_>>()
+        );
+        for (id, _) in &client.history {
+            let tag = format!("t{id}");
+            assert_eq!(
+                versions_of.get(&tag),
+                Some(&1),
+                "seed {seed}: update {tag} is not in exactly one version"
+            );
+        }
     }
     // Every node holding the model, and every connected subscriber, ends at the log's replay.
     for (index, node) in nodes.iter().enumerate() {

@@ -471,15 +471,16 @@ impl Engine {
         }
     }
     /// Runs `read` on a model's latest applied state and version, or returns `None` if the
-    /// model is not in memory (nothing is loaded or created). With a durable store the state
-    /// may hold changes the store is still writing; [`read_snapshot`](Engine::read_snapshot)
-    /// gives only what is durable.
+    /// model is not in memory (nothing is loaded or created; a model closed to be reloaded,
+    /// after a store failure or a removal, is not). With a durable store the state may hold
+    /// changes the store is still writing; [`read_snapshot`](Engine::read_snapshot) gives only
+    /// what is durable.
     pub fn read<R>(
         &self,
         model: &str,
         read: impl FnOnce(&Map<String, Value>, u64) -> R,
     ) -> Option<R> {
-        let live = self.existing(model)?;
+        let live = self.existing(model).filter(|live| !live.needs_reload())?;
         Some(live.read(read))
     }
 
