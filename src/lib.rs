@@ -143,8 +143,9 @@ pub use protocol::{
     PROTOCOL_VERSION,
 };
 pub use store::{
-    AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, Completion, KeyWrite, LoadDone,
-    MemoryStore, NewModel, RemoteFeed, RemoveDone, Store, StoredDiff, StoredKey, StoredModel,
+    AppendDone, Appended, AskDone, Batch, Checkpoint, CheckpointPolicy, Completion, KeyWrite,
+    LoadDone, MemoryStore, NewModel, NodeHandler, RemoteFeed, RemoveDone, Store, StoredDiff,
+    StoredKey, StoredModel,
 };
 pub use subscriber::{CloseReason, Delivery, Subscriber};
 pub use token::random_hex;

@@ -35,7 +35,9 @@ use crate::lock::{lock, read_lock, write_lock};
 use crate::model::{DefaultModel, Model, ModelFactory, Rejection};
 use crate::oneshot;
 use crate::protocol::{ClientId, ClientKey, Message, Mode, ModelName};
-use crate::store::{LoadDone, MemoryStore, NewModel, RemoteFeed, RemoteSink, RemoveDone, Store};
+use crate::store::{
+    AskDone, LoadDone, MemoryStore, NewModel, RemoteFeed, RemoteSink, RemoveDone, Store,
+};
 use crate::subscriber::{CloseReason, Subscriber};
 use crate::telemetry::EngineMetrics;
 use crate::token::random_hex;
@@ -564,6 +566,27 @@ impl Engine {
             answer.await.unwrap_or(Err(StoreError::Closed))?;
             Ok(was_in_memory)
         })
+    }
+
+    /// This node's name among the nodes of a shared store ([`Store::node`]), or `None`.
+    pub fn node(&self) -> Option<String> {
+        self.inner.store.node()
+    }
+
+    /// Sends `request` to another node of the shared store and awaits its answer
+    /// ([`Store::ask`]): how a transport reaches the node that holds a connection.
+    pub fn ask(&self, node: &str, request: String) -> EngineFuture<Result<String, StoreError>> {
+        let (done, answer) = oneshot::channel();
+        self.inner
+            .store
+            .ask(node, request, AskDone::new(move |result| done.send(result)));
+        EngineFuture::new(async move { answer.await.unwrap_or(Err(StoreError::Closed)) })
+    }
+
+    /// Answers the requests other nodes [`ask`](Engine::ask) this one with `handler`
+    /// ([`Store::answer`]); it completes each request's [`AskDone`] when it has the answer.
+    pub fn answer(&self, handler: impl Fn(String, AskDone) + Send + Sync + 'static) {
+        self.inner.store.answer(Arc::new(handler));
     }
 
     /// One sweep of idle eviction: a model with no session, whose changes are all durable, is

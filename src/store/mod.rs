@@ -297,9 +297,17 @@ pub type LoadDone = Completion<Option<StoredModel>>;
 /// The callback of [`Store::remove`].
 pub type RemoveDone = Completion<()>;
 
+/// The callback of [`Store::ask`]: the other node's answer.
+pub type AskDone = Completion<String>;
+
+/// What answers the requests other nodes send this one ([`Store::answer`]): it gets each
+/// request's text and completes its [`AskDone`] with the answer, at once or later.
+pub type NodeHandler = Arc<dyn Fn(String, AskDone) + Send + Sync>;
+
 impl<T> Completion<T> {
-    /// Wraps the engine's reaction to an operation's end.
-    pub(crate) fn new(done: impl FnOnce(Result<T, StoreError>) + Send + 'static) -> Self {
+    /// Wraps the reaction to an operation's end (the engine makes those it hands a store; a
+    /// store makes one for each request another node sends, see [`Store::answer`]).
+    pub fn new(done: impl FnOnce(Result<T, StoreError>) + Send + 'static) -> Self {
         Completion(Some(Box::new(done)))
     }
 
@@ -444,6 +452,27 @@ pub trait Store: Send + Sync + 'static {
     fn catch_up(&self, model: &ModelName) {
         let _ = model;
     }
+
+    /// This node's name among the nodes of a shared store (what [`ask`](Store::ask) takes),
+    /// or `None` when there is no other node. Default: `None`.
+    fn node(&self) -> Option<String> {
+        None
+    }
+
+    /// Sends `request` to node `node` (through the store's pub/sub) and reports its answer
+    /// through `done`, or an error if none came in time: how a transport reaches the node that
+    /// holds a connection (an event stream's POST, PROTOCOL.md section 10). Default: an error
+    /// (no other node).
+    fn ask(&self, node: &str, request: String, done: AskDone) {
+        let _ = (node, request);
+        done.complete(Err(StoreError::Io("no other node to ask".into())));
+    }
+
+    /// Hands the requests other nodes [`ask`](Store::ask) this one to `handler` (replacing an
+    /// earlier one). Default: nothing (no other node).
+    fn answer(&self, handler: NodeHandler) {
+        let _ = handler;
+    }
 }
 
 /// A shared store: an embedder keeps one handle (to close it, say) and gives the engine another.
@@ -486,5 +515,17 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn catch_up(&self, model: &ModelName) {
         (**self).catch_up(model)
+    }
+
+    fn node(&self) -> Option<String> {
+        (**self).node()
+    }
+
+    fn ask(&self, node: &str, request: String, done: AskDone) {
+        (**self).ask(node, request, done)
+    }
+
+    fn answer(&self, handler: NodeHandler) {
+        (**self).answer(handler)
     }
 }

@@ -19,6 +19,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The event-stream client of purly-hyper's tests (hyper's HTTP/1.1 client).
+#[path = "../../../transports/hyper/tests/common/events.rs"]
+pub(crate) mod events;
+
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The `server` example's binary, built by `cargo test` beside this test's own binary.

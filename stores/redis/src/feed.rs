@@ -96,8 +96,10 @@ pub(crate) async fn run(
     watches: Watches,
     mut control: mpsc::UnboundedReceiver<Control>,
     received: Arc<std::sync::atomic::AtomicU64>,
-    node: String,
+    nodes: Arc<crate::nodes::Nodes>,
 ) {
+    let node = nodes.name().to_owned();
+    let own_channel = crate::nodes::channel(&node);
     let mut backoff = Duration::from_millis(50);
     // Models whose stream could not be read: tried again until it can be.
     let mut behind: HashSet<ModelName> = HashSet::new();
@@ -114,7 +116,8 @@ pub(crate) async fn run(
         backoff = Duration::from_millis(50);
         let (mut sink, mut stream) = pubsub.split();
         let followed: Vec<ModelName> = lock(&watches).keys().cloned().collect();
-        let mut subscribed = true;
+        // This node's own channel: requests from the other nodes, and their answers.
+        let mut subscribed = sink.subscribe(&own_channel).await.is_ok();
         for model in &followed {
             if sink.subscribe(channel(model.as_str())).await.is_err() {
                 subscribed = false;
@@ -156,6 +159,12 @@ pub(crate) async fn run(
                 message = stream.next() => match message {
                     None => break,
                     Some(message) => {
+                        if message.get_channel_name() == own_channel {
+                            if let Ok(payload) = message.get_payload::<String>() {
+                                nodes.receive(&payload);
+                            }
+                            continue;
+                        }
                         received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let (Some(model), Ok(payload)) = (
                             model_of_channel(message.get_channel_name()),

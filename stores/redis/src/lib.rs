@@ -83,6 +83,7 @@
 
 mod feed;
 mod keys;
+mod nodes;
 mod reply;
 mod retry;
 mod scripts;
@@ -166,6 +167,8 @@ pub struct RedisStore {
     received: Arc<AtomicU64>,
     options: RedisOptions,
     feed: tokio::task::JoinHandle<()>,
+    /// Requests to and from the other nodes.
+    nodes: Arc<nodes::Nodes>,
 }
 
 impl RedisStore {
@@ -205,13 +208,19 @@ impl RedisStore {
         let (control, receiver) = mpsc::unbounded_channel();
         let received = Arc::new(AtomicU64::new(0));
         let node = purly::random_hex(12);
+        let nodes = Arc::new(nodes::Nodes::new(
+            node.clone(),
+            commands.clone(),
+            handle.clone(),
+            options.timeout * 5,
+        ));
         let feed = handle.spawn(feed::run(
             client.clone(),
             commands.clone(),
             watches.clone(),
             receiver,
             received.clone(),
-            node.clone(),
+            nodes.clone(),
         ));
         let (signals, to_publish) = mpsc::unbounded_channel();
         handle.spawn(publish_signals(commands.clone(), to_publish));
@@ -226,6 +235,7 @@ impl RedisStore {
             received,
             options,
             feed,
+            nodes,
         })
     }
 
@@ -365,6 +375,18 @@ impl Store for RedisStore {
 
     fn catch_up(&self, model: &ModelName) {
         let _ = self.control.send(Control::CatchUp(model.clone()));
+    }
+
+    fn node(&self) -> Option<String> {
+        Some(self.node.clone())
+    }
+
+    fn ask(&self, node: &str, request: String, done: purly::AskDone) {
+        self.nodes.ask(node, request, done);
+    }
+
+    fn answer(&self, handler: purly::NodeHandler) {
+        self.nodes.answer(handler);
     }
 
     fn unwatch(&self, model: &ModelName, feed: &RemoteFeed) {

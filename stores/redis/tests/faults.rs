@@ -535,7 +535,8 @@ async fn a_resend_on_another_node_is_answered_not_applied_again() {
     assert_eq!(again.seq(), Some(1));
     // Node b's feed is late: it applies the resend before it hears of the commit, and its
     // append conflicts; the commit's client key records then make the rerun a duplicate.
-    proxy.faults.feed_delay_ms.store(1_000, Ordering::SeqCst);
+    // (Long enough that a loaded machine does not see the feed arrive first.)
+    proxy.faults.feed_delay_ms.store(5_000, Ordering::SeqCst);
     let second = keyed_send(&a, "writer-key-1", 2, json!({"x": "second"})).await;
     assert_eq!(second.seq(), Some(2));
     assert!(b.read("m", |_, v| v).unwrap() < 2, "node b is behind");

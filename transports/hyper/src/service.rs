@@ -125,10 +125,17 @@ impl Purly {
         let pinger = Pinger::new(config.ping_interval);
         // The work that follows a store's completion (the next batch, the fan-out) runs on
         // this runtime, not on the store's thread, unless the embedder chose otherwise.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        if let Some(runtime) = runtime.clone() {
             engine.set_executor(move |task| {
                 runtime.spawn(async move { task.run() });
             });
+        }
+        let event_sessions: Arc<event_stream::Sessions> = Arc::default();
+        let config = Arc::new(config);
+        // On several nodes, the POSTs another node receives for this node's event streams.
+        if let (Some(_), Some(runtime)) = (engine.node(), runtime) {
+            event_stream::serve_forwarded(&engine, event_sessions.clone(), config.clone(), runtime);
         }
         Purly {
             inner: Arc::new(Shared {
@@ -138,14 +145,14 @@ impl Purly {
                 ),
                 engine,
                 pinger,
-                config: Arc::new(config),
+                config,
                 authorize,
                 connections: TaskTracker::new(),
                 admission,
                 metrics,
                 extra_routes,
                 reserved,
-                event_sessions: Arc::default(),
+                event_sessions,
                 shut_down: CancellationToken::new(),
             }),
         }
@@ -235,9 +242,9 @@ impl Purly {
             }
             let sessions = self.inner.event_sessions.clone();
             let config = self.inner.config.clone();
-            let max_frame = self.inner.engine.config().limits.max_frame_bytes;
+            let engine = self.inner.engine.clone();
             return Dispatched::Later(Box::pin(event_stream::send(
-                sessions, config, max_frame, model, request,
+                sessions, engine, config, model, request,
             )));
         }
         if request.method() != Method::GET && request.method() != Method::HEAD {

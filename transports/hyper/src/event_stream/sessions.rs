@@ -55,9 +55,18 @@ impl Sessions {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers `entry` under a new random token; the registration takes it out when dropped.
-    pub(crate) fn register(self: &Arc<Self>, entry: Arc<Entry>) -> Registration {
-        let token: Arc<str> = purly::random_hex(32).into();
+    /// Registers `entry` under a new random token (prefixed with this node's name, `node.`,
+    /// when there are several nodes); the registration takes it out when dropped.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        entry: Arc<Entry>,
+        node: Option<&str>,
+    ) -> Registration {
+        let random = purly::random_hex(32);
+        let token: Arc<str> = match node {
+            Some(node) => format!("{node}.{random}").into(),
+            None => random.into(),
+        };
         self.lock().insert(token.clone(), entry.clone());
         Registration {
             sessions: self.clone(),
@@ -82,6 +91,11 @@ impl Sessions {
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
+}
+
+/// The node a session token names, if it names one (`node.random`).
+pub(crate) fn node_of(token: &str) -> Option<&str> {
+    token.split_once('.').map(|(node, _)| node)
 }
 
 /// A session's place in the registry, held by its stream.
