@@ -61,10 +61,14 @@ struct Args {
     /// Keep models in memory only: a restart loses them.
     #[arg(long, conflicts_with_all = ["redis", "data"])]
     memory: bool,
-    /// Be one node of a cluster whose models live in this Redis (credentials in the URL; no
-    /// TLS yet), in place of `--data`.
+    /// Be one node of a cluster whose models live in this Redis (credentials in the URL;
+    /// `rediss://` for TLS), in place of `--data`.
     #[arg(long, value_name = "URL", conflicts_with = "data")]
     redis: Option<String>,
+    /// With a `rediss://` URL: a CA certificate (PEM file) to trust instead of the system's
+    /// roots (a private CA).
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    redis_ca: Option<PathBuf>,
     /// What a commit survives: `process` (the process dying) or `os` (also an OS crash or
     /// power loss, one fsync per commit).
     #[arg(long, value_enum, default_value_t = DurabilityArg::Process)]
@@ -251,7 +255,13 @@ fn raise_file_limit() {
 /// The engine on the store the arguments name, and the SQLite store's handle (to close it).
 async fn open_store(args: &Args) -> Result<(Engine, Option<Arc<SqliteStore>>), String> {
     if let Some(url) = &args.redis {
-        let store = RedisStore::connect(url, RedisOptions::default())
+        let mut options = RedisOptions::default();
+        if let Some(ca) = &args.redis_ca {
+            let pem = std::fs::read(ca)
+                .map_err(|error| format!("cannot read {}: {error}", ca.display()))?;
+            options.tls_ca_pem = Some(pem);
+        }
+        let store = RedisStore::connect(url, options)
             .await
             .map_err(|error| format!("cannot use Redis at {}: {error}", redacted(url)))?;
         tracing::info!(

@@ -123,6 +123,9 @@ pub struct RedisOptions {
     /// again before the model is given up and reloaded (default 10 s). Retries are safe: an
     /// append that went through is recognized by its token.
     pub retry_budget: Duration,
+    /// With a `rediss://` URL (TLS), a CA certificate (PEM) to trust instead of the system's
+    /// roots: a private CA's. Default `None`: the system's roots, as managed services need.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for RedisOptions {
@@ -132,6 +135,7 @@ impl Default for RedisOptions {
             keep_history: 1024,
             timeout: Duration::from_secs(2),
             retry_budget: Duration::from_secs(10),
+            tls_ca_pem: None,
         }
     }
 }
@@ -140,8 +144,8 @@ impl Default for RedisOptions {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The URL is not a Redis URL this build reads (`redis://` or `unix://`; `rediss://` needs
-    /// redis-rs's TLS support, which this crate does not enable yet).
+    /// The URL is not a Redis URL this build reads (`redis://`, `rediss://` or `unix://`), or
+    /// the CA certificate given for TLS is not PEM.
     #[error("invalid Redis URL: {0}")]
     Url(redis::RedisError),
     /// Redis did not answer.
@@ -173,8 +177,9 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Connects to Redis at `url` (`redis://[user:password@]host:port[/db]`, credentials as
-    /// redis-rs reads them; no TLS yet) and
-    /// starts the feed that follows the models this node holds.
+    /// redis-rs reads them; `rediss://` for TLS, verified against the system's roots or
+    /// [`RedisOptions::tls_ca_pem`]) and starts the feed that follows the models this node
+    /// holds.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, ConnectError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -183,7 +188,17 @@ impl RedisStore {
             .build()
             .map_err(ConnectError::Runtime)?;
         let handle = runtime.handle().clone();
-        let client = redis::Client::open(url).map_err(ConnectError::Url)?;
+        let client = match &options.tls_ca_pem {
+            Some(ca) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+            _ => redis::Client::open(url),
+        }
+        .map_err(ConnectError::Url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))

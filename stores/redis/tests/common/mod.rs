@@ -15,13 +15,20 @@ pub(crate) struct RedisServer {
     pub(crate) port: u16,
     dir: tempfile::TempDir,
     fsync: &'static str,
+    /// More arguments (a TLS port and its certificates, say).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one with AOF (`appendfsync` = `fsync`), or `None` when `redis-server` is missing
     /// (a panic under `CI=true`).
-    #[allow(clippy::print_stderr)] // the loud skip the standards ask for
     pub(crate) fn start(fsync: &'static str) -> Option<RedisServer> {
+        RedisServer::start_with(fsync, Vec::new())
+    }
+
+    /// [`start`](RedisServer::start) with more arguments.
+    #[allow(clippy::print_stderr)] // the loud skip the standards ask for
+    pub(crate) fn start_with(fsync: &'static str, extra: Vec<String>) -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -44,6 +51,7 @@ impl RedisServer {
             port,
             dir: tempfile::tempdir().unwrap(),
             fsync,
+            extra,
         };
         server.restart();
         Some(server)
@@ -62,6 +70,7 @@ impl RedisServer {
                 self.fsync,
             ])
             .args(["--dir", self.dir.path().to_str().unwrap()])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
