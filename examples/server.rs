@@ -16,7 +16,7 @@
 //! process dying; `--durability os` also an OS crash or power loss, at one fsync per commit.
 //! A model with no client leaves memory after `--idle-secs` (default 60) to 2× that, and is
 //! loaded again on its next join. With `--redis URL` (in place of `--data`; credentials in the URL,
-//! no TLS yet) the server is one node of a cluster: every node on the
+//! `rediss://` for TLS) the server is one node of a cluster: every node on the
 //! same Redis serves the same models in one order, and clients may resume on any node.
 //!
 //! With the defaults, the original purly getting-started works unchanged: clients connect to

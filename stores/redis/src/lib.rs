@@ -16,10 +16,13 @@
 //! ```
 //!
 //! ## How the order is kept (as Centrifugo keeps its channels' offsets)
-//! Each model's keys share one hash tag, so Redis Cluster keeps them on one shard:
-//! `purly:{m}:meta` (hash: `epoch`, `version`), `purly:{m}:log` (stream: one entry per diff,
-//! id `<version>-0`, field `d`), `purly:{m}:snap` (hash: the checkpoint's `version` and
-//! `state`), and the channel `purly:{m}:ch`. One Lua script appends a batch atomically only if
+//! Each model's keys share one hash tag (so that a Redis Cluster could keep them on one
+//! shard; the cluster client is not built yet): `purly:{m}:meta` (hash: `epoch`, `version`),
+//! `purly:{m}:log` (stream: one entry per diff, id `<version>-0`, field `d`, and on a batch's
+//! last entry `k`, the client key records it wrote), `purly:{m}:snap` (hash: the checkpoint's
+//! `version` and `state`), `purly:{m}:clients` (hash: client key → record, PROTOCOL.md
+//! section 9), and the channel `purly:{m}:ch`. Each node also listens on `purly:node:<name>`
+//! for the requests of the other nodes ([`Store::ask`](purly::Store::ask)). One Lua script appends a batch atomically only if
 //! the model is still at the batch's epoch and version: it adds the diffs to the stream, sets
 //! the version, writes the checkpoint and trims the stream when one is due, and publishes the
 //! batch. If another node wrote first, it answers with the diffs this node missed; the engine
