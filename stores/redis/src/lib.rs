@@ -22,8 +22,8 @@
 //! last entry `k`, the client key records it wrote), `purly:{m}:snap` (hash: the checkpoint's
 //! `version` and `state`), `purly:{m}:clients` (hash: client key → record, PROTOCOL.md
 //! section 9), and the channel `purly:{m}:ch`. Each node also listens on `purly:node:<name>`
-//! for the requests of the other nodes ([`Store::ask`](purly::Store::ask)). One Lua script appends a batch atomically only if
-//! the model is still at the batch's epoch and version: it adds the diffs to the stream, sets
+//! for the requests of the other nodes ([`Store::ask`]). One Lua script appends a batch
+//! atomically only if the model is still at the batch's epoch and version: it adds the diffs to the stream, sets
 //! the version, writes the checkpoint and trims the stream when one is due, and publishes the
 //! batch. If another node wrote first, it answers with the diffs this node missed; the engine
 //! reverts its frames that are not durable yet, applies those diffs, runs its frames again
