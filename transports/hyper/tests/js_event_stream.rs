@@ -237,56 +237,55 @@ async fn the_reconnects_of_a_thousand_clients_spread_over_the_backoff_window() {
     let server = server().await;
     let mut page = app_page(&browser, server.addr).await;
     // 1,000 clients on a WebSocket of the test's own: all open, then all lose their server at
-    // the same instant; each one's next connection attempt is timed.
+    // the same instant. The wait each one asks for before reconnecting is recorded (the page's
+    // `setTimeout`, wrapped while they close), and each must then reconnect.
     let delays = page
         .eval(
             "(async () => {
                 const sockets = [];
-                const attempts = new Map();
+                let attempts = 0;
                 class Fake {
                     constructor() {
                         this.readyState = 0;
-                        this.client = window.current;
-                        const n = (attempts.get(this.client) ?? 0) + 1;
-                        attempts.set(this.client, n);
-                        if (n === 2) this.client.reconnectedAt = performance.now();
+                        attempts += 1;
                         sockets.push(this);
-                        if (n === 1) setTimeout(() => { this.readyState = 1; this.onopen(); });
+                        setTimeout(() => { this.readyState = 1; this.onopen(); });
                     }
                     send() {}
                     close() {}
                 }
                 const clients = [];
                 for (let i = 0; i < 1000; i++) {
-                    const box = {};
-                    window.current = box;
-                    box.c = purly.connect('/m' + i + '/stream', { WebSocket: Fake, minReconnectDelay: 250 });
-                    clients.push(box);
+                    clients.push(purly.connect('/m' + i + '/stream', { WebSocket: Fake, minReconnectDelay: 250 }));
                 }
-                await new Promise((r) => setTimeout(r, 50));
-                // Every client creates its next socket from inside its own reconnect timer:
-                // route those constructions to the right client.
-                for (const box of clients) box.c._WebSocket = class extends Fake {
-                    constructor(...args) { window.current = box; super(...args); }
-                };
-                const closedAt = performance.now();
+                while (clients.some((c) => c.status !== 'live')) await new Promise((r) => setTimeout(r, 10));
+                const requested = [];
+                const original = window.setTimeout;
+                window.setTimeout = (f, ms, ...rest) => { requested.push(ms); return original(f, ms, ...rest); };
                 for (const s of sockets.splice(0)) { s.readyState = 3; s.onclose(); }
-                await new Promise((r) => setTimeout(r, 600));
-                for (const box of clients) box.c.close();
-                return clients.map((box) => box.reconnectedAt === undefined ? -1 : box.reconnectedAt - closedAt);
+                window.setTimeout = original;
+                const deadline = performance.now() + 10000;
+                while (attempts < 2000 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+                for (const c of clients) c.close();
+                return { requested, attempts };
             })()",
         )
         .await;
-    let delays: Vec<f64> = delays
+    assert_eq!(
+        delays["attempts"], 2000,
+        "every client reconnected once: {}",
+        delays["attempts"]
+    );
+    let delays: Vec<f64> = delays["requested"]
         .as_array()
         .unwrap()
         .iter()
         .map(|d| d.as_f64().unwrap())
         .collect();
-    assert_eq!(delays.len(), 1000);
+    assert_eq!(delays.len(), 1000, "one reconnect wait per client");
     assert!(
-        delays.iter().all(|&d| (0.0..400.0).contains(&d)),
-        "every client came back within the window: {:?}",
+        delays.iter().all(|&d| (0.0..250.0).contains(&d)),
+        "every wait within the window: {:?}",
         &delays[..10]
     );
     // Spread over the 250 ms window: ten buckets of 25 ms, none with more than a fifth.
