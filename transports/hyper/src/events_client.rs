@@ -174,27 +174,11 @@ impl EventsClient {
         };
         let request = Request::post(format!("{}send?session={}", self.base, self.session))
             .header("host", &self.authority)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(text)))
-            .map_err(|e| EventsClientError::Connect(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| EventsClientError::Connect(e.to_string()))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        match status {
-            StatusCode::ACCEPTED => Ok(()),
-            status => Err(EventsClientError::Status {
-                status: status.as_u16(),
-                body,
-            }),
-        }
+            .header("content-type", "application/json");
+        let accepted = exchange(sender, request, Bytes::from(text), StatusCode::ACCEPTED).await?;
+        // Read to its (empty) end, so that the connection serves the next POST.
+        let _ = accepted.collect().await;
+        Ok(())
     }
 
     /// The next frame from the server, applied to the replica. `None` once the stream is over
@@ -296,6 +280,37 @@ async fn handshake(authority: &str) -> Result<SendRequest<Full<Bytes>>, EventsCl
     Ok(sender)
 }
 
+/// Sends `request` with `body` on `sender`: the response's body if its status is `expected`,
+/// else an error with the status and the body's text.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: hyper::http::request::Builder,
+    body: Bytes,
+    expected: StatusCode,
+) -> Result<Incoming, EventsClientError> {
+    let request = request
+        .body(Full::new(body))
+        .map_err(|e| EventsClientError::Connect(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| EventsClientError::Connect(e.to_string()))?;
+    let status = response.status();
+    if status == expected {
+        return Ok(response.into_body());
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    Err(EventsClientError::Status {
+        status: status.as_u16(),
+        body,
+    })
+}
+
 /// Opens the stream (with the replica's key, and with `resume` its epoch and last version as
 /// `Last-Event-ID`): the body, the session's token, and what arrived after its event.
 async fn open(
@@ -322,26 +337,7 @@ async fn open(
     if let Some((version, _)) = resume_from {
         request = request.header("last-event-id", version.to_string());
     }
-    let request = request
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| EventsClientError::Connect(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| EventsClientError::Connect(e.to_string()))?;
-    let status = response.status();
-    let mut body = response.into_body();
-    if status != StatusCode::OK {
-        let text = body
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        return Err(EventsClientError::Status {
-            status: status.as_u16(),
-            body: text,
-        });
-    }
+    let mut body = exchange(&mut sender, request, Bytes::new(), StatusCode::OK).await?;
     let mut text = Vec::new();
     let session = match next_event(&mut body, &mut text).await {
         Ok(Some(Event { event, data })) if event == "session" => {

@@ -505,6 +505,20 @@ function withTimeout(promise, ms) {
 // A WebSocket that lives shorter than this counts as a failure toward the fallback.
 const SHORT_LIVED_MS = 3000;
 
+// A message listener that hands each event's frame (a JSON array) to `handlers.frame`; an
+// event that is not one is ignored.
+function frameReader(handlers) {
+  return (event) => {
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch (_) {
+      return;
+    }
+    if (Array.isArray(frame)) handlers.frame(frame);
+  };
+}
+
 // Stream mode over a WebSocket (PROTOCOL.md section 4).
 class WebSocketWire {
   constructor(url, WebSocket, handlers) {
@@ -515,15 +529,7 @@ class WebSocketWire {
       this.openedAt = Date.now();
       handlers.open();
     };
-    socket.onmessage = (event) => {
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch (_) {
-        return;
-      }
-      if (Array.isArray(frame)) handlers.frame(frame);
-    };
+    socket.onmessage = frameReader(handlers);
     socket.onclose = () => handlers.close();
   }
 
@@ -575,15 +581,7 @@ class EventsWire {
       this.openedAt = Date.now();
       handlers.open();
     });
-    source.onmessage = (event) => {
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch (_) {
-        return;
-      }
-      if (Array.isArray(frame)) handlers.frame(frame);
-    };
+    source.onmessage = frameReader(handlers);
     // EventSource would reconnect by itself, to the same URL: the client does it instead,
     // with its resume point and backoff.
     source.onerror = () => this.drop();
