@@ -218,7 +218,7 @@ async fn the_page_reconnects_after_a_server_restart_and_shows_the_current_state(
     );
 
     // A new server process on the same address: a new engine, a new epoch, other content.
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let listener = common::bind_again(addr).await;
     let server = Server::start_on(listener, Purly::new(common::engine())).await;
     let mut layout = connect_layout(&server, "model").await;
     let after = layout.html("p");

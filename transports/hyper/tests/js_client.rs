@@ -14,26 +14,8 @@ use common::browser::{chromium, Page};
 use common::{Server, TIMEOUT};
 use purly::serde_json::{self, Map, Value};
 use purly::{Engine, Model, Rejection};
-use purly_hyper::hyper::Response;
-use purly_hyper::{Body, Purly, WsClient};
+use purly_hyper::{Purly, WsClient};
 use purly_sqlite::SqliteStore;
-
-/// An app page of one's own: it imports the client and hands it to the test.
-const APP: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>app</title></head><body>
-<script type="module">
-  import * as purly from "/purly-client.js";
-  window.purly = purly;
-  document.body.dataset.ready = "yes";
-</script></body></html>"#;
-
-fn app() -> Response<Body> {
-    let mut response = Response::new(Body::from(APP));
-    response
-        .headers_mut()
-        .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
-    response
-}
 
 /// Refuses updates that set `forbidden`, and counts the updates that set `offline`.
 struct Policy {
@@ -68,8 +50,16 @@ fn engine(dir: &Path, offline: &Arc<AtomicUsize>) -> (Engine, Arc<SqliteStore>) 
     (engine, store)
 }
 
+/// Stops the server, its engine and its store, as a server process's shutdown does.
+async fn stop(server: Server, engine: Engine, store: Arc<SqliteStore>) {
+    server.purly.shutdown().await;
+    drop(server);
+    drop(engine);
+    store.close();
+}
+
 fn purly(engine: Engine) -> Purly {
-    Purly::builder(engine).route("/app", app).build()
+    Purly::builder(engine).route("/app", common::app).build()
 }
 
 /// A browser, and a server on an engine with the [`Policy`] model over a SQLite store in a
@@ -266,11 +256,7 @@ async fn a_restart_is_survived_with_resume_and_pending_updates_are_sent_once() {
 
     // The server goes away: the client reconnects in the background, and an update made
     // meanwhile waits in the client.
-    server.purly.shutdown().await;
-    drop(server);
-    drop(engine);
-    store.close();
-    drop(store);
+    stop(server, engine, store).await;
     assert!(page.wait_for("c.status === 'reconnecting'").await);
     page.eval("window.offline = c.update({ offline: true }); true")
         .await;
@@ -291,7 +277,7 @@ async fn a_restart_is_survived_with_resume_and_pending_updates_are_sent_once() {
             .await
             .unwrap();
     }
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let listener = common::bind_again(addr).await;
     let server = Server::start_on(listener, purly(engine.clone())).await;
     let confirmed = page.eval("window.offline").await;
     assert_eq!(
@@ -389,25 +375,12 @@ async fn an_update_whose_echo_was_lost_in_a_restart_is_applied_once() {
     assert_eq!(page.eval("c.pending").await, 1, "the page never heard back");
     // The server stops; the page's connection is cut; the same store comes back on the
     // same address.
-    server.purly.shutdown().await;
-    drop(server);
-    drop(engine);
-    store.close();
-    drop(store);
+    stop(server, engine, store).await;
     relay.cut_all();
     relay.mute_replies.store(false, Ordering::SeqCst);
     drop(watcher);
     let (engine, _store) = self::engine(dir.path(), &offline);
-    // The old accept loop lets go of the port once its aborted task is dropped.
-    let listener = common::within(async {
-        loop {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => return listener,
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-            }
-        }
-    })
-    .await;
+    let listener = common::bind_again(addr).await;
     let server = Server::start_on(listener, purly(engine.clone())).await;
     // The page resends under its key: answered, not applied again.
     assert_eq!(

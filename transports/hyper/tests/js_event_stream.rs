@@ -14,29 +14,17 @@ use std::process::Stdio;
 use common::browser::{chromium, Page};
 use common::{next_frame, send, stream_client, Server};
 use purly::serde_json::{json, Value};
-use purly_hyper::hyper::Response;
-use purly_hyper::{Body, Purly};
+use purly_hyper::Purly;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const APP: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>app</title></head><body>
-<script type="module">
-  import * as purly from "/purly-client.js";
-  window.purly = purly;
-  document.body.dataset.ready = "yes";
-</script></body></html>"#;
-
-fn app() -> Response<Body> {
-    let mut response = Response::new(Body::from(APP));
-    response
-        .headers_mut()
-        .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
-    response
-}
-
 async fn server() -> Server {
-    Server::start(Purly::builder(common::engine()).route("/app", app).build()).await
+    Server::start(
+        Purly::builder(common::engine())
+            .route("/app", common::app)
+            .build(),
+    )
+    .await
 }
 
 async fn app_page(browser: &common::browser::Browser, addr: SocketAddr) -> Page {

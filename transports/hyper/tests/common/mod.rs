@@ -128,6 +128,37 @@ impl Server {
     }
 }
 
+/// Binds `addr` again, once a stopped server's accept loop let go of it (its task is aborted,
+/// and dropped a moment later): how a test restarts a server on the same address.
+pub(crate) async fn bind_again(addr: SocketAddr) -> TcpListener {
+    within(async {
+        loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => return listener,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await
+}
+
+/// An app page of one's own, not purly's: it imports the client as `window.purly` and marks
+/// its body ready.
+pub(crate) fn app() -> purly_hyper::hyper::Response<purly_hyper::Body> {
+    const APP: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>app</title></head><body>
+<script type="module">
+  import * as purly from "/purly-client.js";
+  window.purly = purly;
+  document.body.dataset.ready = "yes";
+</script></body></html>"#;
+    let mut response = purly_hyper::hyper::Response::new(purly_hyper::Body::from(APP));
+    response
+        .headers_mut()
+        .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+    response
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.accept.abort();
