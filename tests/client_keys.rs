@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use common::{obj, recv, settle, within};
 use purly::serde_json::{json, Value};
-use purly::{ClientKey, Config, Engine, ErrorCode, JoinOptions, ServerMessage, ServerMessageKind};
+use purly::{
+    ClientKey, Config, Engine, ErrorCode, JoinOptions, MessageId, ServerMessage, ServerMessageKind,
+};
 use purly_channel::Client;
 
 async fn keyed(engine: &Engine, model: &str, key: &str) -> Client {
@@ -38,14 +40,10 @@ async fn answers(client: &mut Client, ids: &[u64]) -> HashMap<u64, ServerMessage
     let mut found = HashMap::new();
     while ids.iter().any(|id| !found.contains_key(id)) {
         for message in recv(client).await {
-            let named: Vec<u64> = match message.kind() {
-                ServerMessageKind::Error => {
-                    message.ids().iter().filter_map(|i| i.as_u64()).collect()
+            for &id in ids {
+                if message.answers(&MessageId::number(id)) {
+                    found.entry(id).or_insert_with(|| message.clone());
                 }
-                _ => message.id().and_then(|i| i.as_u64()).into_iter().collect(),
-            };
-            for id in named {
-                found.entry(id).or_insert_with(|| message.clone());
             }
         }
     }

@@ -209,6 +209,17 @@ impl ServerMessage {
         self.0.snapshot
     }
 
+    /// Whether this message answers the client's update `id`: its echo, its `ack`, or an
+    /// `error` that names it (PROTOCOL.md section 4: each is answered exactly once per
+    /// connection).
+    pub fn answers(&self, id: &MessageId) -> bool {
+        match self.kind() {
+            ServerMessageKind::Update | ServerMessageKind::Ack => self.id() == Some(id),
+            ServerMessageKind::Error => self.ids().contains(id),
+            ServerMessageKind::Signal => false,
+        }
+    }
+
     /// Whether this `ack` answers a resend the server had already decided (a client key's
     /// duplicate, PROTOCOL.md section 9).
     pub fn is_duplicate(&self) -> bool {
@@ -526,5 +537,20 @@ mod tests {
             .ends_with(r#""content":{"a":"é\"","b":[1,{"c":null}]}}"#));
         let parsed = parse_server_frame(std::str::from_utf8(&one.frame()).unwrap()).unwrap();
         assert_eq!(parsed[0].seq(), Some(1));
+    }
+
+    #[test]
+    fn an_update_is_answered_by_its_echo_its_ack_or_an_error_naming_it() {
+        let frame = r#"[{"header":{"type":"update","seq":1,"id":3},"content":{}},
+            {"header":{"type":"ack","seq":1,"id":4},"content":{}},
+            {"header":{"type":"error","ids":[5,"x"]},"content":{}},
+            {"header":{"type":"signal","id":6},"content":{}}]"#;
+        let messages = parse_server_frame(frame).unwrap();
+        let answered = |id: MessageId| messages.iter().filter(|m| m.answers(&id)).count();
+        assert_eq!(answered(MessageId::number(3)), 1);
+        assert_eq!(answered(MessageId::number(4)), 1);
+        assert_eq!(answered(MessageId::number(5)), 1);
+        assert_eq!(answered(MessageId::string("x")), 1);
+        assert_eq!(answered(MessageId::number(6)), 0, "a signal answers nothing");
     }
 }

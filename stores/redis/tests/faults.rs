@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{RedisServer, TIMEOUT};
 use proxy::Proxy;
 use purly::serde_json::{json, Map, Value};
-use purly::{merge_diff, Engine, ServerMessage, ServerMessageKind};
+use purly::{merge_diff, Engine, MessageId, ServerMessage, ServerMessageKind};
 use purly_channel::Client;
 use purly_redis::{RedisOptions, RedisStore};
 
@@ -504,11 +504,7 @@ async fn keyed_send(engine: &Engine, key: &str, id: u64, content: Value) -> Serv
     let _ = client.send_text(&frame.to_string()).await;
     loop {
         for message in recv(&mut client).await {
-            let answers = match message.kind() {
-                ServerMessageKind::Error => message.ids().iter().any(|i| i.as_u64() == Some(id)),
-                _ => message.id().and_then(|i| i.as_u64()) == Some(id),
-            };
-            if answers {
+            if message.answers(&MessageId::number(id)) {
                 return message;
             }
         }

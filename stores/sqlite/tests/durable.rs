@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use purly::serde_json::{json, Map, Value};
 use purly::{
-    AppendDone, Batch, CheckpointPolicy, CloseReason, Engine, ErrorCode, LoadDone, ModelName,
-    NewModel, RemoveDone, ServerMessage, ServerMessageKind, Store, StoreError,
+    AppendDone, Batch, CheckpointPolicy, CloseReason, Engine, ErrorCode, LoadDone, MessageId,
+    ModelName, NewModel, RemoveDone, ServerMessage, ServerMessageKind, Store, StoreError,
 };
 use purly_channel::Client;
 use purly_sqlite::{OpenError, SqliteOptions, SqliteStore};
@@ -344,15 +344,24 @@ async fn a_model_joined_but_never_written_keeps_its_epoch_and_first_state() {
     assert_eq!(client.state(), &first_state);
 }
 
+/// A client of model `m` with the client key `key`, its snapshot read.
+async fn keyed(engine: &Engine, key: &str) -> Client {
+    let options = purly::JoinOptions::stream().client_key(purly::ClientKey::new(key).unwrap());
+    let mut client = Client::connect_with(engine, "m", options).await.unwrap();
+    recv(&mut client).await;
+    client
+}
+
+/// A frame of one update with the integer id `id`.
+fn update(id: u64, content: Value) -> String {
+    json!([{"header": {"type": "update", "id": id}, "content": content}]).to_string()
+}
+
 /// Receives until a message answering update `id` (echo, ack, or an error naming it) arrives.
 async fn answer_to(client: &mut Client, id: u64) -> ServerMessage {
     loop {
         for message in recv(client).await {
-            let answers = match message.kind() {
-                ServerMessageKind::Error => message.ids().iter().any(|i| i.as_u64() == Some(id)),
-                _ => message.id().and_then(|i| i.as_u64()) == Some(id),
-            };
-            if answers {
+            if message.answers(&MessageId::number(id)) {
                 return message;
             }
         }
@@ -367,25 +376,12 @@ async fn a_client_keys_answers_survive_a_restart() {
         config.max_model_bytes = 64;
         Engine::builder().store(store).config(config).build()
     };
-    let keyed = |engine: &Engine| {
-        let key = purly::ClientKey::new("writer-key-1").unwrap();
-        let options = purly::JoinOptions::stream().client_key(key);
-        let engine = engine.clone();
-        async move {
-            let mut client = Client::connect_with(&engine, "m", options).await.unwrap();
-            recv(&mut client).await;
-            client
-        }
-    };
-    let update = |id: u64, content: Value| {
-        json!([{"header": {"type": "update", "id": id}, "content": content}]).to_string()
-    };
     let pad = json!({"pad": "0123456789012345678901234567890123456789"});
     let big = json!({"big": "01234567890123456789012345678901234567890"});
     {
         let store = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
         let engine = small(store.clone());
-        let mut client = keyed(&engine).await;
+        let mut client = keyed(&engine, "writer-key-1").await;
         let _ = client.send_text(&update(1, pad.clone())).await;
         assert_eq!(answer_to(&mut client, 1).await.seq(), Some(1));
         let _ = client.send_text(&update(2, big.clone())).await;
@@ -399,7 +395,7 @@ async fn a_client_keys_answers_survive_a_restart() {
     }
     let store = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap());
     let engine = small(store);
-    let mut client = keyed(&engine).await;
+    let mut client = keyed(&engine, "writer-key-1").await;
     let _ = client.send_text(&update(1, pad)).await;
     let ack = answer_to(&mut client, 1).await;
     assert!(ack.is_duplicate(), "{}", ack.json());
@@ -426,18 +422,6 @@ async fn client_key_records_survive_checkpoints_that_trim_the_log() {
         every_bytes: u64::MAX,
     };
     options.keep_history = 5;
-    let keyed = |engine: &Engine, key: &str| {
-        let options = purly::JoinOptions::stream().client_key(purly::ClientKey::new(key).unwrap());
-        let engine = engine.clone();
-        async move {
-            let mut client = Client::connect_with(&engine, "m", options).await.unwrap();
-            recv(&mut client).await;
-            client
-        }
-    };
-    let update = |id: u64, content: Value| {
-        json!([{"header": {"type": "update", "id": id}, "content": content}]).to_string()
-    };
     {
         let (engine, store) = open(&dir, options.clone());
         let mut a = keyed(&engine, "key-aaaa").await;
