@@ -33,6 +33,13 @@ async fn keyed(addr: SocketAddr) -> Ws {
     ws
 }
 
+/// A keyless reader of model `m`, its snapshot read: it sees every diff.
+async fn open_reader(addr: SocketAddr) -> Ws {
+    let mut reader = stream_client(addr, "/m/stream").await;
+    next_frame(&mut reader).await.unwrap();
+    reader
+}
+
 /// Reads until the answer to update `id` arrives (echo, ack, or an error naming it).
 async fn answer(ws: &mut Ws, id: u64) -> Value {
     loop {
@@ -97,14 +104,19 @@ async fn diffs_until_any(reader: &mut Ws) -> u64 {
     }
 }
 
-/// Another client's change, and the version it made.
-async fn someone_else_writes(addr: SocketAddr) -> u64 {
-    let mut other = stream_client(addr, "/m/stream?client=other-key-0001").await;
+/// Another client's change (under its own key), and the version it made.
+async fn someone_else_writes(addr: SocketAddr, key: &str, content: Value) -> u64 {
+    let mut other = stream_client(addr, &format!("/m/stream?client={key}")).await;
     next_frame(&mut other).await.unwrap();
-    assert!(send(&mut other, update(1, json!({"x": "theirs"}))).await);
+    assert!(send(&mut other, update(1, content)).await);
     answer(&mut other, 1).await["header"]["seq"]
         .as_u64()
         .unwrap()
+}
+
+/// [`someone_else_writes`] `{"x": "theirs"}`: what a resend of `{"x": "mine"}` would undo.
+async fn write_theirs(addr: SocketAddr) -> u64 {
+    someone_else_writes(addr, "other-key-0001", json!({"x": "theirs"})).await
 }
 
 /// Resends update `id` on a new keyed connection to `addr`: it must be answered with a
@@ -123,21 +135,12 @@ async fn resend_is_a_duplicate(
     assert_eq!(ack["header"]["duplicate"], true, "{ack}");
     assert_eq!(ack["header"]["seq"], seq, "{ack}");
     // A round trip after it: the reader's next diff is that one, none came from the resend.
-    let last = someone_else_writes_more(addr).await;
+    let last = someone_else_writes(addr, "other-key-0002", json!({"y": "after"})).await;
     assert_eq!(
         diffs_until(reader, last).await,
         vec![last],
         "the resend made no version"
     );
-}
-
-async fn someone_else_writes_more(addr: SocketAddr) -> u64 {
-    let mut other = stream_client(addr, "/m/stream?client=other-key-0002").await;
-    next_frame(&mut other).await.unwrap();
-    assert!(send(&mut other, update(1, json!({"y": "after"}))).await);
-    answer(&mut other, 1).await["header"]["seq"]
-        .as_u64()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -146,12 +149,11 @@ async fn a_lost_echo_then_a_resend_on_a_new_connection_applies_once() {
     let data = dir.path().to_str().unwrap().to_owned();
     let server = ServerProcess::start(&["--data", &data]).await;
     let relay = Relay::start(server.addr).await;
-    let mut reader = stream_client(server.addr, "/m/stream").await;
-    next_frame(&mut reader).await.unwrap();
+    let mut reader = open_reader(server.addr).await;
     let seq = apply_with_the_echo_lost(&relay, &mut reader, 7, json!({"x": "mine"})).await;
     assert_eq!(seq, 1);
     assert_eq!(
-        diffs_until(&mut reader, someone_else_writes(server.addr).await).await,
+        diffs_until(&mut reader, write_theirs(server.addr).await).await,
         vec![2]
     );
     resend_is_a_duplicate(server.addr, 7, json!({"x": "mine"}), 1, &mut reader).await;
@@ -169,14 +171,12 @@ async fn a_resend_after_a_kill_and_restart_applies_once() {
     let data = dir.path().to_str().unwrap().to_owned();
     let server = ServerProcess::start(&["--data", &data]).await;
     let relay = Relay::start(server.addr).await;
-    let mut reader = stream_client(server.addr, "/m/stream").await;
-    next_frame(&mut reader).await.unwrap();
+    let mut reader = open_reader(server.addr).await;
     let seq = apply_with_the_echo_lost(&relay, &mut reader, 5, json!({"x": "mine"})).await;
     server.kill().await;
     let server = ServerProcess::start(&["--data", &data]).await;
-    let mut reader = stream_client(server.addr, "/m/stream").await;
-    next_frame(&mut reader).await.unwrap();
-    let theirs = someone_else_writes(server.addr).await;
+    let mut reader = open_reader(server.addr).await;
+    let theirs = write_theirs(server.addr).await;
     assert_eq!(diffs_until(&mut reader, theirs).await, vec![theirs]);
     resend_is_a_duplicate(server.addr, 5, json!({"x": "mine"}), seq, &mut reader).await;
     // A refused update is refused again, never applied: too deep for the frame limit.
@@ -200,10 +200,9 @@ async fn a_resend_on_another_node_applies_once() {
     let one = ServerProcess::start(&["--redis", &redis.url()]).await;
     let two = ServerProcess::start(&["--redis", &redis.url()]).await;
     let relay = Relay::start(one.addr).await;
-    let mut reader = stream_client(two.addr, "/m/stream").await;
-    next_frame(&mut reader).await.unwrap();
+    let mut reader = open_reader(two.addr).await;
     let seq = apply_with_the_echo_lost(&relay, &mut reader, 3, json!({"x": "mine"})).await;
-    let theirs = someone_else_writes(one.addr).await;
+    let theirs = write_theirs(one.addr).await;
     assert_eq!(diffs_until(&mut reader, theirs).await, vec![theirs]);
     resend_is_a_duplicate(two.addr, 3, json!({"x": "mine"}), seq, &mut reader).await;
 }

@@ -551,6 +551,10 @@ mod tests {
         assert_eq!(answered(MessageId::number(4)), 1);
         assert_eq!(answered(MessageId::number(5)), 1);
         assert_eq!(answered(MessageId::string("x")), 1);
-        assert_eq!(answered(MessageId::number(6)), 0, "a signal answers nothing");
+        assert_eq!(
+            answered(MessageId::number(6)),
+            0,
+            "a signal answers nothing"
+        );
     }
 }
