@@ -417,6 +417,19 @@ impl Store for RedisStore {
     }
 }
 
+/// `PUBLISH channel payload` on the store's connection: how many subscribers got it.
+pub(crate) async fn publish(
+    commands: &ConnectionManager,
+    channel: &str,
+    payload: String,
+) -> redis::RedisResult<i64> {
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query_async(&mut commands.clone())
+        .await
+}
+
 /// Publishes the signals this node relays, one after the other, so that every node receives
 /// them in the order they were released. At most once: a signal whose publish fails is
 /// dropped (signals are not stored, PROTOCOL.md section 8).
@@ -425,12 +438,7 @@ async fn publish_signals(
     mut signals: mpsc::UnboundedReceiver<(String, String)>,
 ) {
     while let Some((channel, payload)) = signals.recv().await {
-        let mut connection = commands.clone();
-        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(payload)
-            .query_async(&mut connection)
-            .await;
+        let published = publish(&commands, &channel, payload).await;
         match published {
             Ok(_) => metrics::counter!(telemetry::SIGNALS_RELAYED).increment(1),
             Err(error) => tracing::warn!(%channel, %error, "redis: a signal was not relayed"),

@@ -63,12 +63,7 @@ impl Nodes {
         let message = json!({ "q": id, "f": self.name, "p": request }).to_string();
         let (nodes, to) = (self.clone(), channel(to));
         self.handle.spawn(async move {
-            let mut connection = nodes.commands.clone();
-            let listeners: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(&to)
-                .arg(message)
-                .query_async(&mut connection)
-                .await;
+            let listeners = crate::publish(&nodes.commands, &to, message).await;
             match listeners {
                 Ok(0) => nodes.fail(id, "no node listens on that name"),
                 Err(error) => nodes.fail(id, &error.to_string()),
@@ -128,13 +123,9 @@ impl Nodes {
                 return;
             };
             let message = json!({ "r": id, "p": answer }).to_string();
-            let mut connection = nodes.commands.clone();
+            let publisher = nodes.clone();
             nodes.handle.spawn(async move {
-                let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                    .arg(&to)
-                    .arg(message)
-                    .query_async(&mut connection)
-                    .await;
+                let published = crate::publish(&publisher.commands, &to, message).await;
                 if let Err(error) = published {
                     tracing::warn!(%error, "redis: an answer to another node was lost");
                 }

@@ -33,6 +33,31 @@ async fn node_at(url: &str) -> (Engine, Arc<RedisStore>) {
     (engine, store)
 }
 
+/// Node `a` on Redis, node `b` through a proxy the test controls, and a client of model `m`
+/// on `b` (its snapshot read).
+struct Pair {
+    a: Engine,
+    b: Engine,
+    proxy: Proxy,
+    on_b: Client,
+    _stores: [Arc<RedisStore>; 2],
+}
+
+async fn pair(redis: &RedisServer) -> Pair {
+    let (a, store_a) = node_at(&redis.url()).await;
+    let proxy = Proxy::start(redis.port).await;
+    let (b, store_b) = node_at(&proxy.url()).await;
+    let mut on_b = Client::connect(&b, "m").await.unwrap();
+    recv(&mut on_b).await;
+    Pair {
+        a,
+        b,
+        proxy,
+        on_b,
+        _stores: [store_a, store_b],
+    }
+}
+
 async fn recv(client: &mut Client) -> Vec<ServerMessage> {
     tokio::time::timeout(TIMEOUT, client.recv())
         .await
@@ -217,12 +242,14 @@ async fn a_client_ahead_of_a_lagging_node_gets_the_missed_diffs_not_an_older_sta
     let Some(redis) = RedisServer::start("everysec") else {
         return;
     };
-    let (a, _sa) = node_at(&redis.url()).await;
     // Node b's feed arrives late: it is behind what clients of node a have seen.
-    let proxy = Proxy::start(redis.port).await;
-    let (b, _sb) = node_at(&proxy.url()).await;
-    let mut on_b = Client::connect(&b, "m").await.unwrap();
-    recv(&mut on_b).await;
+    let Pair {
+        a,
+        b,
+        proxy,
+        on_b: _on_b,
+        ..
+    } = pair(&redis).await;
     proxy.faults.feed_delay_ms.store(3_000, Ordering::SeqCst);
     let mut writer = Client::connect(&a, "m").await.unwrap();
     let mut reader = Client::connect(&a, "m").await.unwrap();
@@ -325,12 +352,14 @@ async fn a_broken_connection_to_redis_is_followed_by_a_catch_up_never_a_stale_no
     let Some(redis) = RedisServer::start("everysec") else {
         return;
     };
-    let (a, _sa) = node_at(&redis.url()).await;
-    let proxy = Proxy::start(redis.port).await;
-    let (b, _sb) = node_at(&proxy.url()).await;
-    let mut on_b = Client::connect(&b, "m").await.unwrap();
+    let Pair {
+        a,
+        b,
+        proxy,
+        mut on_b,
+        ..
+    } = pair(&redis).await;
     let mut writer = Client::connect(&a, "m").await.unwrap();
-    recv(&mut on_b).await;
     recv(&mut writer).await;
     for round in 1..=5u64 {
         // Node b's connections (its feed and its commands) break; writes go on on node a.
@@ -516,11 +545,13 @@ async fn a_resend_on_another_node_is_answered_not_applied_again() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;
     };
-    let (a, _sa) = node_at(&redis.url()).await;
-    let proxy = Proxy::start(redis.port).await;
-    let (b, _sb) = node_at(&proxy.url()).await;
-    let mut on_b = Client::connect(&b, "m").await.unwrap();
-    recv(&mut on_b).await;
+    let Pair {
+        a,
+        b,
+        proxy,
+        mut on_b,
+        ..
+    } = pair(&redis).await;
     let mut diffs = Vec::new();
     // Node b has the first commit from its feed when the resend reaches it.
     let first = keyed_send(&a, "writer-key-1", 1, json!({"x": "first"})).await;
