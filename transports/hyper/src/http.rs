@@ -10,6 +10,20 @@ use crate::config::ServerConfig;
 
 use crate::body::Body;
 
+/// The elements of a comma-separated list header (RFC 9110 section 5.6.1) over all its
+/// lines, trimmed: `Sec-WebSocket-Protocol`, `Accept-Encoding`...
+pub(crate) fn header_list(
+    headers: &hyper::HeaderMap,
+    name: hyper::header::HeaderName,
+) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
 /// A JSON error body `{"error": message}` with `status`.
 pub(crate) fn error_response(status: StatusCode, message: &str) -> Response<Body> {
     let body = purly::serde_json::json!({ "error": message }).to_string();

@@ -17,7 +17,7 @@ use crate::admission::Permit;
 use crate::body::Body;
 use crate::config::ServerConfig;
 use crate::handshake;
-use crate::http::{error_response, join_refused, load_timed_out};
+use crate::http::{error_response, header_list, join_refused, load_timed_out};
 use crate::join_request;
 use crate::pinger::{Pinger, Registration};
 use crate::socket_loop::{self, Ending};
@@ -245,11 +245,5 @@ fn log_ending(metrics: &TransportMetrics, model: &ModelName, id: purly::ClientId
 }
 
 fn offers_stream_protocol<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == STREAM_SUBPROTOCOL)
+    header_list(request.headers(), SEC_WEBSOCKET_PROTOCOL).any(|p| p == STREAM_SUBPROTOCOL)
 }

@@ -19,7 +19,7 @@ use super::sessions::{Entry, Registration, Sessions};
 use crate::access::Decision;
 use crate::admission::Permit;
 use crate::body::Body;
-use crate::http::{error_response, join_refused, load_timed_out};
+use crate::http::{error_response, header_list, join_refused, load_timed_out};
 use crate::join_request;
 use crate::rate_limit::FrameLimiter;
 use crate::upgrade::{Streams, Upgrade};
@@ -82,19 +82,13 @@ pub(crate) fn open<B>(
 
 /// Whether the request accepts a gzipped body (`Accept-Encoding: gzip`, not with `q=0`).
 fn accepts_gzip<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get_all(ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            parts
-                .next()
-                .is_some_and(|name| name.eq_ignore_ascii_case("gzip"))
-                && !parts.any(|p| p.replace(' ', "") == "q=0")
-        })
+    header_list(request.headers(), ACCEPT_ENCODING).any(|coding| {
+        let mut parts = coding.split(';').map(str::trim);
+        parts
+            .next()
+            .is_some_and(|name| name.eq_ignore_ascii_case("gzip"))
+            && !parts.any(|p| p.replace(' ', "") == "q=0")
+    })
 }
 
 /// What a stream needs once its session is joined.
