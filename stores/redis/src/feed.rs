@@ -12,13 +12,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use purly::serde_json::{self, value::RawValue};
 use purly::{ModelName, RemoteFeed, StoredDiff};
-use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::connection::{Commands, Received, Subscriber};
 use crate::keys::{channel, model_of_channel, Keys};
 use crate::reply;
 use crate::retry;
@@ -91,8 +90,8 @@ const MAX_PAUSE: Duration = Duration::from_secs(2);
 /// Runs the feed until the store is dropped (its control channel closes). `node` names this
 /// node: its own signals, published on the same channels, are not handed back.
 pub(crate) async fn run(
-    client: redis::Client,
-    commands: ConnectionManager,
+    mut subscriber: Subscriber,
+    commands: Commands,
     watches: Watches,
     mut control: mpsc::UnboundedReceiver<Control>,
     received: Arc<std::sync::atomic::AtomicU64>,
@@ -101,37 +100,23 @@ pub(crate) async fn run(
     let node = nodes.name().to_owned();
     let own_channel = crate::nodes::channel(&node);
     let mut backoff = Duration::from_millis(50);
-    // Models whose stream could not be read: tried again until it can be.
+    // Models whose channel could not be subscribed to or whose stream could not be read:
+    // tried again until they can be.
     let mut behind: HashSet<ModelName> = HashSet::new();
     loop {
-        let pubsub = match client.get_async_pubsub().await {
-            Ok(pubsub) => pubsub,
-            Err(error) => {
-                tracing::warn!(%error, "redis feed: cannot connect; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_PAUSE);
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(50);
-        let (mut sink, mut stream) = pubsub.split();
-        let followed: Vec<ModelName> = lock(&watches).keys().cloned().collect();
-        // This node's own channel: requests from the other nodes, and their answers.
-        let mut subscribed = sink.subscribe(&own_channel).await.is_ok();
-        for model in &followed {
-            if sink.subscribe(channel(model.as_str())).await.is_err() {
-                subscribed = false;
-                break;
-            }
-        }
-        if !subscribed {
-            tracing::warn!("redis feed: cannot subscribe; reconnecting");
+        if let Err(error) = subscriber.reconnect().await {
+            tracing::warn!(%error, "redis feed: cannot connect; retrying");
             tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_PAUSE);
             continue;
         }
+        backoff = Duration::from_millis(50);
+        // This node's own channel: requests from the other nodes, and their answers.
+        let mut own = subscriber.subscribe(&own_channel).await.is_ok();
+        let followed: Vec<ModelName> = lock(&watches).keys().cloned().collect();
         // Whatever was published while we were not subscribed.
         for model in followed {
-            catch_up(&commands, &watches, &model, &mut behind).await;
+            follow(&mut subscriber, &commands, &watches, &model, &mut behind).await;
         }
         let mut pause = Duration::from_millis(50);
         loop {
@@ -139,48 +124,44 @@ pub(crate) async fn run(
                 command = control.recv() => match command {
                     None => return,
                     Some(Control::Follow(model)) => {
-                        if sink.subscribe(channel(model.as_str())).await.is_err() {
-                            break;
-                        }
-                        catch_up(&commands, &watches, &model, &mut behind).await;
+                        follow(&mut subscriber, &commands, &watches, &model, &mut behind).await;
                     }
                     Some(Control::Unfollow(model)) => {
                         behind.remove(&model);
-                        if !lock(&watches).contains_key(&model)
-                            && sink.unsubscribe(channel(model.as_str())).await.is_err()
-                        {
-                            break;
+                        if !lock(&watches).contains_key(&model) {
+                            // Left subscribed, the channel's messages are dropped: harmless.
+                            if let Err(error) = subscriber.unsubscribe(&channel(model.as_str())).await {
+                                tracing::debug!(%model, %error, "redis feed: cannot unsubscribe");
+                            }
                         }
                     }
                     Some(Control::CatchUp(model)) => {
                         catch_up(&commands, &watches, &model, &mut behind).await;
                     }
                 },
-                message = stream.next() => match message {
-                    None => break,
-                    Some(message) => {
-                        if message.get_channel_name() == own_channel {
-                            if let Ok(payload) = message.get_payload::<String>() {
-                                nodes.receive(&payload);
-                            }
+                message = subscriber.next() => match message {
+                    Received::Lost => break,
+                    Received::Message(name, payload) => {
+                        if name == own_channel {
+                            nodes.receive(&payload);
                             continue;
                         }
                         received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let (Some(model), Ok(payload)) = (
-                            model_of_channel(message.get_channel_name()),
-                            message.get_payload::<String>(),
-                        ) else {
+                        let Some(model) = model_of_channel(&name) else {
                             continue;
                         };
                         deliver(&commands, &watches, &model, &payload, &node, &mut behind).await;
                     }
                 },
-                () = tokio::time::sleep(pause), if !behind.is_empty() => {
+                () = tokio::time::sleep(pause), if !behind.is_empty() || !own => {
+                    if !own {
+                        own = subscriber.subscribe(&own_channel).await.is_ok();
+                    }
                     let retried: Vec<ModelName> = behind.drain().collect();
                     for model in retried {
-                        catch_up(&commands, &watches, &model, &mut behind).await;
+                        follow(&mut subscriber, &commands, &watches, &model, &mut behind).await;
                     }
-                    pause = match behind.is_empty() {
+                    pause = match behind.is_empty() && own {
                         true => Duration::from_millis(50),
                         false => (pause * 2).min(MAX_PAUSE),
                     };
@@ -194,6 +175,29 @@ pub(crate) async fn run(
         let suspects: Vec<RemoteFeed> = lock(&watches).values().map(|w| w.feed.clone()).collect();
         for feed in suspects {
             feed.suspect();
+        }
+    }
+}
+
+/// Subscribes to a followed model's channel (again: harmless when subscribed), then reads
+/// what was committed meanwhile. A subscription that fails leaves the model suspect and in
+/// `behind`, to be tried again.
+async fn follow(
+    subscriber: &mut Subscriber,
+    commands: &Commands,
+    watches: &Watches,
+    model: &ModelName,
+    behind: &mut HashSet<ModelName>,
+) {
+    let Some((feed, _)) = followed(watches, model) else {
+        return;
+    };
+    match subscriber.subscribe(&channel(model.as_str())).await {
+        Ok(()) => catch_up(commands, watches, model, behind).await,
+        Err(error) => {
+            tracing::warn!(%model, %error, "redis feed: cannot subscribe; trying again");
+            feed.suspect();
+            behind.insert(model.clone());
         }
     }
 }
@@ -221,7 +225,7 @@ fn advance(watches: &Watches, model: &ModelName, feed: &RemoteFeed, last: u64) {
 /// One published message: handed over if it follows what was handed over, else the gap is
 /// read from the stream first.
 async fn deliver(
-    commands: &ConnectionManager,
+    commands: &Commands,
     watches: &Watches,
     model: &ModelName,
     payload: &str,
@@ -285,7 +289,7 @@ async fn deliver(
 /// Reads and hands over every diff after the last one handed over, then tells the model it
 /// is caught up. A read that fails leaves the model in `behind`, to be tried again.
 async fn catch_up(
-    commands: &ConnectionManager,
+    commands: &Commands,
     watches: &Watches,
     model: &ModelName,
     behind: &mut HashSet<ModelName>,

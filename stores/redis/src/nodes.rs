@@ -1,5 +1,5 @@
 //! Requests between nodes ([`Store::ask`](purly::Store::ask)): each node listens on a channel
-//! of its own (`purly:node:<name>`); a request carries an id and the asking node's name, and
+//! of its own (`purly:node:{<name>}`, a hash tag: one shard of a cluster); a request carries an id and the asking node's name, and
 //! its answer comes back on the asker's channel. At most once: a request or an answer lost
 //! (a broken connection) ends the ask with an error after the timeout.
 
@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::connection::Commands;
 use purly::serde_json::{self, json, Value};
 use purly::{AskDone, NodeHandler, StoreError};
-use redis::aio::ConnectionManager;
 
 /// The channel node `name` listens on.
 pub(crate) fn channel(name: &str) -> String {
-    format!("purly:node:{name}")
+    format!("purly:node:{{{name}}}")
 }
 
 /// This node's asks in flight and the handler of the requests it gets.
@@ -23,7 +23,7 @@ pub(crate) struct Nodes {
     next: AtomicU64,
     pending: Mutex<HashMap<u64, AskDone>>,
     handler: Mutex<Option<NodeHandler>>,
-    commands: ConnectionManager,
+    commands: Commands,
     handle: tokio::runtime::Handle,
     timeout: Duration,
 }
@@ -31,7 +31,7 @@ pub(crate) struct Nodes {
 impl Nodes {
     pub(crate) fn new(
         name: String,
-        commands: ConnectionManager,
+        commands: Commands,
         handle: tokio::runtime::Handle,
         timeout: Duration,
     ) -> Self {
@@ -63,7 +63,7 @@ impl Nodes {
         let message = json!({ "q": id, "f": self.name, "p": request }).to_string();
         let (nodes, to) = (self.clone(), channel(to));
         self.handle.spawn(async move {
-            let listeners = crate::publish(&nodes.commands, &to, message).await;
+            let listeners = nodes.commands.publish(&to, message).await;
             match listeners {
                 Ok(0) => nodes.fail(id, "no node listens on that name"),
                 Err(error) => nodes.fail(id, &error.to_string()),
@@ -125,7 +125,7 @@ impl Nodes {
             let message = json!({ "r": id, "p": answer }).to_string();
             let publisher = nodes.clone();
             nodes.handle.spawn(async move {
-                let published = crate::publish(&publisher.commands, &to, message).await;
+                let published = publisher.commands.publish(&to, message).await;
                 if let Err(error) = published {
                     tracing::warn!(%error, "redis: an answer to another node was lost");
                 }

@@ -1,5 +1,6 @@
 //! Another try after a failure that says nothing about the command: the connection broke
-//! (Redis restarted, the network reset it) or the reply did not come in time. The connection
+//! (Redis restarted, the network reset it), the reply did not come in time, or a cluster
+//! connection had no node to send it to. The connection
 //! manager makes a new connection meanwhile, so a retry never reuses the dead one. Safe for
 //! every command this store sends: reads, the creation (which checks first) and the append
 //! (which recognizes its own token) may all run twice.
@@ -15,6 +16,8 @@ pub(crate) fn worth_retrying(error: &redis::RedisError) -> bool {
         || error.is_io_error()
         || error.is_timeout()
         || error.is_connection_refusal()
+        // A cluster connection with no node to send the command to: it was not sent.
+        || error.kind() == redis::ErrorKind::ClusterConnectionNotFound
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or `budget` is spent (then its last error),
@@ -42,7 +45,7 @@ where
 /// Runs a script through [`retrying`], each try on the manager's current connection.
 pub(crate) async fn invoke<T: redis::FromRedisValue>(
     budget: Duration,
-    commands: &redis::aio::ConnectionManager,
+    commands: &crate::connection::Commands,
     invocation: &redis::ScriptInvocation<'_>,
 ) -> redis::RedisResult<T> {
     retrying(budget, || {

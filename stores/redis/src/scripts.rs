@@ -18,7 +18,8 @@ use redis::Script;
 ///
 /// KEYS: meta, log, snap, clients. ARGV: epoch, base version, history kept before a
 /// checkpoint, channel, payload to publish, checkpoint version (`""`: none), checkpoint state,
-/// token, client key records (`[[key, record or null], ...]`), diffs... Returns `{"ok", version}`, `{"conflict", epoch, version, missed entries}` or
+/// token, client key records (`[[key, record or null], ...]`), the publish command (`PUBLISH`,
+/// or `SPUBLISH` on a cluster), diffs... Returns `{"ok", version}`, `{"conflict", epoch, version, missed entries}` or
 /// `{"missing"}`.
 pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -38,16 +39,16 @@ if current[1] ~= epoch or version ~= base then
     local first = (base + 1) .. '-0'
     local mine = redis.call('XRANGE', log, first, first)
     if mine[1] and mine[1][2][3] == 't' and mine[1][2][4] == token then
-      return {'ok', tostring(base + #ARGV - 9)}
+      return {'ok', tostring(base + #ARGV - 10)}
     end
     missed = redis.call('XRANGE', log, first, '+')
   end
   return {'conflict', current[1], tostring(version), missed}
 end
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   version = version + 1
   local entry = {'d', ARGV[i]}
-  if i == 10 then
+  if i == 11 then
     table.insert(entry, 't')
     table.insert(entry, token)
   end
@@ -66,7 +67,7 @@ if records ~= '[]' then
     end
   end
 end
-if #ARGV == 9 then
+if #ARGV == 10 then
   return {'ok', tostring(version)}
 end
 redis.call('HSET', meta, 'version', version)
@@ -77,7 +78,7 @@ if ARGV[6] ~= '' then
     redis.call('XTRIM', log, 'MINID', keep_from .. '-0')
   end
 end
-redis.call('PUBLISH', ARGV[4], ARGV[5])
+redis.call(ARGV[10], ARGV[4], ARGV[5])
 return {'ok', tostring(version)}
 ",
     )
@@ -110,13 +111,13 @@ return {epoch, redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+')}
 });
 
 /// Removes a model and tells every node (`{"removed": epoch}`). KEYS: meta, log, snap,
-/// clients. ARGV: channel.
+/// clients. ARGV: channel, the publish command.
 pub(crate) static REMOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-redis.call('PUBLISH', ARGV[1], cjson.encode({removed = epoch}))
+redis.call(ARGV[2], ARGV[1], cjson.encode({removed = epoch}))
 return 1
 ",
     )

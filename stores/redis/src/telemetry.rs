@@ -13,3 +13,7 @@ pub const RETRIES: &str = "purly_redis_retries_total";
 
 /// Signals relayed to the other nodes (counter).
 pub const SIGNALS_RELAYED: &str = "purly_redis_signals_relayed_total";
+
+/// Times a Redis Cluster connection that stopped answering was made again from the seed
+/// nodes (counter).
+pub const CLUSTER_RECONNECTS: &str = "purly_redis_cluster_reconnects_total";

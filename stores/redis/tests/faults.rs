@@ -6,6 +6,8 @@
 mod common;
 #[path = "common/proxy.rs"]
 mod proxy;
+#[path = "common/writes.rs"]
+mod writes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -18,6 +20,7 @@ use purly::serde_json::{json, Map, Value};
 use purly::{merge_diff, Engine, MessageId, ServerMessage, ServerMessageKind};
 use purly_channel::Client;
 use purly_redis::{RedisOptions, RedisStore};
+use writes::{follow, recv, write_through};
 
 async fn node_at(url: &str) -> (Engine, Arc<RedisStore>) {
     let mut options = RedisOptions::default();
@@ -55,24 +58,6 @@ async fn pair(redis: &RedisServer) -> Pair {
         proxy,
         on_b,
         _stores: [store_a, store_b],
-    }
-}
-
-async fn recv(client: &mut Client) -> Vec<ServerMessage> {
-    tokio::time::timeout(TIMEOUT, client.recv())
-        .await
-        .expect("timed out waiting for a batch")
-        .expect("the client closed")
-}
-
-/// Receives until `client` holds `version`, recording every diff as (seq, content).
-async fn follow(client: &mut Client, version: u64, diffs: &mut Vec<(u64, Map<String, Value>)>) {
-    while client.replica().version() < Some(version) {
-        for message in recv(client).await {
-            if let (Some(seq), false) = (message.seq(), message.is_snapshot()) {
-                diffs.push((seq, message.content().unwrap().clone()));
-            }
-        }
     }
 }
 
@@ -387,88 +372,6 @@ async fn a_broken_connection_to_redis_is_followed_by_a_catch_up_never_a_stale_no
     assert!(b.read("m", |_, v| v) == a.read("m", |_, v| v));
 }
 
-/// Writers on two nodes, each update waiting for its answer; afterwards, from a reader's
-/// diffs: every echoed update in exactly one version, and every node equal to the replay.
-async fn write_through(
-    nodes: [&Engine; 2],
-    reader: &mut Client,
-    fault: impl std::future::Future<Output = ()>,
-) -> usize {
-    const WRITERS: usize = 4;
-    const EACH: usize = 50;
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|k| {
-            let node = nodes[k % 2].clone();
-            tokio::spawn(async move {
-                let mut client = Client::connect(&node, "m").await.unwrap();
-                let mut echoed = Vec::new();
-                for i in 0..EACH {
-                    let tag = format!("{k}-{i}");
-                    if client
-                        .update(json!({ "last": tag, "log": { tag.clone(): true } }))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                    match tokio::time::timeout(TIMEOUT, client.settle()).await {
-                        Ok(Ok(())) => echoed.push(tag),
-                        // The model was given up (its store failed): a new connection.
-                        _ => client = Client::connect(&node, "m").await.unwrap(),
-                    }
-                }
-                echoed
-            })
-        })
-        .collect();
-    fault.await;
-    let mut echoed = Vec::new();
-    for writer in writers {
-        echoed.extend(
-            tokio::time::timeout(TIMEOUT * 3, writer)
-                .await
-                .unwrap()
-                .unwrap(),
-        );
-    }
-    // The last version either node has made (the other may still be catching up).
-    let version = nodes
-        .iter()
-        .filter_map(|node| node.read("m", |_, v| v))
-        .max()
-        .unwrap();
-    let mut diffs = Vec::new();
-    follow(reader, version, &mut diffs).await;
-    let mut versions_of: HashMap<String, usize> = HashMap::new();
-    for (_, diff) in &diffs {
-        for tag in diff
-            .get("log")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            *versions_of.entry(tag.0.clone()).or_default() += 1;
-        }
-    }
-    assert!(
-        versions_of.values().all(|n| *n == 1),
-        "an update in two versions"
-    );
-    for tag in &echoed {
-        assert_eq!(
-            versions_of.get(tag),
-            Some(&1),
-            "{tag} echoed, not in the log once"
-        );
-    }
-    let mut replay = Map::new();
-    for (_, diff) in diffs {
-        merge_diff(&mut replay, diff);
-    }
-    assert_eq!(reader.state(), &replay);
-    echoed.len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_that_time_out_and_go_through_later_are_applied_once() {
     let Some(redis) = RedisServer::start("everysec") else {
@@ -494,7 +397,7 @@ async fn appends_that_time_out_and_go_through_later_are_applied_once() {
             faults.appends.store(0, Ordering::SeqCst);
         }
     };
-    let echoed = write_through([&a, &b], &mut reader, blackholes).await;
+    let echoed = write_through([&a, &b], "m", &mut reader, blackholes).await;
     assert!(echoed > 100, "only {echoed} updates got through");
 }
 
@@ -519,7 +422,7 @@ async fn a_stopped_redis_loses_nothing_and_applies_nothing_twice() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         stopped.resume();
     };
-    let echoed = write_through([&a, &b], &mut reader, stop).await;
+    let echoed = write_through([&a, &b], "m", &mut reader, stop).await;
     assert!(echoed > 100, "only {echoed} updates got through");
 }
 

@@ -1,6 +1,9 @@
 //! A private `redis-server` on a free loopback port in a temporary directory, stopped when
-//! dropped. Without `redis-server` a test says so loudly and, under `CI=true`, fails.
+//! dropped (and a Redis Cluster of three, `cluster`). Without `redis-server` a test says so
+//! loudly and, under `CI=true`, fails.
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub(crate) mod cluster;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -27,18 +30,8 @@ impl RedisServer {
     }
 
     /// [`start`](RedisServer::start) with more arguments.
-    #[allow(clippy::print_stderr)] // the loud skip the standards ask for
     pub(crate) fn start_with(fsync: &'static str, extra: Vec<String>) -> Option<RedisServer> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "redis-server is not installed (apt-get install -y redis-server)"
-            );
-            eprintln!("SKIPPED: redis-server is not installed (apt-get install -y redis-server)");
+        if !installed() {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -46,6 +39,11 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
+        Some(RedisServer::start_on(port, fsync, extra))
+    }
+
+    /// One on `port`, in a directory of its own.
+    pub(crate) fn start_on(port: u16, fsync: &'static str, extra: Vec<String>) -> RedisServer {
         let mut server = RedisServer {
             child: None,
             port,
@@ -54,11 +52,14 @@ impl RedisServer {
             extra,
         };
         server.restart();
-        Some(server)
+        server
     }
 
-    /// Starts the process again on the same port and directory (its AOF reloads the data).
+    /// Kills the process (SIGKILL) if it runs and starts it again on the same port and
+    /// directory (its AOF reloads the data).
     pub(crate) fn restart(&mut self) {
+        // A process still running would keep the port: the new one would exit at once.
+        self.kill();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args([
@@ -138,6 +139,25 @@ impl RedisServer {
                 .read(&mut buffer)
                 .is_ok_and(|n| buffer[..n].starts_with(b"+PONG"))
     }
+}
+
+/// Whether `redis-server` is installed; when it is not, says so loudly (a panic under
+/// `CI=true`).
+#[allow(clippy::print_stderr)] // the loud skip the standards ask for
+pub(crate) fn installed() -> bool {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "redis-server is not installed (apt-get install -y redis-server)"
+    );
+    eprintln!("SKIPPED: redis-server is not installed (apt-get install -y redis-server)");
+    false
 }
 
 impl Drop for RedisServer {
