@@ -7,6 +7,7 @@
 //! cargo run --example server -- --data /var/lib/purly --durability os
 //! cargo run --example server -- --memory                       # nothing kept on disk
 //! cargo run --example server -- --redis redis://127.0.0.1:6379  # one of several nodes
+//! cargo run --example server -- --redis-cluster redis://10.0.0.1:7000,redis://10.0.0.2:7000
 //! cargo run --example server -- --help                         # every flag and its default
 //! ```
 //!
@@ -18,6 +19,8 @@
 //! loaded again on its next join. With `--redis URL` (in place of `--data`; credentials in the URL,
 //! `rediss://` for TLS) the server is one node of a cluster: every node on the
 //! same Redis serves the same models in one order, and clients may resume on any node.
+//! `--redis-cluster URL,URL,...` does the same on a Redis Cluster (7 or later; seed nodes,
+//! the others are found from them): each model lives on one shard, on sharded channels.
 //!
 //! With the defaults, the original purly getting-started works unchanged: clients connect to
 //! `ws://127.0.0.1:8000/model/stream`. It logs one line per connection and per disconnection
@@ -59,15 +62,24 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = "purly-data")]
     data: PathBuf,
     /// Keep models in memory only: a restart loses them.
-    #[arg(long, conflicts_with_all = ["redis", "data"])]
+    #[arg(long, conflicts_with_all = ["redis", "redis_cluster", "data"])]
     memory: bool,
     /// Be one node of a cluster whose models live in this Redis (credentials in the URL;
     /// `rediss://` for TLS), in place of `--data`.
-    #[arg(long, value_name = "URL", conflicts_with = "data")]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["data", "redis_cluster"])]
     redis: Option<String>,
-    /// With a `rediss://` URL: a CA certificate (PEM file) to trust instead of the system's
+    /// Be one node of a cluster whose models live in this Redis Cluster (Redis 7 or later):
+    /// seed nodes' URLs, comma-separated (`rediss://` for TLS), in place of `--data`.
+    #[arg(
+        long,
+        value_name = "URL,URL,...",
+        value_delimiter = ',',
+        conflicts_with = "data"
+    )]
+    redis_cluster: Vec<String>,
+    /// With `rediss://` URLs: a CA certificate (PEM file) to trust instead of the system's
     /// roots (a private CA).
-    #[arg(long, value_name = "FILE", requires = "redis")]
+    #[arg(long, value_name = "FILE")]
     redis_ca: Option<PathBuf>,
     /// What a commit survives: `process` (the process dying) or `os` (also an OS crash or
     /// power loss, one fsync per commit).
@@ -100,7 +112,8 @@ enum DurabilityArg {
 impl Args {
     /// `None` with `--memory` or `--redis`.
     fn data_dir(&self) -> Option<&PathBuf> {
-        (!self.memory && self.redis.is_none()).then_some(&self.data)
+        (!self.memory && self.redis.is_none() && self.redis_cluster.is_empty())
+            .then_some(&self.data)
     }
 
     fn durability(&self) -> Durability {
@@ -254,13 +267,13 @@ fn raise_file_limit() {
 
 /// The engine on the store the arguments name, and the SQLite store's handle (to close it).
 async fn open_store(args: &Args) -> Result<(Engine, Option<Arc<SqliteStore>>), String> {
+    let mut options = RedisOptions::default();
+    if let Some(ca) = &args.redis_ca {
+        let pem =
+            std::fs::read(ca).map_err(|error| format!("cannot read {}: {error}", ca.display()))?;
+        options.tls_ca_pem = Some(pem);
+    }
     if let Some(url) = &args.redis {
-        let mut options = RedisOptions::default();
-        if let Some(ca) = &args.redis_ca {
-            let pem = std::fs::read(ca)
-                .map_err(|error| format!("cannot read {}: {error}", ca.display()))?;
-            options.tls_ca_pem = Some(pem);
-        }
         let store = RedisStore::connect(url, options)
             .await
             .map_err(|error| format!("cannot use Redis at {}: {error}", redacted(url)))?;
@@ -268,6 +281,14 @@ async fn open_store(args: &Args) -> Result<(Engine, Option<Arc<SqliteStore>>), S
             "models live in Redis at {} (one of its nodes)",
             redacted(url)
         );
+        return Ok((Engine::builder().store(store).build(), None));
+    }
+    if !args.redis_cluster.is_empty() {
+        let seeds: Vec<String> = args.redis_cluster.iter().map(|u| redacted(u)).collect();
+        let store = RedisStore::connect_cluster(&args.redis_cluster, options)
+            .await
+            .map_err(|error| format!("cannot use the Redis Cluster at {seeds:?}: {error}"))?;
+        tracing::info!("models live in the Redis Cluster at {seeds:?} (one of its nodes)");
         return Ok((Engine::builder().store(store).build(), None));
     }
     let Some(dir) = args.data_dir() else {

@@ -1,4 +1,5 @@
-//! Three real server processes on one real Redis: 20 writers spread over the nodes write
+//! Three real server processes on one real Redis, and on a real Redis Cluster of three
+//! masters (`--redis-cluster`): 20 writers spread over the nodes write
 //! overlapping keys; every node's subscribers see the identical sequence of versions and end
 //! equal to the replay of the committed diffs; a node killed with SIGKILL mid-load loses
 //! nothing, and its client resumes on another node with the diffs it missed only.
@@ -13,17 +14,31 @@ use std::net::SocketAddr;
 use common::{get, next_frame, send, stream_client, ServerProcess, TIMEOUT};
 use purly::serde_json::{json, Map, Value};
 use purly::{merge_diff, parse_server_frame, Mode, Replica};
+use redis_server::cluster::RedisCluster;
 use redis_server::RedisServer;
 
 const WRITERS: usize = 20;
 const UPDATES: usize = 60;
 
-async fn cluster(redis: &RedisServer, nodes: usize) -> Vec<ServerProcess> {
+/// `nodes` server processes on the store `store` names (`--redis URL` or `--redis-cluster
+/// URLS`).
+async fn cluster(store: &[String], nodes: usize) -> Vec<ServerProcess> {
+    let store: Vec<&str> = store.iter().map(String::as_str).collect();
     let mut servers = Vec::new();
     for _ in 0..nodes {
-        servers.push(ServerProcess::start(&["--redis", &redis.url()]).await);
+        servers.push(ServerProcess::start(&store).await);
     }
     servers
+}
+
+/// The server arguments of one redis-server.
+fn one_redis(redis: &RedisServer) -> Vec<String> {
+    vec!["--redis".to_owned(), redis.url()]
+}
+
+/// The server arguments of a Redis Cluster.
+fn redis_cluster(cluster: &RedisCluster) -> Vec<String> {
+    vec!["--redis-cluster".to_owned(), cluster.seeds().join(",")]
 }
 
 /// Sends `UPDATES` updates with ids, each waiting for its echo (or an error): the ids echoed.
@@ -109,11 +124,27 @@ async fn follow(
     purly_no_redis,
     ignore = "no redis-server on this machine (apt-get install redis-server)"
 )]
-async fn three_nodes_one_order() {
+async fn three_nodes_one_order_on_one_redis() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;
     };
-    let nodes = cluster(&redis, 3).await;
+    three_nodes_one_order(&one_redis(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    purly_no_redis,
+    ignore = "no redis-server on this machine (apt-get install redis-server)"
+)]
+async fn three_nodes_one_order_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start("everysec") else {
+        return;
+    };
+    three_nodes_one_order(&redis_cluster(&cluster)).await;
+}
+
+async fn three_nodes_one_order(store: &[String]) {
+    let nodes = cluster(store, 3).await;
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     // Every write changes `w<k>`, so the model ends at exactly this version.
     let total = (WRITERS * UPDATES) as u64;
@@ -186,11 +217,27 @@ async fn three_nodes_one_order() {
     purly_no_redis,
     ignore = "no redis-server on this machine (apt-get install redis-server)"
 )]
-async fn a_killed_node_loses_nothing_and_its_client_resumes_elsewhere() {
+async fn a_killed_node_loses_nothing_and_its_client_resumes_elsewhere_on_one_redis() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;
     };
-    let mut nodes = cluster(&redis, 2).await;
+    a_killed_node_loses_nothing_and_its_client_resumes_elsewhere(&one_redis(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    purly_no_redis,
+    ignore = "no redis-server on this machine (apt-get install redis-server)"
+)]
+async fn a_killed_node_loses_nothing_and_its_client_resumes_elsewhere_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start("everysec") else {
+        return;
+    };
+    a_killed_node_loses_nothing_and_its_client_resumes_elsewhere(&redis_cluster(&cluster)).await;
+}
+
+async fn a_killed_node_loses_nothing_and_its_client_resumes_elsewhere(store: &[String]) {
+    let mut nodes = cluster(store, 2).await;
     let doomed = nodes.pop().unwrap();
     let survivor = nodes.pop().unwrap();
     let (doomed_addr, survivor_addr) = (doomed.addr, survivor.addr);
