@@ -1,7 +1,8 @@
 //! `rediss://`: nodes on a real redis-server that speaks TLS only on the port they use, with a
 //! certificate of a private CA made here by openssl. Two nodes share a model through it; the
 //! same port refuses plain `redis://`, and TLS without the CA (the system's roots) refuses the
-//! server's certificate.
+//! server's certificate. The same on a Redis Cluster of three masters whose cluster ports and
+//! bus speak TLS only.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -9,8 +10,10 @@ mod common;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::cluster::RedisCluster;
 use common::{RedisServer, TIMEOUT};
 use purly::serde_json::json;
 use purly::Engine;
@@ -78,15 +81,44 @@ fn options(ca: Option<Vec<u8>>) -> RedisOptions {
     options
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_share_a_model_over_tls() {
+/// The certificates in a fresh directory, or `None` (said loudly; a failure under `CI=true`)
+/// without openssl.
+fn certificates() -> Option<tempfile::TempDir> {
     let certs = tempfile::tempdir().unwrap();
     if !make_certificates(certs.path()) {
         let message = "TEST NOT RUN: openssl is missing (apt-get install -y openssl)";
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
         let _ = writeln!(std::io::stderr(), "\n!!! {message}\n");
-        return;
+        return None;
     }
+    Some(certs)
+}
+
+/// A writer on `a` and a reader joining on `b` see the same model over TLS.
+async fn share_a_model(a: Arc<RedisStore>, b: Arc<RedisStore>, model: &str) {
+    let (a, b) = (
+        Engine::builder().store(a).build(),
+        Engine::builder().store(b).build(),
+    );
+    let mut writer = Client::connect(&a, model).await.unwrap();
+    writer.update(json!({"over": "tls"})).await.unwrap();
+    tokio::time::timeout(TIMEOUT, writer.settle())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut reader = Client::connect(&b, model).await.unwrap();
+    let snapshot = tokio::time::timeout(TIMEOUT, reader.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(snapshot[0].content().unwrap()["over"], "tls", "{model}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_a_model_over_tls() {
+    let Some(certs) = certificates() else {
+        return;
+    };
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -114,24 +146,48 @@ async fn nodes_share_a_model_over_tls() {
         .await
         .unwrap();
     let b = RedisStore::connect(&url, options(Some(ca))).await.unwrap();
-    let (a, b) = (
-        Engine::builder().store(a).build(),
-        Engine::builder().store(b).build(),
-    );
-    let mut writer = Client::connect(&a, "m").await.unwrap();
-    writer.update(json!({"over": "tls"})).await.unwrap();
-    tokio::time::timeout(TIMEOUT, writer.settle())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut reader = Client::connect(&b, "m").await.unwrap();
-    let snapshot = tokio::time::timeout(TIMEOUT, reader.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(snapshot[0].content().unwrap()["over"], "tls");
+    share_a_model(Arc::new(a), Arc::new(b), "m").await;
     // The TLS port speaks nothing else, and the certificate is checked.
     let plain = format!("redis://127.0.0.1:{tls_port}");
     assert!(RedisStore::connect(&plain, options(None)).await.is_err());
     assert!(RedisStore::connect(&url, options(None)).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_models_on_a_tls_cluster() {
+    let Some(certs) = certificates() else {
+        return;
+    };
+    let Some(cluster) = RedisCluster::start_with("everysec", Some(certs.path())) else {
+        return;
+    };
+    let seeds = cluster.seeds();
+    assert!(seeds.iter().all(|s| s.starts_with("rediss://")));
+    let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
+    let a = RedisStore::connect_cluster(&seeds, options(Some(ca.clone())))
+        .await
+        .unwrap();
+    let b = RedisStore::connect_cluster(&seeds, options(Some(ca)))
+        .await
+        .unwrap();
+    // Models on every master: each master's TLS port and the redirections to it work.
+    let mut masters = std::collections::HashSet::new();
+    let mut models = Vec::new();
+    for i in 0.. {
+        let model = format!("tls-{i}");
+        if masters.insert(cluster.master_of(&format!("purly:{{{model}}}:log"))) {
+            models.push(model);
+        }
+        if masters.len() == 3 {
+            break;
+        }
+    }
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    for model in &models {
+        share_a_model(a.clone(), b.clone(), model).await;
+    }
+    // Without the CA (the system's roots), the masters' certificate is refused.
+    assert!(RedisStore::connect_cluster(&seeds, options(None))
+        .await
+        .is_err());
 }

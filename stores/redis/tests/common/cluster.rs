@@ -1,6 +1,7 @@
 //! A real Redis Cluster of three masters (no replicas) on free loopback ports, each in a
 //! directory of its own, stopped when dropped.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -10,43 +11,87 @@ use super::{installed, RedisServer, TIMEOUT};
 /// Three `redis-server --cluster-enabled yes` joined by `redis-cli --cluster create`.
 pub(crate) struct RedisCluster {
     pub(crate) masters: Vec<RedisServer>,
+    /// The port each master serves the cluster on (TLS with `tls`; else its only port).
+    cluster_ports: Vec<u16>,
+    tls: bool,
 }
 
 impl RedisCluster {
     /// Starts one with AOF (`appendfsync` = `fsync`), or `None` when `redis-server` is missing
     /// (a panic under `CI=true`).
     pub(crate) fn start(fsync: &'static str) -> Option<RedisCluster> {
+        RedisCluster::start_with(fsync, None)
+    }
+
+    /// With `tls` (a directory holding `server.crt`, `server.key` and `ca.crt`), the masters
+    /// speak TLS only on their cluster ports and their bus (`tls-cluster yes`); the harness
+    /// talks to each on a plain port of its own.
+    pub(crate) fn start_with(fsync: &'static str, tls: Option<&Path>) -> Option<RedisCluster> {
         if !installed() {
             return None;
         }
-        let masters: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                let extra = [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ];
-                RedisServer::start_on(
-                    free_port(),
-                    fsync,
-                    extra.iter().map(|a| (*a).to_owned()).collect(),
-                )
-            })
+        let mut masters = Vec::new();
+        let mut cluster_ports = Vec::new();
+        for _ in 0..3 {
+            let cluster_port = free_port();
+            let mut extra: Vec<String> = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            .iter()
+            .map(|a| (*a).to_owned())
             .collect();
-        let status = Command::new("redis-cli")
+            let port = match tls {
+                None => cluster_port,
+                Some(dir) => {
+                    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+                    extra.extend([
+                        "--tls-port".to_owned(),
+                        cluster_port.to_string(),
+                        "--tls-cluster".to_owned(),
+                        "yes".to_owned(),
+                        "--tls-cert-file".to_owned(),
+                        file("server.crt"),
+                        "--tls-key-file".to_owned(),
+                        file("server.key"),
+                        "--tls-ca-cert-file".to_owned(),
+                        file("ca.crt"),
+                        "--tls-auth-clients".to_owned(),
+                        "no".to_owned(),
+                    ]);
+                    std::net::TcpListener::bind("127.0.0.1:0")
+                        .unwrap()
+                        .local_addr()
+                        .unwrap()
+                        .port()
+                }
+            };
+            masters.push(RedisServer::start_on(port, fsync, extra));
+            cluster_ports.push(cluster_port);
+        }
+        let mut create = Command::new("redis-cli");
+        if let Some(dir) = tls {
+            create.arg("--tls").arg("--cacert").arg(dir.join("ca.crt"));
+        }
+        let status = create
             .arg("--cluster")
             .arg("create")
-            .args(masters.iter().map(|m| format!("127.0.0.1:{}", m.port)))
+            .args(cluster_ports.iter().map(|p| format!("127.0.0.1:{p}")))
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .expect("redis-cli runs");
         assert!(status.success(), "redis-cli --cluster create failed");
-        let cluster = RedisCluster { masters };
+        let cluster = RedisCluster {
+            masters,
+            cluster_ports,
+            tls: tls.is_some(),
+        };
         cluster.wait_ok();
         Some(cluster)
     }
@@ -65,7 +110,11 @@ impl RedisCluster {
 
     /// The seed URLs.
     pub(crate) fn seeds(&self) -> Vec<String> {
-        self.masters.iter().map(RedisServer::url).collect()
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        self.cluster_ports
+            .iter()
+            .map(|port| format!("{scheme}://127.0.0.1:{port}"))
+            .collect()
     }
 
     /// Which master (an index into `masters`) holds `key`, as the cluster says.
