@@ -157,11 +157,7 @@ async fn a_stopped_redis_stalls_only_the_joins_of_models_being_loaded() {
 #[tokio::test]
 async fn an_unreachable_redis_is_a_clear_error_at_start_not_a_panic() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = redis_server::free_port();
     let output = tokio::time::timeout(
         TIMEOUT,
         tokio::process::Command::new(common::server_binary())

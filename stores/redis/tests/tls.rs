@@ -119,24 +119,8 @@ async fn nodes_share_a_model_over_tls() {
     let Some(certs) = certificates() else {
         return;
     };
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let file = |name: &str| certs.path().join(name).to_str().unwrap().to_owned();
-    let extra = vec![
-        "--tls-port".to_owned(),
-        tls_port.to_string(),
-        "--tls-cert-file".to_owned(),
-        file("server.crt"),
-        "--tls-key-file".to_owned(),
-        file("server.key"),
-        "--tls-ca-cert-file".to_owned(),
-        file("ca.crt"),
-        "--tls-auth-clients".to_owned(),
-        "no".to_owned(),
-    ];
+    let tls_port = common::free_port();
+    let extra = common::tls_args(certs.path(), tls_port);
     let Some(_redis) = RedisServer::start_with("everysec", extra) else {
         return;
     };

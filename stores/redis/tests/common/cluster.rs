@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{installed, RedisServer, TIMEOUT};
+use super::{free_port, installed, tls_args, RedisServer, TIMEOUT};
 
 /// Three `redis-server --cluster-enabled yes` joined by `redis-cli --cluster create`.
 pub(crate) struct RedisCluster {
@@ -33,7 +33,7 @@ impl RedisCluster {
         let mut masters = Vec::new();
         let mut cluster_ports = Vec::new();
         for _ in 0..3 {
-            let cluster_port = free_port();
+            let cluster_port = free_cluster_port();
             let mut extra: Vec<String> = [
                 "--cluster-enabled",
                 "yes",
@@ -48,26 +48,9 @@ impl RedisCluster {
             let port = match tls {
                 None => cluster_port,
                 Some(dir) => {
-                    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
-                    extra.extend([
-                        "--tls-port".to_owned(),
-                        cluster_port.to_string(),
-                        "--tls-cluster".to_owned(),
-                        "yes".to_owned(),
-                        "--tls-cert-file".to_owned(),
-                        file("server.crt"),
-                        "--tls-key-file".to_owned(),
-                        file("server.key"),
-                        "--tls-ca-cert-file".to_owned(),
-                        file("ca.crt"),
-                        "--tls-auth-clients".to_owned(),
-                        "no".to_owned(),
-                    ]);
-                    std::net::TcpListener::bind("127.0.0.1:0")
-                        .unwrap()
-                        .local_addr()
-                        .unwrap()
-                        .port()
+                    extra.extend(tls_args(dir, cluster_port));
+                    extra.extend(["--tls-cluster".to_owned(), "yes".to_owned()]);
+                    free_port()
                 }
             };
             masters.push(RedisServer::start_on(port, fsync, extra));
@@ -149,7 +132,7 @@ impl RedisCluster {
 }
 
 /// A port P below the ephemeral range with P and its cluster bus port P + 10000 both free.
-fn free_port() -> u16 {
+fn free_cluster_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     // Spread over 10000..22000 by process, so that test binaries running at once rarely meet.
     let offset = (std::process::id() % 1_000) as u16 * 12;

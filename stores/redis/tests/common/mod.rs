@@ -34,12 +34,7 @@ impl RedisServer {
         if !installed() {
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Some(RedisServer::start_on(port, fsync, extra))
+        Some(RedisServer::start_on(free_port(), fsync, extra))
     }
 
     /// One on `port`, in a directory of its own.
@@ -139,6 +134,33 @@ impl RedisServer {
                 .read(&mut buffer)
                 .is_ok_and(|n| buffer[..n].starts_with(b"+PONG"))
     }
+}
+
+/// A free loopback port (the system's pick).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The arguments that make a redis-server speak TLS on `tls_port` with the certificates in
+/// `certs` (`server.crt`, `server.key`, `ca.crt`), clients not asked for one.
+pub(crate) fn tls_args(certs: &std::path::Path, tls_port: u16) -> Vec<String> {
+    let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+    vec![
+        "--tls-port".to_owned(),
+        tls_port.to_string(),
+        "--tls-cert-file".to_owned(),
+        file("server.crt"),
+        "--tls-key-file".to_owned(),
+        file("server.key"),
+        "--tls-ca-cert-file".to_owned(),
+        file("ca.crt"),
+        "--tls-auth-clients".to_owned(),
+        "no".to_owned(),
+    ]
 }
 
 /// Whether `redis-server` is installed; when it is not, says so loudly (a panic under
