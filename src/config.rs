@@ -12,6 +12,12 @@ pub struct Limits {
     pub max_depth: usize,
     /// The most messages in one frame (default 1000). Above it: `too_many_messages`.
     pub max_messages: usize,
+    /// The largest presence (PROTOCOL.md section 11), counted as its compact JSON text
+    /// (default 4,096 bytes). Above it: `presence_too_large`.
+    pub max_presence_bytes: usize,
+    /// How many presence messages a connection may send per second (default 20, with a burst
+    /// of as many): a frame holding one past it is refused whole with `rate_limited`.
+    pub presence_per_second: u32,
 }
 
 impl Default for Limits {
@@ -20,6 +26,8 @@ impl Default for Limits {
             max_frame_bytes: 1 << 20,
             max_depth: 64,
             max_messages: 1000,
+            max_presence_bytes: 4096,
+            presence_per_second: 20,
         }
     }
 }

@@ -40,11 +40,14 @@ pub enum ErrorCode {
     /// The connection sent frames faster than its transport allows; the frame was not applied.
     /// Slow down: a client that keeps going is disconnected (purly-hyper closes with 1008).
     RateLimited,
+    /// A presence is larger than the configured limit (4 KiB of compact JSON by default,
+    /// PROTOCOL.md section 11); the frame was not applied.
+    PresenceTooLarge,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidJson,
         ErrorCode::NotAnArray,
         ErrorCode::InvalidMessage,
@@ -59,6 +62,7 @@ impl ErrorCode {
         ErrorCode::Rejected,
         ErrorCode::Unavailable,
         ErrorCode::RateLimited,
+        ErrorCode::PresenceTooLarge,
     ];
 
     /// The code's position in [`ErrorCode::ALL`].
@@ -106,6 +110,7 @@ impl ErrorCode {
             ErrorCode::Rejected => "rejected",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::PresenceTooLarge => "presence_too_large",
         }
     }
 }

@@ -43,10 +43,12 @@
 //!
 //! let mut messages = Vec::new();
 //! assert_eq!(bob_box.try_recv(&mut messages), Some(Received::Messages));
-//! assert_eq!(messages.len(), 2); // the snapshot, then one diff
+//! // The snapshot, who else is here (nobody has set a presence), then one diff.
+//! assert_eq!(messages.len(), 3);
 //! assert!(messages[0].is_snapshot());
-//! assert_eq!(messages[1].seq(), Some(1));
-//! assert_eq!(messages[1].content_json(), r#"{"div":{"color":"coral"}}"#);
+//! assert!(messages[1].is_presence_snapshot());
+//! assert_eq!(messages[2].seq(), Some(1));
+//! assert_eq!(messages[2].content_json(), r#"{"div":{"color":"coral"}}"#);
 //! assert_eq!(engine.state("model").unwrap()["div"]["color"], "coral");
 //! ```
 //!
@@ -144,8 +146,8 @@ pub use protocol::{
 };
 pub use store::{
     AppendDone, Appended, AskDone, Batch, Checkpoint, CheckpointPolicy, Completion, KeyWrite,
-    LoadDone, MemoryStore, NewModel, NodeHandler, RemoteFeed, RemoveDone, Store, StoredDiff,
-    StoredKey, StoredModel,
+    LoadDone, MemoryStore, NewModel, NodeHandler, RemoteFeed, RemotePresence, RemoveDone, Store,
+    StoredDiff, StoredKey, StoredModel,
 };
 pub use subscriber::{CloseReason, Delivery, Subscriber};
 pub use token::random_hex;

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use crate::lock::lock;
-use crate::protocol::ServerMessage;
+use crate::protocol::{ServerMessage, ServerMessageKind};
 use crate::subscriber::{CloseReason, Delivery, Subscriber};
 
 /// What [`Outbox::poll_recv`] found.
@@ -40,6 +40,11 @@ pub enum Received {
 /// A message larger than the whole bound is accepted into an empty queue (a big snapshot must
 /// get through); the bound caps what piles up behind it. If the replies a lagging outbox keeps
 /// exceed the bound by themselves, it closes with [`CloseReason::Overflow`].
+///
+/// # Presence
+/// A presence change replaces the one for the same id still queued (it goes to the end of the
+/// queue, in order with what came since): a slow receiver gets the latest presence of each
+/// connection, never a backlog of them (PROTOCOL.md section 11).
 #[derive(Debug)]
 pub struct Outbox {
     limit: usize,
@@ -59,6 +64,8 @@ struct OutboxState {
     /// Set by [`Outbox::notify`], cleared when [`Outbox::poll_recv`] or
     /// [`Outbox::poll_notified`] reports it.
     notified: bool,
+    /// How many presence changes are queued (looked through only when some are).
+    presences: usize,
 }
 
 impl Outbox {
@@ -169,13 +176,41 @@ impl OutboxState {
             return None;
         }
         self.bytes = 0;
+        self.presences = 0;
         batch.extend(self.queue.drain(..).map(|(message, _)| message));
         Some(Received::Messages)
     }
 
     fn push(&mut self, message: &ServerMessage, own: bool) {
         self.bytes += message.queued_len();
+        self.presences += usize::from(is_presence_change(message));
         self.queue.push((message.clone(), own));
+    }
+
+    /// Drops the queued presence change for the same id as `message`, if any: `message`
+    /// supersedes it.
+    fn coalesce_presence(&mut self, message: &ServerMessage) {
+        if self.presences == 0 || !is_presence_change(message) {
+            return;
+        }
+        let queued = self
+            .queue
+            .iter()
+            .position(|(m, _)| is_presence_change(m) && m.id() == message.id());
+        if let Some(at) = queued {
+            let (superseded, _) = self.queue.remove(at);
+            self.bytes -= superseded.queued_len();
+            self.presences -= 1;
+        }
+    }
+
+    /// Counts the queued presence changes again (after the queue was cut down).
+    fn recount_presences(&mut self) {
+        self.presences = self
+            .queue
+            .iter()
+            .filter(|(m, _)| is_presence_change(m))
+            .count();
     }
 
     /// While lagging, only replies to the session are kept; if they alone exceed `limit`, the
@@ -200,6 +235,7 @@ impl OutboxState {
     fn overflow(&mut self) -> Delivery {
         self.queue.clear();
         self.bytes = 0;
+        self.presences = 0;
         self.closed = Some(CloseReason::Overflow);
         Delivery::Closed
     }
@@ -224,6 +260,11 @@ impl Subscriber for Outbox {
                 state.push(message, own);
             }
             Delivery::Queued
+        } else if message.is_presence_snapshot() && !state.lagging {
+            // It comes with a snapshot (a join's, a resync's) and is bounded by the model's
+            // connections: never the message that makes a receiver lag.
+            state.push(message, own);
+            Delivery::Queued
         } else if state.lagging {
             state.keep_if_own(message, own, self.limit, Delivery::Queued)
         } else if state.bytes + message.queued_len() > self.limit && !state.queue.is_empty() {
@@ -233,10 +274,12 @@ impl Subscriber for Outbox {
                 .queue
                 .retain(|(message, own)| *own && !message.is_snapshot());
             state.bytes = state.queue.iter().map(|(m, _)| m.queued_len()).sum();
+            state.recount_presences();
             state.lagging = true;
             state.resync_requested = false;
             state.keep_if_own(message, own, self.limit, Delivery::Lagged)
         } else {
+            state.coalesce_presence(message);
             state.push(message, own);
             Delivery::Queued
         };
@@ -253,6 +296,11 @@ impl Subscriber for Outbox {
         drop(state);
         Outbox::wake(waker);
     }
+}
+
+/// Whether `message` is one connection's presence change (not a presence snapshot).
+fn is_presence_change(message: &ServerMessage) -> bool {
+    message.kind() == ServerMessageKind::Presence && !message.is_presence_snapshot()
 }
 
 #[cfg(test)]

@@ -26,8 +26,19 @@ async fn join_starts_with_a_snapshot_at_the_current_version() {
     first.update(json!({"c": 2})).await.unwrap();
     settle(&mut first).await;
     let mut late = Client::connect(&engine, "m").await.unwrap();
-    let snapshot = only(recv(&mut late).await);
+    let mut first = recv(&mut late).await;
+    // Who else is here follows the snapshot: `first` set no presence, so nobody.
+    let presence = first.pop().expect("the presence snapshot");
+    assert!(presence.is_presence_snapshot());
+    assert_eq!(presence.content_json(), "{}");
+    assert_eq!(presence.presence_id(), Some(&*late.session().presence_id()));
+    let snapshot = only(first);
     assert!(snapshot.is_snapshot());
+    assert_eq!(
+        snapshot.presence_id(),
+        presence.presence_id(),
+        "named by the transport"
+    );
     assert_eq!(snapshot.seq(), Some(2));
     assert_eq!(snapshot.epoch(), Some(late.session().epoch()));
     assert_eq!(
@@ -216,6 +227,9 @@ async fn resume_replays_missed_diffs_or_falls_back_to_a_snapshot() {
     let mut resumed = Client::resume(&engine, "m", kept).await.unwrap();
     let replay = recv(&mut resumed).await;
     assert!(replay.iter().all(|m| !m.is_snapshot()));
+    // The presence snapshot comes before the missed diffs.
+    let (presence, replay) = replay.split_first().expect("a replay");
+    assert!(presence.is_presence_snapshot());
     assert_eq!(
         replay.iter().map(|m| m.seq().unwrap()).collect::<Vec<_>>(),
         (2..=101).collect::<Vec<_>>()
@@ -241,9 +255,11 @@ async fn resume_replays_missed_diffs_or_falls_back_to_a_snapshot() {
         assert!(first[0].is_snapshot(), "since={since} epoch={epoch}");
         assert_eq!(client.state(), &engine.state("m").unwrap());
     }
-    // Resuming at the current version sends nothing until the next change.
+    // Resuming at the current version sends no diff until the next change: who is here only.
     let options = JoinOptions::stream().resume(now, &epoch);
     let mut current = Client::connect_with(&engine, "m", options).await.unwrap();
+    let presence = only(current.try_recv().expect("the presence snapshot"));
+    assert!(presence.is_presence_snapshot());
     assert!(current.try_recv().is_none());
     drop(too_old);
 }

@@ -129,7 +129,8 @@ proptest! {
         let mut first = Vec::new();
         prop_assert_eq!(watcher.try_recv(&mut first), Some(Received::Messages));
         let changed = !merge_diff(&mut Map::new(), update.clone()).is_empty();
-        prop_assert_eq!(first.len(), 1 + usize::from(changed));
+        // The snapshot and who is here, then the diff if the update changed anything.
+        prop_assert_eq!(first.len(), 2 + usize::from(changed));
         writer.send_text(&frame(&update)).unwrap();
         prop_assert!(watcher.try_recv(&mut Vec::new()).is_none(), "a no-op update was fanned out");
     }

@@ -177,6 +177,7 @@ fn run_event(shared: &Shared, event: Event) {
                                     record: record.clone(),
                                 })
                                 .collect(),
+                            presences: Vec::new(),
                         })),
                         (None, Some(new)) => {
                             w.epoch = Some(new.epoch.to_string());

@@ -67,6 +67,10 @@ pub struct Replica {
     pending: VecDeque<Pending>,
     key: Option<ClientKey>,
     next_id: u64,
+    /// The other connections' presences, by presence id (PROTOCOL.md section 11).
+    presences: Map<String, Value>,
+    /// This connection's own presence id, as the server named it.
+    presence_id: Option<String>,
 }
 
 impl Default for Replica {
@@ -88,6 +92,8 @@ impl Replica {
             pending: VecDeque::new(),
             key,
             next_id: 0,
+            presences: Map::new(),
+            presence_id: None,
         }
     }
 
@@ -143,6 +149,24 @@ impl Replica {
         self.epoch.as_deref()
     }
 
+    /// The other connections' presences, by presence id, as the server last said (stream
+    /// mode): who else is here (PROTOCOL.md section 11).
+    pub fn presences(&self) -> &Map<String, Value> {
+        &self.presences
+    }
+
+    /// This connection's presence id (stream mode, once joined): the id the others see its
+    /// presence under.
+    pub fn presence_id(&self) -> Option<&str> {
+        self.presence_id.as_deref()
+    }
+
+    /// The message that sets this connection's presence to `presence`, or clears it (`None`).
+    /// Presence is not part of the model: the replica's state does not change.
+    pub fn set_presence(&self, presence: Option<Map<String, Value>>) -> Message {
+        Message::presence(presence)
+    }
+
     /// How many updates await confirmation.
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -189,7 +213,23 @@ impl Replica {
 
     /// Applies one message from the server.
     pub fn apply(&mut self, message: &ServerMessage) -> Result<(), ReplicaError> {
+        if let Some(id) = message.presence_id() {
+            self.presence_id = Some(id.to_owned());
+        }
         match message.kind() {
+            ServerMessageKind::Presence if message.is_presence_snapshot() => {
+                self.presences = message.content()?.clone();
+            }
+            ServerMessageKind::Presence => {
+                if let Some(id) = message.presence_of() {
+                    if message.is_null() {
+                        self.presences.remove(&id);
+                    } else {
+                        let presence = message.content()?.clone();
+                        self.presences.insert(id, Value::Object(presence));
+                    }
+                }
+            }
             ServerMessageKind::Update if message.is_snapshot() => {
                 self.confirmed = message.content()?.clone();
                 self.version = message.seq();

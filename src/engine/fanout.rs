@@ -16,13 +16,15 @@ pub(crate) enum First {
     Snapshot(Arc<Snapshot>),
     /// A diff from the history (resume, or the diffs after a cached snapshot).
     Diff(ServerMessage),
+    /// The presence snapshot (stream mode): every other connection's presence.
+    Presence(ServerMessage),
 }
 
 impl First {
     fn message(&self) -> &ServerMessage {
         match self {
             First::Snapshot(snapshot) => snapshot.message(),
-            First::Diff(diff) => diff,
+            First::Diff(message) | First::Presence(message) => message,
         }
     }
 }
@@ -48,11 +50,19 @@ pub(crate) enum Command {
     Resync {
         id: ClientId,
         snapshot: Arc<Snapshot>,
+        /// The presence snapshot that follows it (stream mode).
+        presence: Option<ServerMessage>,
     },
     /// A message for every subscriber (its sender too, as the lag policy says).
     Broadcast(ServerMessage),
     /// A signal from another node: for every subscriber here (none of them sent it).
     Relayed(ServerMessage),
+    /// A presence change: for every stream-mode subscriber but the connection it is about
+    /// (`from`: none when it comes from another node).
+    Presence {
+        from: Option<ClientId>,
+        message: ServerMessage,
+    },
     /// A message for one subscriber.
     Reply {
         to: ClientId,
@@ -75,15 +85,18 @@ impl Command {
                 .iter()
                 .map(|f| match f {
                     First::Snapshot(_) => model_size,
-                    First::Diff(diff) => diff.queued_len(),
+                    First::Diff(message) | First::Presence(message) => message.queued_len(),
                 })
                 .sum()
         };
         match self {
             Command::Join { first, .. } => first_len(first),
-            Command::Resync { .. } => model_size,
+            Command::Resync { presence, .. } => {
+                model_size + presence.as_ref().map_or(0, ServerMessage::queued_len)
+            }
             Command::Broadcast(message)
             | Command::Relayed(message)
+            | Command::Presence { message, .. }
             | Command::Reply { message, .. } => message.queued_len(),
             Command::Read(..)
             | Command::Leave(_)
@@ -118,7 +131,17 @@ impl Fanout {
             Command::Leave(id) => {
                 self.subscribers.swap_remove(&id);
             }
-            Command::Resync { id, snapshot } => self.deliver_to(id, snapshot.message(), true),
+            Command::Resync {
+                id,
+                snapshot,
+                presence,
+            } => {
+                self.deliver_to(id, snapshot.message(), true);
+                if let Some(presence) = presence {
+                    self.deliver_to(id, &presence, true);
+                }
+            }
+            Command::Presence { from, message } => self.broadcast_presence(&message, from),
             Command::Reply { to, message } => self.deliver_to(to, &message, true),
             Command::Broadcast(message) => self.broadcast(&message, true),
             Command::Relayed(message) => self.broadcast(&message, false),
@@ -151,12 +174,33 @@ impl Fanout {
     fn broadcast(&mut self, message: &ServerMessage, local: bool) {
         let origin = message.origin().filter(|_| local);
         let is_signal = message.kind() == ServerMessageKind::Signal;
+        self.deliver_each(message, |id, registered| {
+            let own = origin == Some(id);
+            let skip = own && (is_signal || registered.mode == Mode::Compat);
+            (!skip).then_some(own)
+        });
+    }
+
+    /// Delivers a presence change to every stream-mode subscriber but `from` (compat mode
+    /// knows nothing of presence).
+    fn broadcast_presence(&mut self, message: &ServerMessage, from: Option<ClientId>) {
+        self.deliver_each(message, |id, registered| {
+            (registered.mode == Mode::Stream && Some(id) != from).then_some(false)
+        });
+    }
+
+    /// Offers `message` to each subscriber for which `route` says whether it is its own (or
+    /// `None`: not for it), then applies the lag policy to those that did not simply queue it.
+    fn deliver_each(
+        &mut self,
+        message: &ServerMessage,
+        route: impl Fn(ClientId, &Registered) -> Option<bool>,
+    ) {
         let mut not_queued = Vec::new();
         for (&id, registered) in &self.subscribers {
-            let own = origin == Some(id);
-            if own && (is_signal || registered.mode == Mode::Compat) {
+            let Some(own) = route(id, registered) else {
                 continue;
-            }
+            };
             match registered.subscriber.deliver(message, own) {
                 Delivery::Queued => {}
                 status => not_queued.push((id, status)),
@@ -304,6 +348,7 @@ mod tests {
         fanout.run(Command::Resync {
             id: ClientId(1),
             snapshot: Snapshot::new(1, "e".into(), Arc::new(Map::new())),
+            presence: None,
         });
         fanout.run(Command::Reply {
             to: ClientId(1),

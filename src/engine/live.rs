@@ -42,6 +42,7 @@ use super::client_keys::{Answer, ClientKeys, Judged};
 use super::executor::Driver;
 use super::fanout::{Command, Fanout, First, Registered};
 use super::history::{History, HistoryBudget};
+use super::presence::{self, Presences};
 use super::replay::{Replay, Replays};
 use super::snapshot::Snapshot;
 use super::transaction::{self, Outcome, Sender, Working, Write};
@@ -56,8 +57,8 @@ use crate::protocol::{
     ServerMessageKind,
 };
 use crate::store::{
-    AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, RemoteFeed, RemoteSink, Store,
-    StoredDiff, StoredKey,
+    AppendDone, Appended, Batch, Checkpoint, CheckpointPolicy, RemoteFeed, RemotePresence,
+    RemoteSink, Store, StoredDiff, StoredKey,
 };
 use crate::subscriber::{CloseReason, Subscriber};
 use crate::telemetry::EngineMetrics;
@@ -82,12 +83,16 @@ pub(crate) struct Start {
     pub(crate) history: Vec<ServerMessage>,
     /// The client keys' records the store kept.
     pub(crate) keys: Vec<StoredKey>,
+    /// The presences other nodes published (shared store).
+    pub(crate) presences: Vec<RemotePresence>,
 }
 
 pub(crate) struct LiveModel {
     me: std::sync::Weak<LiveModel>,
     pub(crate) name: ModelName,
     pub(crate) epoch: Arc<str>,
+    /// The engine's name among the nodes (its presence ids start with it).
+    instance: Arc<str>,
     store: Arc<dyn Store>,
     at_once: bool,
     shared: bool,
@@ -164,6 +169,8 @@ struct ModelState {
     fresh_waiters: Vec<Waker>,
     /// What the model remembers of its client keys' updates.
     keys: ClientKeys,
+    /// Who is here (PROTOCOL.md section 11).
+    presences: Presences,
 }
 
 struct Queued {
@@ -185,6 +192,7 @@ pub(crate) struct EngineParts<'a> {
     pub(crate) metrics: &'a Arc<EngineMetrics>,
     pub(crate) history_budget: &'a Arc<HistoryBudget>,
     pub(crate) driver: &'a Arc<Driver>,
+    pub(crate) instance: &'a Arc<str>,
 }
 
 /// How a session resumes (stream mode): the version and epoch it last saw.
@@ -229,6 +237,7 @@ impl LiveModel {
             me: me.clone(),
             name,
             epoch: start.epoch,
+            instance: engine.instance.clone(),
             at_once: store.confirms_at_once(),
             shared: store.shared(),
             checkpoints: store.checkpoint_policy(),
@@ -276,6 +285,7 @@ impl LiveModel {
                 ready_waiters: Vec::new(),
                 fresh_waiters: Vec::new(),
                 keys,
+                presences: Presences::with_remote(start.presences),
             }),
             fanout: Mutex::new(Fanout::default()),
             metrics,
@@ -302,11 +312,23 @@ impl LiveModel {
                 }
                 _ => None,
             };
+            let presence =
+                (mode == Mode::Stream).then(|| First::Presence(self.presence_snapshot(&state, id)));
             let (first, snapshot) = match replay {
-                Some(diffs) => (diffs.into_iter().map(First::Diff).collect(), None),
+                // The presence snapshot comes before the missed diffs, or after the snapshot.
+                Some(diffs) => (
+                    presence
+                        .into_iter()
+                        .chain(diffs.into_iter().map(First::Diff))
+                        .collect(),
+                    None,
+                ),
                 None => {
                     let snapshot = self.current_snapshot(&mut state);
-                    (vec![First::Snapshot(snapshot.clone())], Some(snapshot))
+                    let first = std::iter::once(First::Snapshot(snapshot.clone()))
+                        .chain(presence)
+                        .collect();
+                    (first, Some(snapshot))
                 }
             };
             state.sessions += 1;
@@ -328,11 +350,18 @@ impl LiveModel {
             let mut state = lock(&self.state);
             state.sessions = state.sessions.saturating_sub(1);
             state.enqueue(Command::Leave(id));
+            if let Some(message) = state.presences.leave(id) {
+                state.enqueue(Command::Presence {
+                    from: Some(id),
+                    message,
+                });
+            }
         }
         self.run_commands();
     }
 
-    /// Queues a fresh snapshot for a subscriber that lagged.
+    /// Queues a fresh snapshot (and presence snapshot) for a stream-mode subscriber that
+    /// lagged.
     pub(crate) fn resync(&self, id: ClientId) -> Result<(), SendError> {
         let snapshot = {
             let mut state = lock(&self.state);
@@ -340,9 +369,11 @@ impl LiveModel {
                 return Err(SendError::Closed);
             }
             let snapshot = self.current_snapshot(&mut state);
+            let presence = Some(self.presence_snapshot(&state, id));
             state.enqueue(Command::Resync {
                 id,
                 snapshot: snapshot.clone(),
+                presence,
             });
             snapshot
         };
@@ -570,6 +601,7 @@ impl LiveModel {
                         Outcome::Broadcast(message) | Outcome::Reply(message) => {
                             message.seq().zip(message.id().and_then(MessageId::as_u64))
                         }
+                        Outcome::Presence(_) => None,
                     };
                     if let (Some(key), Some((seq, id))) = (&from.key, update) {
                         let durable = state.durable;
@@ -595,6 +627,15 @@ impl LiveModel {
                             to: from.id,
                             message,
                         }),
+                        Outcome::Presence(json) => {
+                            let id = self.presence_id(from.id);
+                            if let Some(message) = state.presences.set(from.id, &id, &json) {
+                                state.enqueue(Command::Presence {
+                                    from: Some(from.id),
+                                    message,
+                                });
+                            }
+                        }
                     }
                 }
                 Ok(state.version)
@@ -745,14 +786,29 @@ impl LiveModel {
                 }
                 None => {
                     let command = match queued.command {
-                        Command::Join { id, subscriber, .. } => Command::Join {
+                        Command::Join {
                             id,
                             subscriber,
-                            first: vec![First::Snapshot(self.current_snapshot(state))],
-                        },
-                        Command::Resync { id, .. } => Command::Resync {
+                            first,
+                        } => {
+                            // The presence snapshot stays: presence has no version.
+                            let presence = first
+                                .into_iter()
+                                .filter(|f| matches!(f, First::Presence(_)));
+                            Command::Join {
+                                id,
+                                subscriber,
+                                first: std::iter::once(First::Snapshot(
+                                    self.current_snapshot(state),
+                                ))
+                                .chain(presence)
+                                .collect(),
+                            }
+                        }
+                        Command::Resync { id, presence, .. } => Command::Resync {
                             id,
                             snapshot: self.current_snapshot(state),
+                            presence,
                         },
                         Command::Read(reply, _) => {
                             Command::Read(reply, self.current_snapshot(state))
@@ -1014,9 +1070,51 @@ impl LiveModel {
             }
             // Never behind what is already queued: the queue releases in order.
             let after = after.max(state.commands.back().map_or(0, |q| q.after));
-            state.push(after, Command::Relayed(signal));
+            let command = match signal.kind() {
+                ServerMessageKind::Presence if state.presences.receive(&signal) => {
+                    Command::Presence {
+                        from: None,
+                        message: signal,
+                    }
+                }
+                ServerMessageKind::Presence => return,
+                _ => Command::Relayed(signal),
+            };
+            state.push(after, command);
         }
         self.deliver_on_executor();
+    }
+
+    /// Node `node` is known dead: its presences are gone (a `null` for each, to everyone).
+    fn forget_node(self: &Arc<Self>, node: &str) {
+        {
+            let mut state = lock(&self.state);
+            if state.closed.is_some() {
+                return;
+            }
+            for message in state.presences.forget_node(node) {
+                state.enqueue_now(Command::Presence {
+                    from: None,
+                    message,
+                });
+            }
+        }
+        self.deliver_on_executor();
+    }
+
+    /// The presence id of connection `client` (unique across the nodes of a store).
+    pub(crate) fn presence_id(&self, client: ClientId) -> Arc<str> {
+        presence::presence_id(&self.instance, client)
+    }
+
+    /// The presence snapshot for connection `client`.
+    fn presence_snapshot(&self, state: &ModelState, client: ClientId) -> ServerMessage {
+        state.presences.snapshot(client, self.presence_id(client))
+    }
+
+    /// Every connection's presence, by presence id.
+    pub(crate) fn presences(&self) -> Map<String, Value> {
+        lock(&self.state).presences.all()
     }
 
     /// The feed caught up: joins and reads go on.
@@ -1341,8 +1439,8 @@ impl ModelState {
                     EngineMetrics::seconds(latency, now.saturating_duration_since(at));
                 }
                 // The embedder hears of each version once, in order, once it is durable.
-                if let Command::Broadcast(message) = &queued.command {
-                    match message.seq() {
+                match &queued.command {
+                    Command::Broadcast(message) => match message.seq() {
                         Some(seq) => self.model.committed(seq, message.content_json()),
                         None if message.kind() == ServerMessageKind::Signal => {
                             if let Some(relay) = relay.as_deref_mut() {
@@ -1350,7 +1448,17 @@ impl ModelState {
                             }
                         }
                         None => {}
+                    },
+                    // This node's presence changes go to the other nodes as its signals do.
+                    Command::Presence {
+                        from: Some(_),
+                        message,
+                    } => {
+                        if let Some(relay) = relay.as_deref_mut() {
+                            relay.push((queued.after, message.clone()));
+                        }
                     }
+                    _ => {}
                 }
                 released.push(queued.command);
             }
@@ -1436,5 +1544,11 @@ impl RemoteSink for LiveModel {
 
     fn removed(&self) {
         self.close(CloseReason::ModelRemoved);
+    }
+
+    fn node_gone(&self, node: &str) {
+        if let Some(live) = self.me() {
+            live.forget_node(node);
+        }
     }
 }

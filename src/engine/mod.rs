@@ -13,6 +13,7 @@ mod future;
 mod history;
 mod live;
 mod loading;
+mod presence;
 mod replay;
 mod restore;
 mod session;
@@ -170,6 +171,8 @@ struct EngineInner {
     shut_down: AtomicBool,
     metrics: Arc<EngineMetrics>,
     history_budget: Arc<HistoryBudget>,
+    /// This engine's name in presence ids: its node's name with a shared store, else random.
+    instance: Arc<str>,
 }
 
 /// Builds an [`Engine`]: its limits, its models' policy, its store and its epochs.
@@ -225,6 +228,7 @@ impl EngineBuilder {
     /// (see [`telemetry`](crate::telemetry)): install yours before.
     pub fn build(self) -> Engine {
         let history_budget = HistoryBudget::new(self.config.history_budget_bytes);
+        let instance = self.store.node().unwrap_or_else(|| random_hex(12)).into();
         Engine {
             inner: Arc::new(EngineInner {
                 config: self.config,
@@ -238,6 +242,7 @@ impl EngineBuilder {
                 shut_down: AtomicBool::new(false),
                 metrics: Arc::new(EngineMetrics::register()),
                 history_budget,
+                instance,
             }),
         }
     }
@@ -523,6 +528,18 @@ impl Engine {
         Some(self.existing(model)?.durable_version())
     }
 
+    /// Who is connected to `model` now (PROTOCOL.md section 11): every connection's presence
+    /// (this node's and, with a shared store, the other nodes'), by presence id; `None` if the
+    /// model is not in memory. To follow the changes, join the model with a
+    /// [`Subscriber`] in stream mode: after the model's snapshot it receives a presence
+    /// snapshot ([`ServerMessage::is_presence_snapshot`](crate::ServerMessage::is_presence_snapshot)),
+    /// then every change as a [`ServerMessageKind::Presence`](crate::ServerMessageKind::Presence)
+    /// message ([`Replica`](crate::Replica) keeps them in [`presences`](crate::Replica::presences)).
+    pub fn presence(&self, model: &str) -> Option<Map<String, Value>> {
+        let live = self.existing(model).filter(|live| !live.needs_reload())?;
+        Some(live.presences())
+    }
+
     /// A copy of a model's latest applied state, or `None` if it is not in memory.
     pub fn state(&self, model: &str) -> Option<Map<String, Value>> {
         self.read(model, |state, _| state.clone())
@@ -681,6 +698,7 @@ impl Engine {
                     state: new.state,
                     history: Vec::new(),
                     keys: Vec::new(),
+                    presences: Vec::new(),
                 };
                 return self.install(name, model, start).map(Some);
             }
@@ -781,6 +799,7 @@ impl Engine {
             metrics: &inner.metrics,
             history_budget: &inner.history_budget,
             driver: &inner.driver,
+            instance: &inner.instance,
         };
         let live = LiveModel::new(name.clone(), model, start, parts);
         let limit = self.inner.config.max_models;

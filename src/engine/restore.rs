@@ -52,6 +52,7 @@ pub(crate) fn restore(stored: StoredModel) -> Result<Start, StoreError> {
         state,
         history,
         keys: stored.keys,
+        presences: stored.presences,
     })
 }
 
@@ -77,6 +78,7 @@ mod tests {
                 diff(3, r#"{"b":3}"#),
             ],
             keys: Vec::new(),
+            presences: Vec::new(),
         };
         let start = restore(stored).unwrap();
         assert_eq!(start.version, 3);
@@ -97,6 +99,7 @@ mod tests {
             checkpoint: Map::new(),
             diffs: vec![diff(1, "{}"), diff(3, "{}")],
             keys: Vec::new(),
+            presences: Vec::new(),
         };
         assert!(matches!(restore(gap), Err(StoreError::Corrupt(_))));
         let late = StoredModel {
@@ -105,6 +108,7 @@ mod tests {
             checkpoint: Map::new(),
             diffs: vec![diff(2, "{}")],
             keys: Vec::new(),
+            presences: Vec::new(),
         };
         assert!(matches!(restore(late), Err(StoreError::Corrupt(_))));
         let unreadable = StoredModel {
@@ -113,6 +117,7 @@ mod tests {
             checkpoint: Map::new(),
             diffs: vec![diff(1, "[1]")],
             keys: Vec::new(),
+            presences: Vec::new(),
         };
         assert!(matches!(restore(unreadable), Err(StoreError::Corrupt(_))));
     }

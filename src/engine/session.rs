@@ -3,17 +3,21 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
+
+use serde_json::value::RawValue;
 
 use super::live::{LiveModel, Unapplied};
 use super::transaction::{Sender, Write};
 use super::Access;
 use crate::config::Limits;
 use crate::error::{ErrorCode, FrameError, SendError};
+use crate::lock::lock;
 use crate::protocol::{
-    parse_frame, parse_frame_text, scan_ids, ClientId, ClientKey, Frame, MessageId, MessageKind,
-    Mode, ModelName,
+    parse_frame, parse_frame_text, scan_ids, ClientId, ClientKey, Content, Frame, Message,
+    MessageId, MessageKind, Mode, ModelName, ServerMessage,
 };
 
 /// One subscriber attached to one model, returned by [`Engine::join`](crate::Engine::join).
@@ -26,6 +30,9 @@ pub struct Session {
     sender: Sender,
     access: Access,
     limits: Limits,
+    /// The presence messages this connection may still send now (PROTOCOL.md section 11), and
+    /// when the bucket was last filled.
+    presence_budget: Mutex<(f64, Option<Instant>)>,
 }
 
 impl Session {
@@ -36,11 +43,13 @@ impl Session {
         limits: Limits,
     ) -> Self {
         live.metrics.sessions(sender.mode).increment(1.0);
+        let burst = f64::from(limits.presence_per_second);
         Session {
             live,
             sender,
             access,
             limits,
+            presence_budget: Mutex::new((burst, None)),
         }
     }
 
@@ -72,6 +81,27 @@ impl Session {
     /// Read-write or read-only.
     pub fn access(&self) -> Access {
         self.access
+    }
+
+    /// The connection's presence id (PROTOCOL.md section 11): unique across the nodes of a
+    /// store; the id the other connections see this one's presence under.
+    pub fn presence_id(&self) -> Arc<str> {
+        self.live.presence_id(self.sender.id)
+    }
+
+    /// Names this connection in the model snapshots of `batch` (stream mode): each gets
+    /// `header.presence_id` (PROTOCOL.md section 11). The engine shares one snapshot with
+    /// every joiner; the transport calls this on what it is about to write, so that the copy
+    /// with the id is this connection's alone and made off the model's path.
+    pub fn name_snapshots(&self, batch: &mut [ServerMessage]) {
+        let unnamed = |m: &ServerMessage| m.is_snapshot() && m.presence_id().is_none();
+        if !batch.iter().any(unnamed) {
+            return;
+        }
+        let id = self.presence_id();
+        for message in batch.iter_mut().filter(|m| unnamed(m)) {
+            *message = message.with_presence_id(&id);
+        }
     }
 
     /// Parses, validates and applies one frame of JSON text (PROTOCOL.md section 2).
@@ -169,8 +199,24 @@ impl Session {
         self.live.refuse(self.sender.id, error, ids)
     }
 
-    fn apply(&self, frame: Frame) -> Result<(), SendError> {
-        if self.access == Access::ReadOnly && !frame.messages.is_empty() {
+    fn apply(&self, mut frame: Frame) -> Result<(), SendError> {
+        let presences = frame
+            .messages
+            .iter()
+            .filter(|m| m.kind == MessageKind::Presence)
+            .count();
+        if presences > 0 {
+            if let Err(error) = self.check_presences(&mut frame.messages, presences) {
+                let ids = frame.ids();
+                return Err(self.refuse_ids(error, ids));
+            }
+        }
+        if self.access == Access::ReadOnly
+            && frame
+                .messages
+                .iter()
+                .any(|m| m.kind != MessageKind::Presence)
+        {
             let error = FrameError::new(ErrorCode::Forbidden, "this session is read-only");
             let ids = frame.ids();
             return Err(self.refuse_ids(error, ids));
@@ -180,7 +226,7 @@ impl Session {
             .iter()
             .filter(|m| m.kind == MessageKind::Update)
             .count();
-        let signals = frame.messages.len() - updates;
+        let signals = frame.messages.len() - updates - presences;
         match self
             .live
             .write(self.sender.clone(), Write::Messages(frame.messages), None)
@@ -203,6 +249,93 @@ impl Session {
                 Err(error)
             }
         }
+    }
+}
+
+impl Session {
+    /// Checks a frame's `count` presences (PROTOCOL.md section 11): stream mode only (compat
+    /// mode knows no such type), each at most the configured size as compact JSON (each is
+    /// made compact here: it goes out on one line, as every message does), and the
+    /// connection's rate (a read-only session may send presence too; its other messages are
+    /// refused after this).
+    fn check_presences(&self, messages: &mut [Message], count: usize) -> Result<(), FrameError> {
+        let max = self.limits.max_presence_bytes;
+        for (index, message) in messages.iter_mut().enumerate() {
+            if message.kind != MessageKind::Presence {
+                continue;
+            }
+            if self.sender.mode == Mode::Compat {
+                return Err(FrameError::at(
+                    ErrorCode::UnknownType,
+                    index,
+                    "unknown message type \"presence\": compat mode has no presence (connect with the `purly.stream` subprotocol)",
+                ));
+            }
+            let compact = match &message.content {
+                Content::Raw(raw) if raw.get() == "null" => continue,
+                Content::Raw(raw) => serde_json::from_str::<serde_json::Value>(raw.get())
+                    .map(|value| value.to_string()),
+                Content::Object(map) => serde_json::to_string(map),
+            }
+            .map_err(|e| {
+                FrameError::at(
+                    ErrorCode::InvalidMessage,
+                    index,
+                    format!("unreadable presence: {e}"),
+                )
+            })?;
+            if compact.len() > max {
+                return Err(FrameError::at(
+                    ErrorCode::PresenceTooLarge,
+                    index,
+                    format!(
+                        "the presence is {} bytes of compact JSON, more than the limit of {max}",
+                        compact.len()
+                    ),
+                ));
+            }
+            let raw = RawValue::from_string(compact).map_err(|e| {
+                FrameError::at(
+                    ErrorCode::InvalidMessage,
+                    index,
+                    format!("unreadable presence: {e}"),
+                )
+            })?;
+            message.content = Content::Raw(raw);
+        }
+        if self.access == Access::ReadOnly
+            && messages.iter().any(|m| m.kind != MessageKind::Presence)
+        {
+            // Refused as read-only by the caller, without spending the presence budget.
+            return Ok(());
+        }
+        self.spend_presence_budget(count)
+    }
+
+    /// Takes `count` from the connection's presence bucket (refilled at the configured rate,
+    /// up to as many), or refuses the frame with `rate_limited`.
+    fn spend_presence_budget(&self, count: usize) -> Result<(), FrameError> {
+        let rate = f64::from(self.limits.presence_per_second);
+        let now = Instant::now();
+        let mut budget = lock(&self.presence_budget);
+        let (tokens, filled) = &mut *budget;
+        if let Some(filled) = filled {
+            let elapsed = now.saturating_duration_since(*filled).as_secs_f64();
+            *tokens = (*tokens + elapsed * rate).min(rate);
+        }
+        *filled = Some(now);
+        let wanted = count as f64;
+        if *tokens < wanted {
+            return Err(FrameError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} presence messages a second from this connection; the frame was not applied",
+                    self.limits.presence_per_second
+                ),
+            ));
+        }
+        *tokens -= wanted;
+        Ok(())
     }
 }
 

@@ -59,6 +59,8 @@ pub(crate) enum Effect {
         id: Option<MessageId>,
         content: Content,
     },
+    /// The sender's presence, as JSON text (`null` clears it).
+    Presence { json: String },
 }
 
 /// The effects of a frame's messages, in order: on the stack for the usual frame of one message.
@@ -81,6 +83,8 @@ pub(crate) enum Outcome {
     Broadcast(ServerMessage),
     /// To the sender only (an `ack`).
     Reply(ServerMessage),
+    /// The sender's new presence (JSON text, `null` to clear it): the last of its frame.
+    Presence(String),
 }
 
 /// Merges every update of a frame into the working state, or none: on a refusal the updates
@@ -93,6 +97,14 @@ pub(crate) fn apply(working: &mut Working<'_>, messages: Vec<Message>) -> Result
         let error = match kind {
             MessageKind::Signal => {
                 effects.push(Effect::Signal { id, content });
+                continue;
+            }
+            MessageKind::Presence => {
+                let json = match content {
+                    Content::Raw(raw) => raw.get().to_owned(),
+                    Content::Object(map) => crate::protocol::object_json(&map),
+                };
+                effects.push(Effect::Presence { json });
                 continue;
             }
             MessageKind::Update => match merge_update(working, index, content) {
@@ -160,6 +172,7 @@ impl Effect {
     fn id(&self) -> Option<&MessageId> {
         match self {
             Effect::Update { id, .. } | Effect::Signal { id, .. } => id.as_ref(),
+            Effect::Presence { .. } => None,
         }
     }
 }
@@ -185,8 +198,17 @@ pub(crate) fn commit(
     mut undo: Option<&mut Vec<Change>>,
 ) -> Outcomes {
     let mut outcomes = Outcomes::with_capacity(effects.len());
-    for effect in effects {
+    // Several presences in one frame: the last wins (PROTOCOL.md section 11).
+    let last_presence = effects
+        .iter()
+        .rposition(|e| matches!(e, Effect::Presence { .. }));
+    for (index, effect) in effects.into_iter().enumerate() {
         match effect {
+            Effect::Presence { json } => {
+                if Some(index) == last_presence {
+                    outcomes.push(Outcome::Presence(json));
+                }
+            }
             Effect::Update { id, change } if change.is_empty() => {
                 if let (Mode::Stream, Some(id)) = (from.mode, id) {
                     outcomes.push(Outcome::Reply(ServerMessage::ack(
@@ -387,6 +409,7 @@ mod tests {
             .map(|o| match o {
                 Outcome::Reply(m) => format!("reply {}", m.json()),
                 Outcome::Broadcast(m) => format!("all {}", m.json()),
+                Outcome::Presence(json) => format!("presence {json}"),
             })
             .collect();
         assert_eq!(

@@ -21,6 +21,9 @@ pub enum MessageKind {
     Update,
     /// Relay the content unmodified to the other clients; the model does not change.
     Signal,
+    /// Set (an object) or clear (`null`) the connection's presence (PROTOCOL.md section 11):
+    /// not part of the model, never stored.
+    Presence,
 }
 
 impl MessageKind {
@@ -29,16 +32,18 @@ impl MessageKind {
         match self {
             MessageKind::Update => "update",
             MessageKind::Signal => "signal",
+            MessageKind::Presence => "presence",
         }
     }
 }
 
-/// The content of a client's message: always a JSON object.
+/// The content of a client's message: a JSON object (a presence's may also be `null`).
 #[derive(Debug, Clone)]
 pub enum Content {
     /// A parsed object.
     Object(Map<String, Value>),
-    /// The exact JSON text of an object, as it arrived (signals are relayed as is).
+    /// The exact JSON text of an object (or of a presence's `null`), as it arrived (signals
+    /// are relayed as is).
     Raw(Box<RawValue>),
 }
 
@@ -104,6 +109,23 @@ impl Message {
         2 + match &self.content {
             Content::Object(map) => depth::map_depth(map, limit),
             Content::Raw(raw) => depth::text_depth(raw.get().as_bytes(), limit).depth,
+        }
+    }
+
+    /// A presence that sets the connection's presence to `content`, or clears it (`None`).
+    pub fn presence(content: Option<Map<String, Value>>) -> Self {
+        let content = match content {
+            Some(map) => Content::Object(map),
+            // "null" is valid JSON: the conversion cannot fail.
+            None => Content::Raw(
+                RawValue::from_string("null".to_owned())
+                    .unwrap_or_else(|_| unreachable!("null is JSON")),
+            ),
+        };
+        Message {
+            kind: MessageKind::Presence,
+            id: None,
+            content,
         }
     }
 
@@ -220,6 +242,10 @@ impl WireContent<'_> {
             WireContent::Text(raw) => raw.get().starts_with('{'),
             WireContent::Object(_) => true,
         }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self, WireContent::Text(raw) if raw.get() == "null")
     }
 }
 
@@ -576,29 +602,35 @@ fn message_from_wire(wire: WireMessage<'_>, index: usize) -> Result<Message, Fra
         .header
         .filter(WireHeaderField::is_object)
         .ok_or_else(|| invalid("a message has a `header` object"))?;
-    let content = wire
-        .content
-        .filter(WireContent::is_object)
-        .ok_or_else(|| invalid("a message has a `content` object"))?;
     let header = match header {
         WireHeaderField::Fields(fields) => fields,
         WireHeaderField::Text(raw) => serde_json::from_str(raw.get())
             .map_err(|_| invalid("a header has at most one `type`, `version` and `id`"))?,
     };
-    let kind = header
-        .kind
-        .ok_or_else(|| invalid("a header has a `type`"))
-        .and_then(|k| read_str(k).ok_or_else(|| invalid("`type` is a string")))?;
+    let kind_text = header.kind.and_then(read_str);
+    // A presence may be `null` (it clears the connection's presence); any other content is an
+    // object.
+    let presence = kind_text.as_deref() == Some("presence");
+    let content = wire
+        .content
+        .filter(|c| c.is_object() || (presence && c.is_null()))
+        .ok_or_else(|| invalid("a message has a `content` object"))?;
+    let kind = match (header.kind, kind_text) {
+        (None, _) => return Err(invalid("a header has a `type`")),
+        (Some(_), None) => return Err(invalid("`type` is a string")),
+        (Some(_), Some(kind)) => kind,
+    };
     let kind = match &*kind {
         "update" => MessageKind::Update,
         "signal" => MessageKind::Signal,
-        other => {
-            return Err(FrameError::at(
-                ErrorCode::UnknownType,
-                index,
-                format!("unknown message type {other:?}: a client sends `update` or `signal`"),
-            ))
-        }
+        "presence" => MessageKind::Presence,
+        other => return Err(FrameError::at(
+            ErrorCode::UnknownType,
+            index,
+            format!(
+                "unknown message type {other:?}: a client sends `update`, `signal` or `presence`"
+            ),
+        )),
     };
     if let Some(version) = header.version {
         if read_str(version).as_deref() != Some(PROTOCOL_VERSION) {
@@ -624,7 +656,9 @@ fn message_from_wire(wire: WireMessage<'_>, index: usize) -> Result<Message, Fra
         (MessageKind::Update, WireContent::Text(raw)) => {
             Content::Object(read_object(raw.get(), index)?)
         }
-        (MessageKind::Signal, WireContent::Text(raw)) => Content::Raw(raw.to_owned()),
+        (MessageKind::Signal | MessageKind::Presence, WireContent::Text(raw)) => {
+            Content::Raw(raw.to_owned())
+        }
     };
     Ok(Message { kind, id, content })
 }
@@ -797,6 +831,7 @@ mod tests {
             max_depth: 5,
             max_messages: 2,
             max_frame_bytes: 200,
+            ..Limits::default()
         };
         let ok = r#"[{"header":{"type":"update"},"content":{"a":{"b":1}}}]"#;
         assert!(parse_frame(ok.as_bytes(), &limits).is_ok());

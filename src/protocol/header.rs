@@ -17,6 +17,9 @@ pub(crate) struct Header {
     pub(crate) ids: Vec<MessageId>,
     /// An `ack` answering a resend under a client key (PROTOCOL.md section 9).
     pub(crate) duplicate: bool,
+    /// The receiving connection's own presence id (PROTOCOL.md section 11): on the snapshots
+    /// a joiner gets.
+    pub(crate) presence_id: Option<Arc<str>>,
 }
 
 impl Header {
@@ -58,6 +61,10 @@ impl Header {
             } else {
                 0
             }
+            + self
+                .presence_id
+                .as_ref()
+                .map_or(0, |id| r#","presence_id":"#.len() + string_len(id))
     }
 
     /// Writes `{"header":{...},"content":` for a message of type `kind`: what follows is the
@@ -102,6 +109,10 @@ impl Header {
         if self.duplicate {
             out.push_str(r#","duplicate":true"#);
         }
+        if let Some(id) = &self.presence_id {
+            out.push_str(r#","presence_id":"#);
+            write_string(id, out);
+        }
         out.push_str(r#"},"content":"#);
     }
 }
@@ -132,11 +143,12 @@ mod tests {
             id: Some(MessageId::string("x")),
             ids: vec![MessageId::number(1), MessageId::number(2)],
             duplicate: true,
+            presence_id: Some("n-1".into()),
         }
         .write_prefix("ack", &mut out);
         assert_eq!(
             out,
-            r#"{"header":{"type":"ack","version":"0.1","seq":3,"epoch":"e\"1","origin":7,"id":"x","ids":[1,2],"snapshot":true,"duplicate":true},"content":"#
+            r#"{"header":{"type":"ack","version":"0.1","seq":3,"epoch":"e\"1","origin":7,"id":"x","ids":[1,2],"snapshot":true,"duplicate":true,"presence_id":"n-1"},"content":"#
         );
     }
 
@@ -157,6 +169,7 @@ mod tests {
             id: Some(MessageId::string("an id")),
             ids: vec![MessageId::number(u64::MAX), MessageId::string("b")],
             duplicate: true,
+            presence_id: Some("0a1b-\"7".into()),
         };
         let headers = [
             Header::default(),

@@ -26,6 +26,11 @@ pub enum ServerMessageKind {
     Ack,
     /// A refused frame (PROTOCOL.md section 5).
     Error,
+    /// A connection's presence (PROTOCOL.md section 11): a change for one presence id (its
+    /// content an object, or `null` once cleared or gone), or with
+    /// [`ServerMessage::is_presence_snapshot`] every other connection's (an object of id to
+    /// presence).
+    Presence,
 }
 
 impl ServerMessageKind {
@@ -36,6 +41,7 @@ impl ServerMessageKind {
             ServerMessageKind::Signal => "signal",
             ServerMessageKind::Ack => "ack",
             ServerMessageKind::Error => "error",
+            ServerMessageKind::Presence => "presence",
         }
     }
 }
@@ -59,6 +65,7 @@ struct Inner {
     id: Option<MessageId>,
     ids: Vec<MessageId>,
     duplicate: bool,
+    presence_id: Option<Arc<str>>,
     content: OnceLock<Map<String, Value>>,
     /// The stream-mode text inside `[` and `]`: the message is its own one-message frame, which
     /// a transport shares with every subscriber without copying it.
@@ -111,6 +118,7 @@ impl ServerMessage {
             id: header.id,
             ids: header.ids,
             duplicate: header.duplicate,
+            presence_id: header.presence_id,
             content: cell,
             frame: Bytes::from(text),
             content_start,
@@ -199,6 +207,46 @@ impl ServerMessage {
         )
     }
 
+    /// The change of presence `id`: `content_json` is its presence (an object), or `null`
+    /// once it is cleared or gone.
+    pub(crate) fn presence(id: &str, content_json: &str) -> Self {
+        let header = Header {
+            id: Some(MessageId::string(id)),
+            ..Header::default()
+        };
+        Self::new(ServerMessageKind::Presence, header, content_json, None)
+    }
+
+    /// The presence snapshot for the connection whose presence id is `own`: `content_json` is
+    /// the object of every other connection's presence, by id.
+    pub(crate) fn presence_snapshot(own: Arc<str>, content_json: &str) -> Self {
+        let header = Header {
+            snapshot: true,
+            presence_id: Some(own),
+            ..Header::default()
+        };
+        Self::new(ServerMessageKind::Presence, header, content_json, None)
+    }
+
+    /// This message with `header.presence_id` set to `id` (the model's snapshot for the
+    /// connection whose presence id that is): the text is written again, content included.
+    /// Transports call it for the snapshots they write, so that the engine's copy, shared by
+    /// every joiner, stays one.
+    pub fn with_presence_id(&self, id: &str) -> Self {
+        let header = Header {
+            snapshot: self.0.snapshot,
+            seq: self.0.seq,
+            epoch: self.0.epoch.clone(),
+            origin: self.0.origin,
+            id: self.0.id.clone(),
+            ids: self.0.ids.clone(),
+            duplicate: self.0.duplicate,
+            presence_id: Some(id.into()),
+        };
+        let content = self.0.content.get().cloned();
+        Self::new(self.0.kind, header, self.content_json(), content)
+    }
+
     /// The message type.
     pub fn kind(&self) -> ServerMessageKind {
         self.0.kind
@@ -206,7 +254,31 @@ impl ServerMessage {
 
     /// Whether this update is a snapshot (its content is the whole state; it replaces).
     pub fn is_snapshot(&self) -> bool {
-        self.0.snapshot
+        self.0.snapshot && self.0.kind == ServerMessageKind::Update
+    }
+
+    /// Whether this is a presence snapshot: every other connection's presence, by id, as the
+    /// server had them when this connection joined (or resynchronized).
+    pub fn is_presence_snapshot(&self) -> bool {
+        self.0.snapshot && self.0.kind == ServerMessageKind::Presence
+    }
+
+    /// The receiving connection's own presence id, on the snapshots it gets when it joins.
+    pub fn presence_id(&self) -> Option<&str> {
+        self.0.presence_id.as_deref()
+    }
+
+    /// For a presence change: the id whose presence changed.
+    pub fn presence_of(&self) -> Option<String> {
+        if self.0.kind != ServerMessageKind::Presence || self.0.snapshot {
+            return None;
+        }
+        serde_json::from_str(self.0.id.as_ref()?.as_json()).ok()
+    }
+
+    /// Whether the content is `null` (a presence cleared, or gone with its connection).
+    pub fn is_null(&self) -> bool {
+        self.content_json() == "null"
     }
 
     /// Whether this message answers the client's update `id`: its echo, its `ack`, or an
@@ -216,7 +288,7 @@ impl ServerMessage {
         match self.kind() {
             ServerMessageKind::Update | ServerMessageKind::Ack => self.id() == Some(id),
             ServerMessageKind::Error => self.ids().contains(id),
-            ServerMessageKind::Signal => false,
+            ServerMessageKind::Signal | ServerMessageKind::Presence => false,
         }
     }
 
@@ -356,6 +428,7 @@ struct WireHeader<'a> {
     snapshot: bool,
     #[serde(default)]
     duplicate: bool,
+    presence_id: Option<String>,
 }
 
 /// Parses a frame a server sent (for clients); every message's content is read into its
@@ -373,6 +446,7 @@ pub fn parse_server_frame(text: &str) -> Result<Vec<ServerMessage>, FrameError> 
                 "signal" => ServerMessageKind::Signal,
                 "ack" => ServerMessageKind::Ack,
                 "error" => ServerMessageKind::Error,
+                "presence" => ServerMessageKind::Presence,
                 other => {
                     return Err(FrameError::at(
                         ErrorCode::UnknownType,
@@ -403,8 +477,13 @@ pub fn parse_server_frame(text: &str) -> Result<Vec<ServerMessage>, FrameError> 
                     .map(id)
                     .collect::<Result<_, _>>()?,
                 duplicate: message.header.duplicate,
+                presence_id: message.header.presence_id.map(Arc::from),
             };
-            if !message.content.get().starts_with('{') {
+            let raw = message.content.get();
+            if kind == ServerMessageKind::Presence && raw == "null" {
+                return Ok(ServerMessage::new(kind, header, raw, None));
+            }
+            if !raw.starts_with('{') {
                 return Err(FrameError::at(
                     ErrorCode::InvalidMessage,
                     index,

@@ -15,6 +15,7 @@ pub use frame::{parse_frame, Content, Frame, Message, MessageKind};
 pub(crate) use frame::{parse_frame_text, scan_ids};
 pub(crate) use header::Header;
 pub use identity::{ClientId, MessageId, Mode, PROTOCOL_VERSION};
+pub(crate) use message::object_json;
 pub use message::{
     encode_frame, encode_frame_bytes, parse_server_frame, ServerMessage, ServerMessageKind,
 };

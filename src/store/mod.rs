@@ -71,6 +71,15 @@ pub struct KeyWrite {
     pub record: Option<String>,
 }
 
+/// A presence another node holds, as a shared store hands it over (PROTOCOL.md section 11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePresence {
+    /// The presence id (`<node>-<connection>`).
+    pub id: String,
+    /// The presence, as compact JSON text (an object).
+    pub json: String,
+}
+
 /// A model as a store hands it back: its epoch, a checkpoint and the diffs after it (and some
 /// before it, for resume).
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +95,9 @@ pub struct StoredModel {
     pub diffs: Vec<StoredDiff>,
     /// The model's client key records, as of its version.
     pub keys: Vec<StoredKey>,
+    /// The presences other nodes hold for the model now (a shared store that keeps them,
+    /// PROTOCOL.md section 11); empty otherwise.
+    pub presences: Vec<RemotePresence>,
 }
 
 impl StoredModel {
@@ -197,6 +209,8 @@ pub(crate) trait RemoteSink: Send + Sync {
     fn signal(&self, after: u64, signal: ServerMessage);
     /// The feed may have missed commits: joins wait until [`caught_up`](RemoteSink::caught_up).
     fn suspect(&self);
+    /// Node `node` is known dead: its presences are gone.
+    fn node_gone(&self, node: &str);
     /// The feed read the model's log: everything committed before is handed over.
     fn caught_up(&self);
     /// Another writer removed the model.
@@ -253,6 +267,14 @@ impl RemoteFeed {
     pub fn caught_up(&self) {
         if let Some(sink) = self.0.upgrade() {
             sink.caught_up();
+        }
+    }
+
+    /// Node `node` is known dead (its heartbeat stopped): the engine drops its connections'
+    /// presences from the model and tells its clients (PROTOCOL.md section 11).
+    pub fn node_gone(&self, node: &str) {
+        if let Some(sink) = self.0.upgrade() {
+            sink.node_gone(node);
         }
     }
 
@@ -352,6 +374,7 @@ impl NewModel {
             checkpoint: self.state,
             diffs: Vec::new(),
             keys: Vec::new(),
+            presences: Vec::new(),
         }
     }
 }

@@ -102,6 +102,7 @@ impl GateStore {
                 checkpoint: Default::default(),
                 diffs: Vec::new(),
                 keys: Vec::new(),
+                presences: Vec::new(),
             });
         for (i, diff) in batch.diffs.iter().enumerate() {
             stored.diffs.push(StoredDiff::new(

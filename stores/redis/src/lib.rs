@@ -540,6 +540,7 @@ async fn load_model(
         checkpoint,
         diffs: reply::entries(entries)?,
         keys: reply::client_keys(clients)?,
+        presences: Vec::new(),
     }))
 }
 

@@ -288,6 +288,8 @@ pub(crate) fn read_model(
                 .filter_map(|row| Some((row.last, row.keys.clone()?))),
         ),
         diffs: split_log(model, rows.log)?,
+        // One node: presence is never stored.
+        presences: Vec::new(),
     }))
 }
 

@@ -308,10 +308,15 @@ impl Client {
     fn take(
         &mut self,
         received: Received,
-        batch: Vec<ServerMessage>,
+        mut batch: Vec<ServerMessage>,
     ) -> Option<Vec<ServerMessage>> {
         match received {
             Received::Messages => {
+                // As a network transport writes them: the model's snapshot names this
+                // connection's presence id.
+                if self.session.mode() == purly::Mode::Stream {
+                    self.session.name_snapshots(&mut batch);
+                }
                 if let Err(error) = self.replica.receive(&batch) {
                     self.replica_error = Some(error);
                     return None;

@@ -311,6 +311,9 @@ where
 
     /// The batch as one frame, counted; the batch is left empty.
     fn take_frame(&mut self, mode: Mode) -> Message {
+        if mode == Mode::Stream {
+            self.session.name_snapshots(&mut self.batch);
+        }
         // A lone message is shared with every subscriber it goes to, not copied.
         let frame = encode_frame_bytes(&self.batch, mode);
         self.metrics.frames_sent.increment(1);

@@ -16,7 +16,14 @@ async fn join_gets_a_snapshot_then_diffs_with_seq_epoch_origin_and_id() {
     let server = server().await;
     let mut alice = stream_client(&server, "m").await;
     let snapshot = next_frame(&mut alice).await;
-    assert_eq!(snapshot.len(), 1);
+    // The model's snapshot, then who else is here (nobody): both name the connection.
+    assert_eq!(snapshot.len(), 2);
+    assert_eq!(snapshot[1]["header"]["type"], "presence");
+    assert_eq!(snapshot[1]["header"]["snapshot"], true);
+    assert_eq!(snapshot[1]["content"], json!({}));
+    let presence_id = &snapshot[1]["header"]["presence_id"];
+    assert!(presence_id.is_string());
+    assert_eq!(&snapshot[0]["header"]["presence_id"], presence_id);
     assert_eq!(snapshot[0]["header"]["type"], "update");
     assert_eq!(snapshot[0]["header"]["snapshot"], true);
     assert_eq!(snapshot[0]["header"]["seq"], 0);

@@ -28,7 +28,9 @@ impl Encoder {
     }
 
     /// One frame of `messages` as one event: `id:` the highest `seq` of its updates (none
-    /// without one), `data:` the frame's JSON on one line (JSON text holds no raw newline).
+    /// without one), `data:` the frame's JSON on one line. A signal is relayed as its sender
+    /// wrote it, which may have line breaks between tokens: they become spaces (a JSON string
+    /// holds no raw line break, so nothing else changes).
     pub(crate) fn frame(&mut self, messages: &[ServerMessage]) -> Bytes {
         let frame = encode_frame_bytes(messages, Mode::Stream);
         let last_seq = messages
@@ -41,7 +43,13 @@ impl Encoder {
             event.extend_from_slice(format!("id: {seq}\n").as_bytes());
         }
         event.extend_from_slice(b"data: ");
+        let start = event.len();
         event.extend_from_slice(&frame);
+        for byte in &mut event[start..] {
+            if matches!(*byte, b'\n' | b'\r') {
+                *byte = b' ';
+            }
+        }
         event.extend_from_slice(b"\n\n");
         self.encode(event)
     }

@@ -176,6 +176,7 @@ impl Stream for Events {
         loop {
             match this.outbox.poll_recv(cx, &mut this.batch) {
                 Poll::Ready(Received::Messages) => {
+                    this.entry.session.name_snapshots(&mut this.batch);
                     let event = this.encoder.frame(&this.batch);
                     this.batch.clear();
                     this.ping.as_mut().reset(Instant::now() + this.ping_every);

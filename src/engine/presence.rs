@@ -1,0 +1,188 @@
+//! A model's presences (PROTOCOL.md section 11): who is connected and what each connection
+//! said about itself. Ephemeral: never in the model, its versions, its history or its store's
+//! log. The live model keeps this table under its lock, so that a joiner's presence snapshot
+//! and the changes queued around it follow one order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::json_text::write_string;
+use crate::protocol::{ClientId, ServerMessage};
+use crate::store::RemotePresence;
+
+/// The text of a cleared presence.
+pub(crate) const NULL: &str = "null";
+
+/// The presences of one model: this node's connections', and those other nodes published.
+#[derive(Default)]
+pub(crate) struct Presences {
+    /// This node's connections that have a presence: their id and presence text.
+    local: HashMap<ClientId, (Arc<str>, Arc<str>)>,
+    /// Other nodes' connections, by presence id.
+    remote: HashMap<Arc<str>, Arc<str>>,
+}
+
+impl Presences {
+    /// A table holding the presences another node published before this one loaded the model.
+    pub(crate) fn with_remote(remote: Vec<RemotePresence>) -> Self {
+        Presences {
+            local: HashMap::new(),
+            remote: remote
+                .into_iter()
+                .map(|p| (Arc::from(p.id), Arc::from(p.json)))
+                .collect(),
+        }
+    }
+
+    /// Sets (or with `null`, clears) connection `client`'s presence; the change to send, if
+    /// anything changed for the others (clearing a presence never set announces nothing).
+    pub(crate) fn set(
+        &mut self,
+        client: ClientId,
+        id: &Arc<str>,
+        json: &str,
+    ) -> Option<ServerMessage> {
+        if json == NULL {
+            return self.leave(client);
+        }
+        self.local.insert(client, (id.clone(), Arc::from(json)));
+        Some(ServerMessage::presence(id, json))
+    }
+
+    /// Connection `client` left: the `null` for its id, if it had a presence.
+    pub(crate) fn leave(&mut self, client: ClientId) -> Option<ServerMessage> {
+        let (id, _) = self.local.remove(&client)?;
+        Some(ServerMessage::presence(&id, NULL))
+    }
+
+    /// Another node's presence change: whether it changed anything here (a `null` for an id
+    /// this node does not hold is not passed on).
+    pub(crate) fn receive(&mut self, message: &ServerMessage) -> bool {
+        let Some(id) = message.presence_of() else {
+            return false;
+        };
+        if message.is_null() {
+            return self.remote.remove(id.as_str()).is_some();
+        }
+        self.remote
+            .insert(Arc::from(id), Arc::from(message.content_json()));
+        true
+    }
+
+    /// Forgets every presence of node `node` (it is known dead): the `null`s to send.
+    pub(crate) fn forget_node(&mut self, node: &str) -> Vec<ServerMessage> {
+        let gone: Vec<Arc<str>> = self
+            .remote
+            .keys()
+            .filter(|id| node_of(id) == Some(node))
+            .cloned()
+            .collect();
+        gone.into_iter()
+            .map(|id| {
+                self.remote.remove(&id);
+                ServerMessage::presence(&id, NULL)
+            })
+            .collect()
+    }
+
+    /// The presence snapshot for connection `own` (its presence id `own_id`): every other
+    /// connection's presence.
+    pub(crate) fn snapshot(&self, own: ClientId, own_id: Arc<str>) -> ServerMessage {
+        let mut text = String::from("{");
+        let others = self
+            .local
+            .iter()
+            .filter(|(client, _)| **client != own)
+            .map(|(_, (id, json))| (id, json))
+            .chain(self.remote.iter());
+        for (i, (id, json)) in others.enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            write_string(id, &mut text);
+            text.push(':');
+            text.push_str(json);
+        }
+        text.push('}');
+        ServerMessage::presence_snapshot(own_id, &text)
+    }
+
+    /// Every presence, by id (for server code).
+    pub(crate) fn all(&self) -> Map<String, Value> {
+        self.local
+            .values()
+            .map(|(id, json)| (id, json))
+            .chain(self.remote.iter())
+            .map(|(id, json)| {
+                let value = serde_json::from_str(json).unwrap_or(Value::Null);
+                (id.to_string(), value)
+            })
+            .collect()
+    }
+}
+
+/// The node a presence id belongs to: what comes before its last `-`.
+pub(crate) fn node_of(id: &str) -> Option<&str> {
+    id.rsplit_once('-').map(|(node, _)| node)
+}
+
+/// The presence id of connection `client` on the node (or engine) named `instance`.
+pub(crate) fn presence_id(instance: &str, client: ClientId) -> Arc<str> {
+    format!("{instance}-{client}").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(message: &ServerMessage) -> Vec<String> {
+        let mut ids: Vec<String> = message
+            .content()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_snapshot_holds_every_other_connection_and_a_leave_announces_null() {
+        let mut table = Presences::with_remote(vec![RemotePresence {
+            id: "b-7".into(),
+            json: r#"{"x":2}"#.into(),
+        }]);
+        let (one, two) = (ClientId(1), ClientId(2));
+        let changed = table.set(one, &presence_id("a", one), r#"{"x":1}"#);
+        assert_eq!(
+            changed.map(|m| m.json().to_owned()).as_deref(),
+            Some(r#"{"header":{"type":"presence","version":"0.1","id":"a-1"},"content":{"x":1}}"#)
+        );
+        assert!(
+            table.set(two, &presence_id("a", two), NULL).is_none(),
+            "nothing to clear"
+        );
+        let snapshot = table.snapshot(two, presence_id("a", two));
+        assert_eq!(ids(&snapshot), ["a-1", "b-7"]);
+        assert_eq!(snapshot.presence_id(), Some("a-2"));
+        assert!(snapshot.is_presence_snapshot() && !snapshot.is_snapshot());
+        assert_eq!(ids(&table.snapshot(one, presence_id("a", one))), ["b-7"]);
+        let gone = table.leave(one).map(|m| (m.presence_of(), m.is_null()));
+        assert_eq!(gone, Some((Some("a-1".to_owned()), true)));
+        assert!(table.leave(one).is_none(), "announced once");
+        assert_eq!(table.forget_node("b").len(), 1);
+        assert!(table.all().is_empty());
+    }
+
+    #[test]
+    fn remote_changes_replace_and_clear_by_id() {
+        let mut table = Presences::default();
+        let set = |json: &str| ServerMessage::presence("n-3", json);
+        assert!(table.receive(&set(r#"{"a":1}"#)));
+        assert!(table.receive(&set(r#"{"a":2}"#)));
+        assert_eq!(table.all().get("n-3"), Some(&serde_json::json!({"a": 2})));
+        assert!(table.receive(&set(NULL)));
+        assert!(!table.receive(&set(NULL)), "a second null changes nothing");
+        assert_eq!(node_of("ab12-3"), Some("ab12"));
+    }
+}
