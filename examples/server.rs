@@ -81,6 +81,10 @@ struct Args {
     /// roots (a private CA).
     #[arg(long, value_name = "FILE")]
     redis_ca: Option<PathBuf>,
+    /// With Redis: how soon the presences of a node that died without closing its
+    /// connections are gone from the other nodes, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
+    presence_timeout: f64,
     /// What a commit survives: `process` (the process dying) or `os` (also an OS crash or
     /// power loss, one fsync per commit).
     #[arg(long, value_enum, default_value_t = DurabilityArg::Process)]
@@ -268,6 +272,15 @@ fn raise_file_limit() {
 /// The engine on the store the arguments name, and the SQLite store's handle (to close it).
 async fn open_store(args: &Args) -> Result<(Engine, Option<Arc<SqliteStore>>), String> {
     let mut options = RedisOptions::default();
+    options.presence_timeout = Duration::try_from_secs_f64(args.presence_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "--presence-timeout {}: a positive number of seconds",
+                args.presence_timeout
+            )
+        })?;
     if let Some(ca) = &args.redis_ca {
         let pem =
             std::fs::read(ca).map_err(|error| format!("cannot read {}: {error}", ca.display()))?;

@@ -1085,14 +1085,18 @@ impl LiveModel {
         self.deliver_on_executor();
     }
 
-    /// Node `node` is known dead: its presences are gone (a `null` for each, to everyone).
-    fn forget_node(self: &Arc<Self>, node: &str) {
+    /// Changes the other nodes' presences with `change` and sends what it returns to this
+    /// node's clients.
+    fn change_remote_presences(
+        self: &Arc<Self>,
+        change: impl FnOnce(&mut Presences) -> Vec<ServerMessage>,
+    ) {
         {
             let mut state = lock(&self.state);
             if state.closed.is_some() {
                 return;
             }
-            for message in state.presences.forget_node(node) {
+            for message in change(&mut state.presences) {
                 state.enqueue_now(Command::Presence {
                     from: None,
                     message,
@@ -1548,7 +1552,13 @@ impl RemoteSink for LiveModel {
 
     fn node_gone(&self, node: &str) {
         if let Some(live) = self.me() {
-            live.forget_node(node);
+            live.change_remote_presences(|presences| presences.forget_node(node));
+        }
+    }
+
+    fn presences(&self, remote: Vec<RemotePresence>) {
+        if let Some(live) = self.me() {
+            live.change_remote_presences(|presences| presences.replace_remote(remote));
         }
     }
 }

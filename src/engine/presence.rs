@@ -71,6 +71,23 @@ impl Presences {
         true
     }
 
+    /// Replaces the other nodes' presences with `remote` (what the store holds now, read
+    /// after the feed may have missed changes): the changes to send, for the ids that differ.
+    pub(crate) fn replace_remote(&mut self, remote: Vec<RemotePresence>) -> Vec<ServerMessage> {
+        let mut old = std::mem::take(&mut self.remote);
+        let mut changes = Vec::new();
+        for presence in remote {
+            let id: Arc<str> = presence.id.into();
+            let json: Arc<str> = presence.json.into();
+            if old.remove(&id).as_deref() != Some(&*json) {
+                changes.push(ServerMessage::presence(&id, &json));
+            }
+            self.remote.insert(id, json);
+        }
+        changes.extend(old.keys().map(|id| ServerMessage::presence(id, NULL)));
+        changes
+    }
+
     /// Forgets every presence of node `node` (it is known dead): the `null`s to send.
     pub(crate) fn forget_node(&mut self, node: &str) -> Vec<ServerMessage> {
         let gone: Vec<Arc<str>> = self
@@ -184,5 +201,25 @@ mod tests {
         assert!(table.receive(&set(NULL)));
         assert!(!table.receive(&set(NULL)), "a second null changes nothing");
         assert_eq!(node_of("ab12-3"), Some("ab12"));
+        let stored = |id: &str, json: &str| RemotePresence {
+            id: id.into(),
+            json: json.into(),
+        };
+        table.receive(&set(r#"{"a":3}"#));
+        table.receive(&ServerMessage::presence("n-4", r#"{"b":1}"#));
+        let changes = table.replace_remote(vec![stored("n-3", r#"{"a":3}"#), stored("m-1", "{}")]);
+        let mut changes: Vec<(Option<String>, String)> = changes
+            .iter()
+            .map(|m| (m.presence_of(), m.content_json().to_owned()))
+            .collect();
+        changes.sort();
+        assert_eq!(
+            changes,
+            [
+                (Some("m-1".to_owned()), "{}".to_owned()),
+                (Some("n-4".to_owned()), NULL.to_owned())
+            ],
+            "only what differs: a new id, and the one no longer held"
+        );
     }
 }

@@ -624,13 +624,15 @@ fn message_from_wire(wire: WireMessage<'_>, index: usize) -> Result<Message, Fra
         "update" => MessageKind::Update,
         "signal" => MessageKind::Signal,
         "presence" => MessageKind::Presence,
-        other => return Err(FrameError::at(
-            ErrorCode::UnknownType,
-            index,
-            format!(
+        other => {
+            return Err(FrameError::at(
+                ErrorCode::UnknownType,
+                index,
+                format!(
                 "unknown message type {other:?}: a client sends `update`, `signal` or `presence`"
             ),
-        )),
+            ))
+        }
     };
     if let Some(version) = header.version {
         if read_str(version).as_deref() != Some(PROTOCOL_VERSION) {

@@ -211,6 +211,8 @@ pub(crate) trait RemoteSink: Send + Sync {
     fn suspect(&self);
     /// Node `node` is known dead: its presences are gone.
     fn node_gone(&self, node: &str);
+    /// The other nodes' presences as the store holds them now.
+    fn presences(&self, remote: Vec<RemotePresence>);
     /// The feed read the model's log: everything committed before is handed over.
     fn caught_up(&self);
     /// Another writer removed the model.
@@ -275,6 +277,15 @@ impl RemoteFeed {
     pub fn node_gone(&self, node: &str) {
         if let Some(sink) = self.0.upgrade() {
             sink.node_gone(node);
+        }
+    }
+
+    /// The other nodes' presences of the model as the store holds them now (read again after
+    /// the feed may have missed changes): the engine replaces what it had, and tells its
+    /// clients what differs.
+    pub fn presences(&self, remote: Vec<RemotePresence>) {
+        if let Some(sink) = self.0.upgrade() {
+            sink.presences(remote);
         }
     }
 

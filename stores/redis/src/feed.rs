@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::connection::{Commands, Received, Subscriber};
 use crate::keys::{channel, model_of_channel, Keys};
+use crate::presence::{self, Peers};
 use crate::reply;
 use crate::retry;
 use crate::scripts;
@@ -87,16 +88,27 @@ pub(crate) fn batch_payload(batch: &purly::Batch) -> String {
 /// How long a failed catch-up waits before its next try, at most.
 const MAX_PAUSE: Duration = Duration::from_secs(2);
 
-/// Runs the feed until the store is dropped (its control channel closes). `node` names this
-/// node: its own signals, published on the same channels, are not handed back.
+/// What the feed's steps share.
+pub(crate) struct Shared {
+    /// The store's commands (reads of streams and presence hashes).
+    pub(crate) commands: Commands,
+    /// The followed models.
+    pub(crate) watches: Watches,
+    /// The other nodes whose presences this node holds.
+    pub(crate) peers: Arc<Peers>,
+    /// Requests between nodes; its name is this node's: its own signals, published on the
+    /// same channels, are not handed back.
+    pub(crate) nodes: Arc<crate::nodes::Nodes>,
+}
+
+/// Runs the feed until the store is dropped (its control channel closes).
 pub(crate) async fn run(
     mut subscriber: Subscriber,
-    commands: Commands,
-    watches: Watches,
+    shared: Shared,
     mut control: mpsc::UnboundedReceiver<Control>,
     received: Arc<std::sync::atomic::AtomicU64>,
-    nodes: Arc<crate::nodes::Nodes>,
 ) {
+    let Shared { watches, nodes, .. } = &shared;
     let node = nodes.name().to_owned();
     let own_channel = crate::nodes::channel(&node);
     let mut backoff = Duration::from_millis(50);
@@ -113,10 +125,10 @@ pub(crate) async fn run(
         backoff = Duration::from_millis(50);
         // This node's own channel: requests from the other nodes, and their answers.
         let mut own = subscriber.subscribe(&own_channel).await.is_ok();
-        let followed: Vec<ModelName> = lock(&watches).keys().cloned().collect();
+        let followed: Vec<ModelName> = lock(watches).keys().cloned().collect();
         // Whatever was published while we were not subscribed.
         for model in followed {
-            follow(&mut subscriber, &commands, &watches, &model, &mut behind).await;
+            follow(&mut subscriber, &shared, &model, &mut behind).await;
         }
         let mut pause = Duration::from_millis(50);
         loop {
@@ -124,11 +136,11 @@ pub(crate) async fn run(
                 command = control.recv() => match command {
                     None => return,
                     Some(Control::Follow(model)) => {
-                        follow(&mut subscriber, &commands, &watches, &model, &mut behind).await;
+                        follow(&mut subscriber, &shared, &model, &mut behind).await;
                     }
                     Some(Control::Unfollow(model)) => {
                         behind.remove(&model);
-                        if !lock(&watches).contains_key(&model) {
+                        if !lock(watches).contains_key(&model) {
                             // Left subscribed, the channel's messages are dropped: harmless.
                             if let Err(error) = subscriber.unsubscribe(&channel(model.as_str())).await {
                                 tracing::debug!(%model, %error, "redis feed: cannot unsubscribe");
@@ -136,7 +148,7 @@ pub(crate) async fn run(
                         }
                     }
                     Some(Control::CatchUp(model)) => {
-                        catch_up(&commands, &watches, &model, &mut behind).await;
+                        catch_up(&shared, &model, &mut behind).await;
                     }
                 },
                 message = subscriber.next() => match message {
@@ -150,7 +162,7 @@ pub(crate) async fn run(
                         let Some(model) = model_of_channel(&name) else {
                             continue;
                         };
-                        deliver(&commands, &watches, &model, &payload, &node, &mut behind).await;
+                        deliver(&shared, &model, &payload, &mut behind).await;
                     }
                 },
                 () = tokio::time::sleep(pause), if !behind.is_empty() || !own => {
@@ -159,7 +171,7 @@ pub(crate) async fn run(
                     }
                     let retried: Vec<ModelName> = behind.drain().collect();
                     for model in retried {
-                        follow(&mut subscriber, &commands, &watches, &model, &mut behind).await;
+                        follow(&mut subscriber, &shared, &model, &mut behind).await;
                     }
                     pause = match behind.is_empty() && own {
                         true => Duration::from_millis(50),
@@ -172,7 +184,7 @@ pub(crate) async fn run(
         metrics::counter!(FEED_RECONNECTS).increment(1);
         // Commits may be published while we are away: nobody is shown these models here until
         // their streams were read again.
-        let suspects: Vec<RemoteFeed> = lock(&watches).values().map(|w| w.feed.clone()).collect();
+        let suspects: Vec<RemoteFeed> = lock(watches).values().map(|w| w.feed.clone()).collect();
         for feed in suspects {
             feed.suspect();
         }
@@ -184,16 +196,24 @@ pub(crate) async fn run(
 /// `behind`, to be tried again.
 async fn follow(
     subscriber: &mut Subscriber,
-    commands: &Commands,
-    watches: &Watches,
+    shared: &Shared,
     model: &ModelName,
     behind: &mut HashSet<ModelName>,
 ) {
-    let Some((feed, _)) = followed(watches, model) else {
+    let Some((feed, _)) = followed(&shared.watches, model) else {
         return;
     };
     match subscriber.subscribe(&channel(model.as_str())).await {
-        Ok(()) => catch_up(commands, watches, model, behind).await,
+        Ok(()) => {
+            catch_up(shared, model, behind).await;
+            // Presence changes published while this node was not subscribed are lost: the
+            // whole set is read again (a failed read leaves what the engine has).
+            let read = presence::read(&shared.commands, model, shared.nodes.name(), &shared.peers);
+            match read.await {
+                Ok(presences) => feed.presences(presences),
+                Err(error) => tracing::debug!(%model, %error, "redis feed: presences not read"),
+            }
+        }
         Err(error) => {
             tracing::warn!(%model, %error, "redis feed: cannot subscribe; trying again");
             feed.suspect();
@@ -225,13 +245,12 @@ fn advance(watches: &Watches, model: &ModelName, feed: &RemoteFeed, last: u64) {
 /// One published message: handed over if it follows what was handed over, else the gap is
 /// read from the stream first.
 async fn deliver(
-    commands: &Commands,
-    watches: &Watches,
+    shared: &Shared,
     model: &ModelName,
     payload: &str,
-    node: &str,
     behind: &mut HashSet<ModelName>,
 ) {
+    let (watches, node) = (&shared.watches, shared.nodes.name());
     let Some((feed, last)) = followed(watches, model) else {
         return;
     };
@@ -249,7 +268,12 @@ async fn deliver(
         if from != node {
             match purly::parse_server_frame(&format!("[{}]", signal.get())) {
                 Ok(mut messages) if messages.len() == 1 => {
-                    feed.signal(after, messages.remove(0));
+                    let message = messages.remove(0);
+                    if message.presence_of().is_some() {
+                        // Its heartbeat is checked from now on.
+                        shared.peers.saw(from);
+                    }
+                    feed.signal(after, message);
                 }
                 _ => tracing::warn!(%model, "redis feed: unreadable signal"),
             }
@@ -262,7 +286,7 @@ async fn deliver(
     if first > last + 1 {
         metrics::counter!(FEED_GAPS).increment(1);
         feed.suspect();
-        catch_up(commands, watches, model, behind).await;
+        catch_up(shared, model, behind).await;
         return;
     }
     let count = published.diffs.len();
@@ -288,12 +312,8 @@ async fn deliver(
 
 /// Reads and hands over every diff after the last one handed over, then tells the model it
 /// is caught up. A read that fails leaves the model in `behind`, to be tried again.
-async fn catch_up(
-    commands: &Commands,
-    watches: &Watches,
-    model: &ModelName,
-    behind: &mut HashSet<ModelName>,
-) {
+async fn catch_up(shared: &Shared, model: &ModelName, behind: &mut HashSet<ModelName>) {
+    let (commands, watches) = (&shared.commands, &shared.watches);
     let Some((feed, last)) = followed(watches, model) else {
         return;
     };

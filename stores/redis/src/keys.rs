@@ -13,6 +13,9 @@ pub(crate) struct Keys {
     pub(crate) snap: String,
     /// Hash: client key → the engine's record of it (PROTOCOL.md section 9).
     pub(crate) clients: String,
+    /// Hash: presence id → presence (JSON), of every node's connections (PROTOCOL.md
+    /// section 11).
+    pub(crate) presence: String,
     /// Pub/sub channel: every committed batch, and the removal of the model.
     pub(crate) channel: String,
 }
@@ -25,6 +28,7 @@ impl Keys {
             log: format!("purly:{{{model}}}:log"),
             snap: format!("purly:{{{model}}}:snap"),
             clients: format!("purly:{{{model}}}:clients"),
+            presence: format!("purly:{{{model}}}:presence"),
             channel: channel(model.as_str()),
         }
     }

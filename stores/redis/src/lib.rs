@@ -112,6 +112,7 @@ mod connection;
 mod feed;
 mod keys;
 mod nodes;
+mod presence;
 mod reply;
 mod retry;
 mod scripts;
@@ -156,6 +157,11 @@ pub struct RedisOptions {
     /// With a `rediss://` URL (TLS), a CA certificate (PEM) to trust instead of the system's
     /// roots: a private CA's. Default `None`: the system's roots, as managed services need.
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// How soon the presences of a node that died without closing its connections are gone
+    /// from the other nodes (PROTOCOL.md section 11; default 15 s): each node renews a
+    /// heartbeat key every sixth of it, the key lasts two thirds of it, and the other nodes
+    /// check the keys every sixth of it.
+    pub presence_timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -166,6 +172,7 @@ impl Default for RedisOptions {
             timeout: Duration::from_secs(2),
             retry_budget: Duration::from_secs(10),
             tls_ca_pem: None,
+            presence_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -193,8 +200,10 @@ pub struct RedisStore {
     runtime: Option<tokio::runtime::Runtime>,
     /// This node's name on the channels (its own signals are not handed back to it).
     node: String,
-    /// Signals to publish, in order, by one task.
-    signals: mpsc::UnboundedSender<(String, String)>,
+    /// Signals and presence changes to publish, in order, by one task.
+    signals: mpsc::UnboundedSender<Outgoing>,
+    /// The other nodes whose presences this node holds.
+    peers: Arc<presence::Peers>,
     handle: tokio::runtime::Handle,
     watches: Watches,
     control: mpsc::UnboundedSender<Control>,
@@ -310,21 +319,29 @@ impl RedisStore {
             handle.clone(),
             options.timeout * 5,
         ));
-        let feed = handle.spawn(feed::run(
-            subscriber,
-            commands.clone(),
-            watches.clone(),
-            receiver,
-            received.clone(),
-            nodes.clone(),
-        ));
+        let peers = Arc::new(presence::Peers::default());
+        let shared = feed::Shared {
+            commands: commands.clone(),
+            watches: watches.clone(),
+            peers: peers.clone(),
+            nodes: nodes.clone(),
+        };
+        let feed = handle.spawn(feed::run(subscriber, shared, receiver, received.clone()));
         let (signals, to_publish) = mpsc::unbounded_channel();
         handle.spawn(publish_signals(commands.clone(), to_publish));
+        handle.spawn(presence::heartbeat(
+            commands.clone(),
+            node.clone(),
+            watches.clone(),
+            peers.clone(),
+            options.presence_timeout,
+        ));
         Ok(RedisStore {
             commands,
             runtime: Some(runtime),
             node,
             signals,
+            peers,
             handle,
             watches,
             control,
@@ -355,6 +372,7 @@ impl Store for RedisStore {
         let commands = self.commands.clone();
         let timeout = self.options.timeout;
         let model = model.clone();
+        let (node, peers) = (self.node.clone(), self.peers.clone());
         self.handle.spawn(async move {
             let load = async {
                 if let Some(new) = &create {
@@ -374,7 +392,19 @@ impl Store for RedisStore {
                         return Ok(create.map(NewModel::into_stored));
                     }
                 }
-                load_model(&commands, &model, timeout).await
+                let mut stored = load_model(&commands, &model, timeout).await?;
+                if let Some(stored) = &mut stored {
+                    // Who is connected on the other nodes, in the first joiner's presence
+                    // snapshot; if this read fails, the feed reads it again once it follows
+                    // the model.
+                    match presence::read(&commands, &model, &node, &peers).await {
+                        Ok(presences) => stored.presences = presences,
+                        Err(error) => {
+                            tracing::warn!(%model, %error, "redis: presences not read with the model")
+                        }
+                    }
+                }
+                Ok(stored)
             };
             let loaded = match tokio::time::timeout(timeout, load).await {
                 Ok(loaded) => loaded,
@@ -467,8 +497,20 @@ impl Store for RedisStore {
 
     fn relay(&self, model: &ModelName, after: u64, signal: &purly::ServerMessage) {
         let payload = feed::signal_payload(&self.node, after, signal);
+        let channel = keys::channel(model.as_str());
+        let outgoing = match signal.presence_of() {
+            // A presence change is also recorded, for the nodes that load the model later.
+            Some(id) => Outgoing::Presence {
+                hash: Keys::new(model).presence,
+                id,
+                json: signal.content_json().to_owned(),
+                channel,
+                payload,
+            },
+            None => Outgoing::Signal { channel, payload },
+        };
         // The publisher ends only with the store.
-        let _ = self.signals.send((keys::channel(model.as_str()), payload));
+        let _ = self.signals.send(outgoing);
     }
 
     fn catch_up(&self, model: &ModelName) {
@@ -497,18 +539,59 @@ impl Store for RedisStore {
     }
 }
 
-/// Publishes the signals this node relays, one after the other, so that every node receives
-/// them in the order they were released. At most once: a signal whose publish fails is
-/// dropped (signals are not stored, PROTOCOL.md section 8).
-async fn publish_signals(
-    commands: Commands,
-    mut signals: mpsc::UnboundedReceiver<(String, String)>,
-) {
-    while let Some((channel, payload)) = signals.recv().await {
-        let published = commands.publish(&channel, payload).await;
+/// What the publisher sends to the other nodes.
+enum Outgoing {
+    /// A signal, published on its model's channel.
+    Signal { channel: String, payload: String },
+    /// A presence change: recorded in the model's presence hash and published.
+    Presence {
+        hash: String,
+        id: String,
+        json: String,
+        channel: String,
+        payload: String,
+    },
+}
+
+/// How long a model's presence hash outlives its last change.
+const PRESENCE_HASH_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Publishes the signals and presence changes this node relays, one after the other, so that
+/// every node receives them in the order they were released. At most once: one whose publish
+/// fails is dropped (signals are not stored, PROTOCOL.md section 8; a presence is read again
+/// from its hash when a node's feed reconnects).
+async fn publish_signals(commands: Commands, mut signals: mpsc::UnboundedReceiver<Outgoing>) {
+    while let Some(outgoing) = signals.recv().await {
+        let (channel, published) = match outgoing {
+            Outgoing::Signal { channel, payload } => {
+                let published = commands.publish(&channel, payload).await;
+                (channel, published)
+            }
+            Outgoing::Presence {
+                hash,
+                id,
+                json,
+                channel,
+                payload,
+            } => {
+                let mut record = scripts::PRESENCE.key(&hash);
+                record
+                    .arg(&id)
+                    .arg(&json)
+                    .arg(&channel)
+                    .arg(&payload)
+                    .arg(commands.publish_command())
+                    .arg(PRESENCE_HASH_TTL.as_millis() as u64);
+                let mut connection = commands.clone();
+                let published: redis::RedisResult<i64> = record.invoke_async(&mut connection).await;
+                (channel, published)
+            }
+        };
         match published {
             Ok(_) => metrics::counter!(telemetry::SIGNALS_RELAYED).increment(1),
-            Err(error) => tracing::warn!(%channel, %error, "redis: a signal was not relayed"),
+            Err(error) => {
+                tracing::warn!(%channel, %error, "redis: a signal or presence was not relayed")
+            }
         }
     }
 }

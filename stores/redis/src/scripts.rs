@@ -135,3 +135,24 @@ return 1
 ",
     )
 });
+
+/// Records a presence change of this node's (PROTOCOL.md section 11) and publishes it, in one
+/// step: a node that loads the model later reads the hash, a node that holds it gets the
+/// publish. The hash expires a day after its last change (a model nobody touches any more
+/// takes no room for good).
+///
+/// KEYS: the model's presence hash. ARGV: presence id, its JSON (`null`: cleared), channel,
+/// payload, the publish command, the hash's time to live (ms).
+pub(crate) static PRESENCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if ARGV[2] == 'null' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return redis.call(ARGV[5], ARGV[3], ARGV[4])
+",
+    )
+});

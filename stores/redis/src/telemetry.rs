@@ -11,6 +11,9 @@ pub const FEED_RECONNECTS: &str = "purly_redis_feed_reconnects_total";
 /// Commands tried again after a broken connection or a timeout (counter).
 pub const RETRIES: &str = "purly_redis_retries_total";
 
+/// Nodes whose heartbeat stopped, so that their presences were removed here (counter).
+pub const NODES_GONE: &str = "purly_redis_nodes_gone_total";
+
 /// Signals relayed to the other nodes (counter).
 pub const SIGNALS_RELAYED: &str = "purly_redis_signals_relayed_total";
 
