@@ -58,7 +58,10 @@ use tokio_tungstenite::WebSocketStream;
 
 #[path = "loadgen/link.rs"]
 mod link;
+#[path = "loadgen/server_stats.rs"]
+mod server_stats;
 use link::{Got, Link};
+use server_stats::ServerStats;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -930,42 +933,6 @@ async fn idle(args: &Args) -> Result<Value, String> {
         "server_rss_kib_after": after.rss_kib,
         "bytes_per_connection": per_connection.round(),
     }))
-}
-
-struct ServerStats {
-    rss_kib: u64,
-    peak_rss_kib: u64,
-    cpu_ticks: u64,
-}
-
-impl ServerStats {
-    /// Reads /proc (Linux): resident and peak memory, user + system CPU time (100 ticks/s).
-    fn read(pid: u32) -> ServerStats {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<u64> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| {
-                rest.split_whitespace()
-                    .map(|f| f.parse().unwrap_or(0))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let cpu_ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-        ServerStats {
-            rss_kib: field("VmRSS:"),
-            peak_rss_kib: field("VmHWM:"),
-            cpu_ticks,
-        }
-    }
 }
 
 fn print_report(report: &Value) {

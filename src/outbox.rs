@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use crate::lock::lock;
-use crate::protocol::{ServerMessage, ServerMessageKind};
+use crate::protocol::ServerMessage;
 use crate::subscriber::{CloseReason, Delivery, Subscriber};
 
 /// What [`Outbox::poll_recv`] found.
@@ -42,9 +42,10 @@ pub enum Received {
 /// exceed the bound by themselves, it closes with [`CloseReason::Overflow`].
 ///
 /// # Presence
-/// A presence change replaces the one for the same id still queued (it goes to the end of the
-/// queue, in order with what came since): a slow receiver gets the latest presence of each
-/// connection, never a backlog of them (PROTOCOL.md section 11).
+/// A presence change that a later change of the same id superseded
+/// ([`ServerMessage::is_superseded`]) is dropped when taken, and dropped from the queue before
+/// it would make the outbox lag: a slow receiver gets the latest presence of each connection,
+/// never a backlog of them (PROTOCOL.md section 11).
 #[derive(Debug)]
 pub struct Outbox {
     limit: usize,
@@ -64,8 +65,6 @@ struct OutboxState {
     /// Set by [`Outbox::notify`], cleared when [`Outbox::poll_recv`] or
     /// [`Outbox::poll_notified`] reports it.
     notified: bool,
-    /// How many presence changes are queued (looked through only when some are).
-    presences: usize,
 }
 
 impl Outbox {
@@ -176,41 +175,30 @@ impl OutboxState {
             return None;
         }
         self.bytes = 0;
-        self.presences = 0;
-        batch.extend(self.queue.drain(..).map(|(message, _)| message));
-        Some(Received::Messages)
+        let before = batch.len();
+        batch.extend(
+            self.queue
+                .drain(..)
+                .filter(|(message, _)| !message.is_superseded())
+                .map(|(message, _)| message),
+        );
+        // Only superseded presences were queued: nothing to send.
+        (batch.len() > before).then_some(Received::Messages)
     }
 
     fn push(&mut self, message: &ServerMessage, own: bool) {
         self.bytes += message.queued_len();
-        self.presences += usize::from(is_presence_change(message));
         self.queue.push((message.clone(), own));
     }
 
-    /// Drops the queued presence change for the same id as `message`, if any: `message`
-    /// supersedes it.
-    fn coalesce_presence(&mut self, message: &ServerMessage) {
-        if self.presences == 0 || !is_presence_change(message) {
-            return;
-        }
-        let queued = self
-            .queue
-            .iter()
-            .position(|(m, _)| is_presence_change(m) && m.id() == message.id());
-        if let Some(at) = queued {
-            let (superseded, _) = self.queue.remove(at);
-            self.bytes -= superseded.queued_len();
-            self.presences -= 1;
-        }
-    }
-
-    /// Counts the queued presence changes again (after the queue was cut down).
-    fn recount_presences(&mut self) {
-        self.presences = self
-            .queue
-            .iter()
-            .filter(|(m, _)| is_presence_change(m))
-            .count();
+    /// Drops the superseded presence changes from a full queue: whether that made room for
+    /// `len` more bytes under `limit` by freeing at least a quarter of it (a queue that barely
+    /// shrinks lags instead, so that it is not scanned again for every message).
+    fn room_without_superseded(&mut self, len: usize, limit: usize) -> bool {
+        let before = self.bytes;
+        self.queue.retain(|(message, _)| !message.is_superseded());
+        self.bytes = self.queue.iter().map(|(m, _)| m.queued_len()).sum();
+        before - self.bytes >= limit / 4 && self.bytes + len <= limit
     }
 
     /// While lagging, only replies to the session are kept; if they alone exceed `limit`, the
@@ -235,7 +223,6 @@ impl OutboxState {
     fn overflow(&mut self) -> Delivery {
         self.queue.clear();
         self.bytes = 0;
-        self.presences = 0;
         self.closed = Some(CloseReason::Overflow);
         Delivery::Closed
     }
@@ -267,19 +254,20 @@ impl Subscriber for Outbox {
             Delivery::Queued
         } else if state.lagging {
             state.keep_if_own(message, own, self.limit, Delivery::Queued)
-        } else if state.bytes + message.queued_len() > self.limit && !state.queue.is_empty() {
+        } else if state.bytes + message.queued_len() > self.limit
+            && !state.queue.is_empty()
+            && !state.room_without_superseded(message.queued_len(), self.limit)
+        {
             // Replies to the session survive; a snapshot still queued is superseded by the one
             // the coming resync brings.
             state
                 .queue
                 .retain(|(message, own)| *own && !message.is_snapshot());
             state.bytes = state.queue.iter().map(|(m, _)| m.queued_len()).sum();
-            state.recount_presences();
             state.lagging = true;
             state.resync_requested = false;
             state.keep_if_own(message, own, self.limit, Delivery::Lagged)
         } else {
-            state.coalesce_presence(message);
             state.push(message, own);
             Delivery::Queued
         };
@@ -296,11 +284,6 @@ impl Subscriber for Outbox {
         drop(state);
         Outbox::wake(waker);
     }
-}
-
-/// Whether `message` is one connection's presence change (not a presence snapshot).
-fn is_presence_change(message: &ServerMessage) -> bool {
-    message.kind() == ServerMessageKind::Presence && !message.is_presence_snapshot()
 }
 
 #[cfg(test)]
@@ -333,6 +316,28 @@ mod tests {
             "{}",
             None,
         )
+    }
+
+    #[test]
+    fn superseded_presences_are_dropped_before_the_outbox_would_lag() {
+        let outbox = Outbox::new(2000);
+        let cursor = |x: usize| ServerMessage::presence("n-1", &format!(r#"{{"x":{x}}}"#));
+        // 40 cursor moves of one connection (about 60 bytes each: more than the bound in
+        // all), each superseded by the next, as the model marks them.
+        let mut last = cursor(0);
+        for x in 1..=40 {
+            assert_eq!(outbox.deliver(&last, false), Delivery::Queued, "move {x}");
+            let next = cursor(x);
+            last.supersede();
+            last = next;
+        }
+        assert_eq!(outbox.deliver(&diff(1), false), Delivery::Queued);
+        assert!(outbox.queued_bytes() <= 2000);
+        let mut batch = Vec::new();
+        assert_eq!(outbox.try_recv(&mut batch), Some(Received::Messages));
+        // Every move delivered was superseded (the latest is still to come): only the diff.
+        assert_eq!(batch.len(), 1, "{batch:?}");
+        assert_eq!(batch[0].seq(), Some(1));
     }
 
     #[test]

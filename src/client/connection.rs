@@ -30,6 +30,12 @@ pub trait ClientConnection: Send {
     /// The client's replica of the model.
     fn replica(&self) -> &Replica;
 
+    /// Who else is connected to the model: the other connections' presences, by presence id
+    /// (PROTOCOL.md section 11), as of the last batch received.
+    fn presences(&self) -> &Map<String, Value> {
+        self.replica().presences()
+    }
+
     /// The model as this client sees it: the server's state plus its pending updates.
     fn state(&self) -> &Map<String, Value> {
         self.replica().state()

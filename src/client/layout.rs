@@ -149,6 +149,12 @@ impl<C: ClientConnection> Layout<C> {
         &self.root
     }
 
+    /// Who has the page open: the other connections' presences, by presence id (PROTOCOL.md
+    /// section 11), as of the last batch received. Pages that set no presence are not in it.
+    pub fn presences(&self) -> &Map<String, Value> {
+        self.connection.presences()
+    }
+
     /// The connection underneath.
     pub fn connection(&self) -> &C {
         &self.connection

@@ -77,6 +77,12 @@ pub(crate) enum Command {
 }
 
 impl Command {
+    /// Whether this is a presence change that a later one of the same id replaced before it
+    /// went out.
+    pub(crate) fn is_superseded(&self) -> bool {
+        matches!(self, Command::Presence { message, .. } if message.is_superseded())
+    }
+
     /// Bytes this command queues for subscribers (for the backlog bound); a snapshot counts
     /// as the model's size at the time.
     pub(crate) fn queued_len(&self, model_size: usize) -> usize {

@@ -1438,6 +1438,10 @@ impl ModelState {
         while self.releasable() {
             if let Some(queued) = self.commands.pop_front() {
                 bytes += queued.len;
+                if queued.command.is_superseded() {
+                    // A later change of the same presence id follows: it alone goes out.
+                    continue;
+                }
                 if let Some(at) = queued.at {
                     let now = *now.get_or_insert_with(Instant::now);
                     EngineMetrics::seconds(latency, now.saturating_duration_since(at));

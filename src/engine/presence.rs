@@ -16,12 +16,18 @@ use crate::store::RemotePresence;
 pub(crate) const NULL: &str = "null";
 
 /// The presences of one model: this node's connections', and those other nodes published.
+///
+/// Each is kept as the last change sent for it (a presence message): a newer change of the
+/// same id marks the older one superseded, so that a queue still holding it drops it, at any
+/// stage (the model's command queue, a subscriber's queue): a fan-out or a reader slower than
+/// the changes gets the latest of each id, never a backlog, at no cost per delivery.
 #[derive(Default)]
 pub(crate) struct Presences {
-    /// This node's connections that have a presence: their id and presence text.
-    local: HashMap<ClientId, (Arc<str>, Arc<str>)>,
-    /// Other nodes' connections, by presence id.
-    remote: HashMap<Arc<str>, Arc<str>>,
+    /// This node's connections: their presence id, and their last change (`null` once
+    /// cleared).
+    local: HashMap<ClientId, (Arc<str>, ServerMessage)>,
+    /// Other nodes' connections that have a presence, by presence id: their last change.
+    remote: HashMap<Arc<str>, ServerMessage>,
 }
 
 impl Presences {
@@ -31,7 +37,10 @@ impl Presences {
             local: HashMap::new(),
             remote: remote
                 .into_iter()
-                .map(|p| (Arc::from(p.id), Arc::from(p.json)))
+                .map(|p| {
+                    let message = ServerMessage::presence(&p.id, &p.json);
+                    (Arc::from(p.id), message)
+                })
                 .collect(),
         }
     }
@@ -44,17 +53,23 @@ impl Presences {
         id: &Arc<str>,
         json: &str,
     ) -> Option<ServerMessage> {
-        if json == NULL {
-            return self.leave(client);
+        let message = ServerMessage::presence(id, json);
+        match self.local.insert(client, (id.clone(), message.clone())) {
+            Some((_, earlier)) => earlier.supersede(),
+            None if json == NULL => {
+                self.local.remove(&client);
+                return None;
+            }
+            None => {}
         }
-        self.local.insert(client, (id.clone(), Arc::from(json)));
-        Some(ServerMessage::presence(id, json))
+        Some(message)
     }
 
     /// Connection `client` left: the `null` for its id, if it had a presence.
     pub(crate) fn leave(&mut self, client: ClientId) -> Option<ServerMessage> {
-        let (id, _) = self.local.remove(&client)?;
-        Some(ServerMessage::presence(&id, NULL))
+        let (id, earlier) = self.local.remove(&client)?;
+        earlier.supersede();
+        (!earlier.is_null()).then(|| ServerMessage::presence(&id, NULL))
     }
 
     /// Another node's presence change: whether it changed anything here (a `null` for an id
@@ -63,12 +78,14 @@ impl Presences {
         let Some(id) = message.presence_of() else {
             return false;
         };
-        if message.is_null() {
-            return self.remote.remove(id.as_str()).is_some();
+        let earlier = match message.is_null() {
+            true => self.remote.remove(id.as_str()),
+            false => self.remote.insert(Arc::from(id), message.clone()),
+        };
+        if let Some(earlier) = &earlier {
+            earlier.supersede();
         }
-        self.remote
-            .insert(Arc::from(id), Arc::from(message.content_json()));
-        true
+        earlier.is_some() || !message.is_null()
     }
 
     /// Replaces the other nodes' presences with `remote` (what the store holds now, read
@@ -78,13 +95,23 @@ impl Presences {
         let mut changes = Vec::new();
         for presence in remote {
             let id: Arc<str> = presence.id.into();
-            let json: Arc<str> = presence.json.into();
-            if old.remove(&id).as_deref() != Some(&*json) {
-                changes.push(ServerMessage::presence(&id, &json));
-            }
-            self.remote.insert(id, json);
+            let message = match old.remove(&id) {
+                Some(kept) if kept.content_json() == presence.json => kept,
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        earlier.supersede();
+                    }
+                    let message = ServerMessage::presence(&id, &presence.json);
+                    changes.push(message.clone());
+                    message
+                }
+            };
+            self.remote.insert(id, message);
         }
-        changes.extend(old.keys().map(|id| ServerMessage::presence(id, NULL)));
+        for (id, earlier) in old {
+            earlier.supersede();
+            changes.push(ServerMessage::presence(&id, NULL));
+        }
         changes
     }
 
@@ -97,24 +124,33 @@ impl Presences {
             .cloned()
             .collect();
         gone.into_iter()
-            .map(|id| {
-                self.remote.remove(&id);
-                ServerMessage::presence(&id, NULL)
+            .filter_map(|id| {
+                let earlier = self.remote.remove(&id)?;
+                earlier.supersede();
+                Some(ServerMessage::presence(&id, NULL))
             })
             .collect()
+    }
+
+    /// Every connection's presence but `except`'s, as (id, JSON text).
+    fn current(&self, except: Option<ClientId>) -> impl Iterator<Item = (&Arc<str>, &str)> {
+        let local = self
+            .local
+            .iter()
+            .filter(move |(client, (_, last))| Some(**client) != except && !last.is_null())
+            .map(|(_, (id, last))| (id, last.content_json()));
+        let remote = self
+            .remote
+            .iter()
+            .map(|(id, last)| (id, last.content_json()));
+        local.chain(remote)
     }
 
     /// The presence snapshot for connection `own` (its presence id `own_id`): every other
     /// connection's presence.
     pub(crate) fn snapshot(&self, own: ClientId, own_id: Arc<str>) -> ServerMessage {
         let mut text = String::from("{");
-        let others = self
-            .local
-            .iter()
-            .filter(|(client, _)| **client != own)
-            .map(|(_, (id, json))| (id, json))
-            .chain(self.remote.iter());
-        for (i, (id, json)) in others.enumerate() {
+        for (i, (id, json)) in self.current(Some(own)).enumerate() {
             if i > 0 {
                 text.push(',');
             }
@@ -128,10 +164,7 @@ impl Presences {
 
     /// Every presence, by id (for server code).
     pub(crate) fn all(&self) -> Map<String, Value> {
-        self.local
-            .values()
-            .map(|(id, json)| (id, json))
-            .chain(self.remote.iter())
+        self.current(None)
             .map(|(id, json)| {
                 let value = serde_json::from_str(json).unwrap_or(Value::Null);
                 (id.to_string(), value)
@@ -189,6 +222,23 @@ mod tests {
         assert!(table.leave(one).is_none(), "announced once");
         assert_eq!(table.forget_node("b").len(), 1);
         assert!(table.all().is_empty());
+    }
+
+    #[test]
+    fn a_change_supersedes_the_last_one_of_its_id() {
+        let mut table = Presences::default();
+        let (client, id) = (ClientId(1), presence_id("a", ClientId(1)));
+        let first = table.set(client, &id, r#"{"x":1}"#).unwrap();
+        let cleared = table.set(client, &id, NULL).unwrap();
+        assert!(first.is_superseded() && !cleared.is_superseded());
+        let again = table.set(client, &id, r#"{"x":2}"#).unwrap();
+        assert!(cleared.is_superseded());
+        let gone = table.leave(client).unwrap();
+        assert!(again.is_superseded() && gone.is_null() && !gone.is_superseded());
+        let remote = ServerMessage::presence("b-1", r#"{"y":1}"#);
+        table.receive(&remote);
+        assert_eq!(table.forget_node("b").len(), 1);
+        assert!(remote.is_superseded());
     }
 
     #[test]

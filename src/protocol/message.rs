@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -66,6 +67,9 @@ struct Inner {
     ids: Vec<MessageId>,
     duplicate: bool,
     presence_id: Option<Arc<str>>,
+    /// A presence change that a later change of the same id replaced: whoever still holds it
+    /// unsent drops it (the later one follows).
+    superseded: AtomicBool,
     content: OnceLock<Map<String, Value>>,
     /// The stream-mode text inside `[` and `]`: the message is its own one-message frame, which
     /// a transport shares with every subscriber without copying it.
@@ -119,6 +123,7 @@ impl ServerMessage {
             ids: header.ids,
             duplicate: header.duplicate,
             presence_id: header.presence_id,
+            superseded: AtomicBool::new(false),
             content: cell,
             frame: Bytes::from(text),
             content_start,
@@ -274,6 +279,18 @@ impl ServerMessage {
             return None;
         }
         serde_json::from_str(self.0.id.as_ref()?.as_json()).ok()
+    }
+
+    /// Marks this presence change as replaced by a later change of the same id: every queue
+    /// that still holds it unsent drops it (one store, however many subscribers share it).
+    pub(crate) fn supersede(&self) {
+        self.0.superseded.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a later change of the same presence id replaced this one before it was sent:
+    /// sending it would only show a presence that is no longer true.
+    pub fn is_superseded(&self) -> bool {
+        self.0.superseded.load(Ordering::Relaxed)
     }
 
     /// Whether the content is `null` (a presence cleared, or gone with its connection).

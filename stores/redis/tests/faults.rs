@@ -263,11 +263,13 @@ async fn a_client_ahead_of_a_lagging_node_gets_the_missed_diffs_not_an_older_sta
     );
     let mut resumed = Client::resume(&b, "m", replica).await.unwrap();
     let mut diffs = Vec::new();
-    let first = recv(&mut resumed).await;
+    let mut first = recv(&mut resumed).await;
     assert!(
         first.iter().all(|m| !m.is_snapshot()),
         "no snapshot: the missed diffs"
     );
+    // Who is here comes before the missed diffs.
+    assert!(first.remove(0).is_presence_snapshot());
     assert_eq!(
         first[0].seq(),
         Some(at + 1),

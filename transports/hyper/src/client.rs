@@ -164,6 +164,19 @@ impl WsClient {
             .await
     }
 
+    /// Sets this connection's presence (a JSON object of at most 4 KiB), or clears it
+    /// (`None`): the model's other stream-mode clients see it (PROTOCOL.md section 11). At
+    /// most 20 a second are accepted; past that the server answers `rate_limited`.
+    pub async fn set_presence(&mut self, presence: Option<Value>) -> Result<(), WsClientError> {
+        let presence = match presence {
+            Some(Value::Object(map)) => Some(map),
+            Some(_) => return Err(WsClientError::NotAnObject),
+            None => None,
+        };
+        let message = self.replica.set_presence(presence);
+        self.send_frame(&Frame::new(vec![message])).await
+    }
+
     /// Sends a frame built in code, as is.
     pub async fn send_frame(&mut self, frame: &Frame) -> Result<(), WsClientError> {
         self.send_text(frame.to_json()).await

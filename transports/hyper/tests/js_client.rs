@@ -463,3 +463,87 @@ async fn an_error_naming_no_id_settles_the_oldest_unanswered_frame() {
     );
     assert!(outcome["key"].as_str().unwrap().len() >= 8, "{outcome}");
 }
+
+#[tokio::test]
+#[cfg_attr(
+    purly_no_chromium,
+    ignore = "no chromium on this machine (.ci/run installs Debian's)"
+)]
+async fn browsers_and_a_rust_client_see_who_is_here() {
+    let Some(setup) = setup().await else {
+        return;
+    };
+    let (browser, server) = (&setup.browser, &setup.server);
+    let mut first = open_client(browser, server).await;
+    let mut second = open_client(browser, server).await;
+    let mut rust = common::within(WsClient::connect(&server.url("/m/stream")))
+        .await
+        .unwrap();
+    let ids = first.eval("c.presenceId").await;
+    let first_id = ids.as_str().unwrap().to_owned();
+    let second_id = second
+        .eval("c.presenceId")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(first_id, second_id);
+
+    // A cursor moved 100 times at once: the client sends at most 20 a second (the latest
+    // wins), so the server refuses none, and the others end with the last position.
+    first
+        .eval(
+            "window.changes = [];
+             c.on('presence', (all, change) => changes.push(change));
+             for (let i = 0; i < 100; i++) c.setPresence({ name: 'first', x: i });
+             true",
+        )
+        .await;
+    assert!(
+        second
+            .wait_for(&format!("c.presence['{first_id}']?.x === 99"))
+            .await
+    );
+    rust.set_presence(Some(purly::serde_json::json!({"name": "rust"})))
+        .await
+        .unwrap();
+    while rust.replica().presence_id().is_none() {
+        tokio::time::timeout(TIMEOUT, rust.recv()).await.unwrap();
+    }
+    let rust_id = rust.replica().presence_id().unwrap().to_owned();
+    assert!(
+        first
+            .wait_for(&format!("c.presence['{rust_id}']?.name === 'rust'"))
+            .await
+    );
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while rust.replica().presences().get(&first_id).map(|p| &p["x"]) != Some(&Value::from(99)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Rust client never saw x = 99"
+        );
+        tokio::time::timeout(TIMEOUT, rust.recv()).await.unwrap();
+    }
+    assert_eq!(
+        first.eval("JSON.stringify(errors)").await,
+        "[]",
+        "nothing refused"
+    );
+
+    // The first page closes its client: gone from the others' `presence`, with an event.
+    first.eval("c.close(); true").await;
+    assert!(
+        second
+            .wait_for(&format!("!('{first_id}' in c.presence)"))
+            .await
+    );
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while rust.replica().presences().contains_key(&first_id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Rust client still sees it"
+        );
+        tokio::time::timeout(TIMEOUT, rust.recv()).await.unwrap();
+    }
+    assert!(second.eval("c.presence[c.presenceId] === undefined").await == Value::Bool(true));
+}

@@ -92,6 +92,15 @@ export class PurlyClient {
   update(patch: JsonObject, options?: UpdateOptions): Promise<number>;
   /** Relays `content` to the model's other clients; returns whether it was sent. */
   signal(content: JsonObject): boolean;
+  /** The other connections' presences, by presence id (PROTOCOL.md section 11). */
+  readonly presence: { [id: string]: JsonObject };
+  /** This connection's presence id (null until joined). */
+  readonly presenceId: string | null;
+  /**
+   * Sets this client's presence (at most 4 KiB of JSON), or clears it with `null`: at most 20
+   * go out a second (the latest wins), and it is sent again after every reconnection.
+   */
+  setPresence(presence: JsonObject | null): void;
   /** Sends an update and a signal in one frame: both are applied, or neither. */
   send(frame: { update?: JsonObject; signal?: JsonObject; timeout?: number }): Promise<number | null>;
   /** Calls `listener` after every change of `state`; returns a function that unsubscribes. */
@@ -102,6 +111,14 @@ export class PurlyClient {
   on(event: "error", listener: (error: PurlyError) => void): () => void;
   /** Signals from the model's other clients. */
   on(event: "signal", listener: (content: JsonObject, from: { origin: number }) => void): () => void;
+  /** One connection's presence changed (`content` null: gone), or the whole set was replaced. */
+  on(
+    event: "presence",
+    listener: (
+      presence: { [id: string]: JsonObject },
+      change: { id: string; content: JsonObject | null } | { snapshot: true },
+    ) => void,
+  ): () => void;
   /** Closes the connection for good; pending updates are rejected. */
   close(): void;
 }

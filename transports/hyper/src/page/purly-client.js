@@ -23,6 +23,9 @@ const KEY_STORAGE = "purly-client-key:";
 // Keys in use by clients of this page: two clients of one model never share one.
 const keysInUse = new Set();
 
+/** The least time between two presence messages of one client (the server takes 20 a second). */
+const PRESENCE_INTERVAL_MS = 55;
+
 function randomKey() {
   const bytes = new Uint8Array(16);
   if (globalThis.crypto && globalThis.crypto.getRandomValues) {
@@ -141,7 +144,16 @@ export class PurlyClient {
     // Ids start from the clock (microseconds), so a key reused after a reload never repeats one.
     this._nextId = 0;
     this._listeners = new Set();
-    this._events = { status: new Set(), error: new Set(), signal: new Set() };
+    this._events = { status: new Set(), error: new Set(), signal: new Set(), presence: new Set() };
+    /** The other connections' presences, by presence id (PROTOCOL.md section 11; do not mutate). */
+    this.presence = blank();
+    /** This connection's presence id (null until joined; a new one on every connection). */
+    this.presenceId = null;
+    // This client's own presence (undefined: never set), sent again on every connection.
+    this._myPresence = undefined;
+    // At most 20 presence messages a second go out; between them, only the latest waits.
+    this._presenceSentAt = 0;
+    this._presenceTimer = null;
     this._wire = null;
     this._timer = null;
     /** The model's version this copy holds (null before the first state). */
@@ -190,6 +202,35 @@ export class PurlyClient {
   }
 
   /**
+   * Sets this client's presence (an object of at most 4 KiB of JSON: who it is, where its
+   * cursor is) for the model's other clients, or clears it (`null`). It is not part of the
+   * model. Call it as often as you like: at most 20 go out a second, the latest winning, and
+   * it is sent again after every reconnection. Others see it in their `presence`.
+   */
+  setPresence(presence) {
+    if (presence !== null && !isObject(presence)) {
+      throw new TypeError("a presence is an object, or null to clear it");
+    }
+    this._myPresence = presence === null ? null : copy(presence);
+    this._flushPresence();
+  }
+
+  // Sends this client's presence now, or once 50 ms passed since the last one.
+  _flushPresence() {
+    if (this._presenceTimer !== null || this._myPresence === undefined) return;
+    const wait = this._presenceSentAt + PRESENCE_INTERVAL_MS - Date.now();
+    if (wait > 0) {
+      this._presenceTimer = setTimeout(() => {
+        this._presenceTimer = null;
+        this._flushPresence();
+      }, wait);
+      return;
+    }
+    const message = { header: { type: "presence", version: "0.1" }, content: this._myPresence };
+    if (this._send([message])) this._presenceSentAt = Date.now();
+  }
+
+  /**
    * Sends an update and a signal in one frame: both are applied, or neither (the signal is
    * relayed only if the update is accepted). Either may be left out. Returns the update's
    * promise (or a resolved one without an update).
@@ -233,12 +274,14 @@ export class PurlyClient {
 
   /**
    * Listens to `status` (the new status), `error` (a `PurlyError` for every error frame, also
-   * those that reject an update's promise) or `signal` (`content, { origin }`). Returns a
-   * function that stops listening.
+   * those that reject an update's promise), `signal` (`content, { origin }`) or `presence`
+   * (`presence, { id, content }` for one connection's change, `content` null when it left or
+   * cleared it; `presence, { snapshot: true }` when the whole set was replaced, on each
+   * connection). Returns a function that stops listening.
    */
   on(event, listener) {
     const listeners = this._events[event];
-    if (!listeners) throw new TypeError(`no event ${event}: status, error or signal`);
+    if (!listeners) throw new TypeError(`no event ${event}: status, error, signal or presence`);
     listeners.add(listener);
     return () => listeners.delete(listener);
   }
@@ -247,6 +290,7 @@ export class PurlyClient {
   close() {
     if (this.status === "closed") return;
     clearTimeout(this._timer);
+    clearTimeout(this._presenceTimer);
     const wire = this._wire;
     this._wire = null;
     if (wire) wire.close();
@@ -302,6 +346,8 @@ export class PurlyClient {
     if (this._pending.length > 0) {
       this._send(this._pending.map((p) => updateMessage(p.id, p.patch)));
     }
+    // A new connection has no presence yet: this client's goes out again.
+    if (this._myPresence !== undefined && this._myPresence !== null) this._flushPresence();
   }
 
   _closed(wire) {
@@ -350,8 +396,12 @@ export class PurlyClient {
     for (const message of frame) {
       const header = isObject(message) && isObject(message.header) ? message.header : null;
       if (!header) continue;
+      if (typeof header.presence_id === "string") this.presenceId = header.presence_id;
       const content = isObject(message.content) ? message.content : blank();
       switch (header.type) {
+        case "presence":
+          this._presence(header, isObject(message.content) ? message.content : null);
+          break;
         case "update":
           if (!this._update(header, content)) return;
           break;
@@ -446,6 +496,22 @@ export class PurlyClient {
       this._notify(null, { source: "rollback", keys });
     }
     this._emit("error", error);
+  }
+
+  _presence(header, content) {
+    if (header.snapshot === true) {
+      this.presence = content ?? blank();
+      this._emit("presence", this.presence, { snapshot: true });
+      return;
+    }
+    if (typeof header.id !== "string") return;
+    if (content === null) {
+      if (!has(this.presence, header.id)) return;
+      delete this.presence[header.id];
+    } else {
+      this.presence[header.id] = content;
+    }
+    this._emit("presence", this.presence, { id: header.id, content });
   }
 
   _changed(patch, info) {
