@@ -31,47 +31,42 @@ use server_stats::ServerStats;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+/// What presence costs: N clients on one model moving a cursor, as presence or as updates.
+#[derive(clap::Parser)]
 struct Args {
+    /// The model's stream URL (loopback only).
+    #[arg(long, default_value = "ws://127.0.0.1:8000/room/stream")]
     url: String,
+    /// How many clients (at least 2).
+    #[arg(long, default_value_t = 1000)]
     clients: usize,
+    /// Moves per second, per client.
+    #[arg(long, default_value_t = 10.0)]
     rate: f64,
+    /// How long the clients send (at most 600 s).
+    #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    presence: bool,
+    /// `presence`, or `update` (the same moves as changes of the model).
+    #[arg(long, value_enum, default_value_t = Mode::Presence)]
+    mode: Mode,
+    /// The server's process id: its CPU time and memory are reported.
+    #[arg(long)]
     pid: Option<u32>,
+    /// Print one JSON line.
+    #[arg(long)]
     json: bool,
 }
 
+/// What a move is sent as.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Presence,
+    Update,
+}
+
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        url: "ws://127.0.0.1:8000/room/stream".into(),
-        clients: 1000,
-        rate: 10.0,
-        seconds: 10.0,
-        presence: true,
-        pid: None,
-        json: false,
-    };
-    let mut words = std::env::args().skip(1);
-    while let Some(word) = words.next() {
-        let mut value = || words.next().ok_or(format!("{word} needs a value"));
-        let number = |v: String| v.parse::<f64>().map_err(|e| format!("{v}: {e}"));
-        match word.as_str() {
-            "--url" => args.url = value()?,
-            "--clients" => args.clients = number(value()?)? as usize,
-            "--rate" => args.rate = number(value()?)?,
-            "--seconds" => args.seconds = number(value()?)?.clamp(0.1, 600.0),
-            "--mode" => {
-                args.presence = match value()?.as_str() {
-                    "presence" => true,
-                    "update" => false,
-                    other => return Err(format!("--mode {other}: presence or update")),
-                }
-            }
-            "--pid" => args.pid = Some(number(value()?)? as u32),
-            "--json" => args.json = true,
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
+    let mut args = <Args as clap::Parser>::parse();
+    args.seconds = args.seconds.clamp(0.1, 600.0);
     let host = args.url.split("//").nth(1).unwrap_or("");
     if !(host.starts_with("127.") || host.starts_with("localhost")) {
         return Err("presence_load talks to loopback servers only".into());
@@ -159,7 +154,7 @@ async fn run(args: &Args) -> Result<Value, String> {
                 }
             }
         });
-        let (counts, stop, presence) = (counts.clone(), stop.clone(), args.presence);
+        let (counts, stop, presence) = (counts.clone(), stop.clone(), args.mode == Mode::Presence);
         tasks.spawn(async move {
             // Each client on its own clock, spread over the first period.
             let offset = period.mul_f64(k as f64 / 1000.0 % 1.0);
@@ -204,7 +199,7 @@ async fn run(args: &Args) -> Result<Value, String> {
     let sent = counts.sent.load(Ordering::Relaxed);
     let received = counts.received.load(Ordering::Relaxed);
     let mut report = json!({
-        "mode": if args.presence { "presence" } else { "update" },
+        "mode": if args.mode == Mode::Presence { "presence" } else { "update" },
         "clients": args.clients,
         "offered_per_second": args.clients as f64 * args.rate,
         "sent_per_second": (sent as f64 / seconds).round(),

@@ -50,8 +50,8 @@ pub(crate) enum Command {
     Resync {
         id: ClientId,
         snapshot: Arc<Snapshot>,
-        /// The presence snapshot that follows it (stream mode).
-        presence: Option<ServerMessage>,
+        /// The presence snapshot that follows it.
+        presence: ServerMessage,
     },
     /// A message for every subscriber (its sender too, as the lag policy says).
     Broadcast(ServerMessage),
@@ -97,9 +97,7 @@ impl Command {
         };
         match self {
             Command::Join { first, .. } => first_len(first),
-            Command::Resync { presence, .. } => {
-                model_size + presence.as_ref().map_or(0, ServerMessage::queued_len)
-            }
+            Command::Resync { presence, .. } => model_size + presence.queued_len(),
             Command::Broadcast(message)
             | Command::Relayed(message)
             | Command::Presence { message, .. }
@@ -143,9 +141,7 @@ impl Fanout {
                 presence,
             } => {
                 self.deliver_to(id, snapshot.message(), true);
-                if let Some(presence) = presence {
-                    self.deliver_to(id, &presence, true);
-                }
+                self.deliver_to(id, &presence, true);
             }
             Command::Presence { from, message } => self.broadcast_presence(&message, from),
             Command::Reply { to, message } => self.deliver_to(to, &message, true),
@@ -354,7 +350,7 @@ mod tests {
         fanout.run(Command::Resync {
             id: ClientId(1),
             snapshot: Snapshot::new(1, "e".into(), Arc::new(Map::new())),
-            presence: None,
+            presence: ServerMessage::presence_snapshot("n-1".into(), "{}"),
         });
         fanout.run(Command::Reply {
             to: ClientId(1),
@@ -366,6 +362,8 @@ mod tests {
                 (Some(0), false),
                 (Some(1), false),
                 (Some(1), true),
+                // The presence snapshot, right after the resync's snapshot.
+                (None, true),
                 (Some(2), true)
             ]
         );

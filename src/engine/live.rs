@@ -369,7 +369,7 @@ impl LiveModel {
                 return Err(SendError::Closed);
             }
             let snapshot = self.current_snapshot(&mut state);
-            let presence = Some(self.presence_snapshot(&state, id));
+            let presence = self.presence_snapshot(&state, id);
             state.enqueue(Command::Resync {
                 id,
                 snapshot: snapshot.clone(),
