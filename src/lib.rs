@@ -139,9 +139,9 @@ pub use merge::{merge_diff, Change};
 pub use model::{DefaultModel, Model, ModelFactory, Rejection};
 pub use outbox::{Outbox, Received};
 pub use protocol::{
-    encode_frame, encode_frame_bytes, parse_frame, parse_server_frame, ClientId, ClientKey,
-    Content, Frame, Message, MessageId, MessageKind, Mode, ModelName, ServerMessage,
-    ServerMessageKind, MAX_CLIENT_KEY_LEN, MAX_MODEL_NAME_LEN, MIN_CLIENT_KEY_LEN,
+    encode_frame, encode_frame_bytes, encode_named_frame, parse_frame, parse_server_frame,
+    ClientId, ClientKey, Content, Frame, Message, MessageId, MessageKind, Mode, ModelName,
+    ServerMessage, ServerMessageKind, MAX_CLIENT_KEY_LEN, MAX_MODEL_NAME_LEN, MIN_CLIENT_KEY_LEN,
     PROTOCOL_VERSION,
 };
 pub use store::{

@@ -238,7 +238,18 @@ impl ServerMessage {
     /// Transports call it for the snapshots they write, so that the engine's copy, shared by
     /// every joiner, stays one.
     pub fn with_presence_id(&self, id: &str) -> Self {
-        let header = Header {
+        let content = self.0.content.get().cloned();
+        Self::new(
+            self.0.kind,
+            self.named_header(id),
+            self.content_json(),
+            content,
+        )
+    }
+
+    /// This message's header with `presence_id` set to `id`.
+    fn named_header(&self, id: &str) -> Header {
+        Header {
             snapshot: self.0.snapshot,
             seq: self.0.seq,
             epoch: self.0.epoch.clone(),
@@ -247,9 +258,7 @@ impl ServerMessage {
             ids: self.0.ids.clone(),
             duplicate: self.0.duplicate,
             presence_id: Some(id.into()),
-        };
-        let content = self.0.content.get().cloned();
-        Self::new(self.0.kind, header, self.content_json(), content)
+        }
     }
 
     /// The message type.
@@ -542,6 +551,39 @@ pub fn encode_frame_bytes(messages: &[ServerMessage], mode: Mode) -> Bytes {
     }
 }
 
+/// The stream-mode frame of `messages` for the connection whose presence id is `presence_id`:
+/// each model snapshot's header names it (PROTOCOL.md section 11). Returned as chunks whose
+/// concatenation is the frame, so that a snapshot's content (the whole model, shared by every
+/// joiner of its version) is never copied: a WebSocket transport writes the chunks as the
+/// fragments of one message. One chunk when there is no snapshot to name.
+pub fn encode_named_frame(messages: &[ServerMessage], presence_id: &str) -> Vec<Bytes> {
+    let named = |m: &ServerMessage| m.is_snapshot() && m.presence_id().is_none();
+    if !messages.iter().any(named) {
+        return vec![encode_frame_bytes(messages, Mode::Stream)];
+    }
+    let mut chunks = Vec::new();
+    let mut text: Vec<u8> = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        text.push(if i == 0 { b'[' } else { b',' });
+        if named(message) {
+            let mut prefix = String::new();
+            message
+                .named_header(presence_id)
+                .write_prefix(message.0.kind.as_str(), &mut prefix);
+            text.extend_from_slice(prefix.as_bytes());
+            chunks.push(Bytes::from(std::mem::take(&mut text)));
+            let end = message.0.frame.len().saturating_sub(2);
+            chunks.push(message.0.frame.slice(message.0.content_start.min(end)..end));
+            text.push(b'}');
+        } else {
+            text.extend_from_slice(message.bytes(1, 1));
+        }
+    }
+    text.push(b']');
+    chunks.push(Bytes::from(text));
+    chunks
+}
+
 /// Several messages as one stream-mode frame: the bytes of each one's own frame without its
 /// brackets, joined by commas, in one allocation of the exact size. The bytes are not read as
 /// text again (each subscriber's batch would be checked for UTF-8 once per subscriber).
@@ -633,6 +675,50 @@ mod tests {
             .ends_with(r#""content":{"a":"é\"","b":[1,{"c":null}]}}"#));
         let parsed = parse_server_frame(std::str::from_utf8(&one.frame()).unwrap()).unwrap();
         assert_eq!(parsed[0].seq(), Some(1));
+    }
+
+    #[test]
+    fn a_named_frame_shares_the_snapshots_content_and_reads_as_the_named_copy() {
+        let snapshot = ServerMessage::new(
+            ServerMessageKind::Update,
+            Header {
+                seq: Some(7),
+                epoch: Some("e".into()),
+                snapshot: true,
+                ..Header::default()
+            },
+            r#"{"big":"state"}"#,
+            None,
+        );
+        let presence = ServerMessage::presence_snapshot("n-2".into(), "{}");
+        let after = diff(8, serde_json::json!({"b": 1}));
+        for messages in [
+            vec![snapshot.clone()],
+            vec![snapshot.clone(), presence.clone(), after.clone()],
+            vec![after.clone(), snapshot.clone(), snapshot.clone()],
+        ] {
+            let chunks = encode_named_frame(&messages, "n-2");
+            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            let named: Vec<ServerMessage> = messages
+                .iter()
+                .map(|m| match m.is_snapshot() {
+                    true => m.with_presence_id("n-2"),
+                    false => m.clone(),
+                })
+                .collect();
+            assert_eq!(joined, encode_frame(&named, Mode::Stream).as_bytes());
+            let content = &snapshot.0.frame[snapshot.0.content_start..];
+            assert!(
+                chunks.iter().any(|c| c.as_ptr() == content.as_ptr()),
+                "the snapshot's content is shared, not copied"
+            );
+            let parsed = parse_server_frame(std::str::from_utf8(&joined).unwrap()).unwrap();
+            assert_eq!(parsed[0].presence_id().is_some(), messages[0].is_snapshot());
+        }
+        // Nothing to name: the usual single shared frame.
+        let plain = encode_named_frame(std::slice::from_ref(&after), "n-2");
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain[0].as_ptr(), after.frame().as_ptr());
     }
 
     #[test]

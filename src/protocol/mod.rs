@@ -17,6 +17,7 @@ pub(crate) use header::Header;
 pub use identity::{ClientId, MessageId, Mode, PROTOCOL_VERSION};
 pub(crate) use message::object_json;
 pub use message::{
-    encode_frame, encode_frame_bytes, parse_server_frame, ServerMessage, ServerMessageKind,
+    encode_frame, encode_frame_bytes, encode_named_frame, parse_server_frame, ServerMessage,
+    ServerMessageKind,
 };
 pub use name::{ModelName, MAX_MODEL_NAME_LEN};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper_tungstenite::tungstenite::error::ProtocolError;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
@@ -13,8 +14,8 @@ use hyper_tungstenite::tungstenite::protocol::frame::Frame;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use purly::{
-    encode_frame_bytes, CloseReason, ErrorCode, FrameError, Mode, Outbox, Received, ServerMessage,
-    Session,
+    encode_frame_bytes, encode_named_frame, CloseReason, ErrorCode, FrameError, Mode, Outbox,
+    Received, ServerMessage, Session,
 };
 use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 
@@ -66,6 +67,9 @@ where
         Mode::Compat => Box::pin(socket_loop.compat()).await,
     }
 }
+
+/// A frame with a snapshot larger than this is written in fragments, not copied.
+const FRAGMENT_ABOVE: usize = 64 << 10;
 
 struct SocketLoop<'a, S> {
     ws: &'a mut S,
@@ -306,16 +310,51 @@ where
 
     /// Writes the batch as one frame and empties it (keeping its capacity).
     async fn write_batch(&mut self, mode: Mode) -> Result<(), Ending> {
+        if mode == Mode::Stream && self.batch.iter().any(ServerMessage::is_snapshot) {
+            return self.write_named().await;
+        }
         self.send(|this| this.take_frame(mode)).await
+    }
+
+    /// Writes a batch with a model snapshot, which names this connection's presence id
+    /// (PROTOCOL.md section 11). A large one goes out as one message in several frames: the
+    /// snapshot's content, shared by every joiner of its version, is written as it is, never
+    /// copied (200 joiners of a 4 MB model do not make 800 MB of copies). A small one is
+    /// copied into one frame, as every other message is sent.
+    async fn write_named(&mut self) -> Result<(), Ending> {
+        let mut chunks = encode_named_frame(&self.batch, &self.session.presence_id());
+        let len = chunks.iter().map(Bytes::len).sum();
+        if len <= FRAGMENT_ABOVE && chunks.len() > 1 {
+            chunks = vec![Bytes::from(chunks.concat())];
+        }
+        self.count_frame(len);
+        self.batch.clear();
+        let last = chunks.len().saturating_sub(1);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let opcode = match i {
+                0 => OpData::Text,
+                _ => OpData::Continue,
+            };
+            let frame = Frame::message(chunk, OpCode::Data(opcode), i == last);
+            self.send(|_| Message::Frame(frame)).await?;
+        }
+        Ok(())
     }
 
     /// The batch as one frame, counted; the batch is left empty.
     fn take_frame(&mut self, mode: Mode) -> Message {
-        if mode == Mode::Stream {
-            self.session.name_snapshots(&mut self.batch);
-        }
         // A lone message is shared with every subscriber it goes to, not copied.
         let frame = encode_frame_bytes(&self.batch, mode);
+        self.count_frame(frame.len());
+        self.batch.clear();
+        // A text frame of the bytes as they are. They were written as a string; going through
+        // tungstenite's `Utf8Bytes` would check them for UTF-8 again on every write, i.e. once
+        // per subscriber for a shared frame.
+        Message::Frame(Frame::message(frame, OpCode::Data(OpData::Text), true))
+    }
+
+    /// Counts the batch about to be written as a frame of `len` bytes.
+    fn count_frame(&mut self, len: usize) {
         self.metrics.frames_sent.increment(1);
         self.metrics
             .messages_sent
@@ -324,13 +363,8 @@ where
         // than counting it).
         self.writes = self.writes.wrapping_add(1);
         if self.writes % 16 == 1 {
-            self.metrics.queued_bytes.record(frame.len() as f64);
+            self.metrics.queued_bytes.record(len as f64);
         }
-        self.batch.clear();
-        // A text frame of the bytes as they are. They were written as a string; going through
-        // tungstenite's `Utf8Bytes` would check them for UTF-8 again on every write, i.e. once
-        // per subscriber for a shared frame.
-        Message::Frame(Frame::message(frame, OpCode::Data(OpData::Text), true))
     }
 
     /// Writes one message and flushes it, within `write_timeout`.
@@ -576,12 +610,32 @@ mod tests {
         );
     }
 
+    /// The next text message the loop wrote, its fragments joined (a snapshot goes out in
+    /// several frames: PROTOCOL.md section 11).
     async fn next_text(out: &mut mpsc::UnboundedReceiver<Message>) -> String {
-        let message = tokio::time::timeout(Duration::from_secs(5), out.recv())
-            .await
-            .expect("the loop writes within 5 s")
-            .expect("the loop is running");
-        text_of(&message).unwrap_or_else(|| panic!("expected a text frame, got {message:?}"))
+        let mut text = Vec::new();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(5), out.recv())
+                .await
+                .expect("the loop writes within 5 s")
+                .expect("the loop is running");
+            match message {
+                Message::Text(whole) if text.is_empty() => return whole.to_string(),
+                Message::Frame(frame)
+                    if matches!(
+                        frame.header().opcode,
+                        OpCode::Data(OpData::Text | OpData::Continue)
+                    ) =>
+                {
+                    let last = frame.header().is_final;
+                    text.extend_from_slice(frame.payload());
+                    if last {
+                        return String::from_utf8(text).expect("a text message is UTF-8");
+                    }
+                }
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
     }
 
     /// The text of a text frame the loop wrote (as a message or as a raw frame), checked for
@@ -597,6 +651,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_large_snapshot_goes_out_in_fragments_that_name_the_connection() {
+        let engine = Engine::default();
+        let mut big = purly::serde_json::Map::new();
+        big.insert("big".into(), "x".repeat(200 << 10).into());
+        engine.update("m", big).wait().unwrap();
+        let (outbox, session) = joined(&engine);
+        let (to_loop, incoming) = mpsc::unbounded_channel();
+        let (outgoing, mut from_loop) = mpsc::unbounded_channel();
+        let mut pipe = Pipe { incoming, outgoing };
+        let config = ServerConfig::default();
+        let metrics = TransportMetrics::register();
+        let task = async { run(&mut pipe, &session, &outbox, &config, &metrics).await };
+        let test = async {
+            let mut fragments = Vec::new();
+            loop {
+                let message = tokio::time::timeout(Duration::from_secs(5), from_loop.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let Message::Frame(frame) = message else {
+                    panic!("a raw frame: {message:?}");
+                };
+                let last = frame.header().is_final;
+                fragments.push((frame.header().opcode, frame.into_payload()));
+                if last {
+                    break;
+                }
+            }
+            // A text frame, then continuations: the 200 KiB content is one of them, as is.
+            assert!(fragments.len() >= 3, "{} fragments", fragments.len());
+            assert_eq!(fragments[0].0, OpCode::Data(OpData::Text));
+            assert!(fragments[1..]
+                .iter()
+                .all(|(opcode, _)| *opcode == OpCode::Data(OpData::Continue)));
+            assert!(fragments
+                .iter()
+                .any(|(_, payload)| payload.len() >= 200 << 10));
+            let text: Vec<u8> = fragments
+                .iter()
+                .flat_map(|(_, p)| p.iter().copied())
+                .collect();
+            let frame = purly::parse_server_frame(std::str::from_utf8(&text).unwrap()).unwrap();
+            assert!(frame[0].is_snapshot());
+            assert_eq!(frame[0].presence_id(), Some(&*session.presence_id()));
+            assert_eq!(
+                frame[0].content().unwrap()["big"].as_str().map(str::len),
+                Some(200 << 10)
+            );
+            to_loop.send(Ok(Message::Close(None))).unwrap();
+        };
+        let (ending, ()) = tokio::join!(task, test);
+        assert_eq!(ending, Ending::PeerClosed);
+    }
+
+    #[tokio::test]
     async fn the_stream_loop_runs_over_channels() {
         let engine = Engine::default();
         let (outbox, session) = joined(&engine);
@@ -607,9 +716,13 @@ mod tests {
         let metrics = TransportMetrics::register();
         let task = async { run(&mut pipe, &session, &outbox, &config, &metrics).await };
         let test = async {
-            assert!(next_text(&mut from_loop)
-                .await
-                .contains(r#""snapshot":true"#));
+            let first = next_text(&mut from_loop).await;
+            assert!(first.contains(r#""snapshot":true"#), "{first}");
+            // The snapshot names the connection's presence id, as the presence snapshot does.
+            let frame = purly::parse_server_frame(&first).unwrap();
+            let id = session.presence_id();
+            assert_eq!(frame[0].presence_id(), Some(&*id));
+            assert_eq!(frame[1].presence_id(), Some(&*id));
             to_loop
                 .send(Ok(Message::text(
                     r#"[{"header":{"type":"update","id":1},"content":{"a":1}}]"#,

@@ -336,4 +336,14 @@ async fn the_event_stream_carries_presence_both_ways() {
             break;
         }
     }
+    // The event stream's connection closes: its presence is gone for the others within a
+    // second (not at the next ping, 15 s later).
+    drop(events);
+    let gone = tokio::time::timeout(Duration::from_secs(1), next_presence(&mut ws))
+        .await
+        .expect("a closed event stream is announced within 1 s");
+    assert_eq!(
+        (&gone["header"]["id"], &gone["content"]),
+        (&json!(events_id), &Value::Null)
+    );
 }

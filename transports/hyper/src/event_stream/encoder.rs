@@ -6,7 +6,7 @@ use std::io::Write;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use hyper::body::Bytes;
-use purly::{encode_frame_bytes, Mode, ServerMessage, ServerMessageKind};
+use purly::{encode_named_frame, ServerMessage, ServerMessageKind};
 
 /// Turns events into the bytes of the response body.
 pub(crate) struct Encoder {
@@ -31,20 +31,25 @@ impl Encoder {
     /// without one), `data:` the frame's JSON on one line. A signal is relayed as its sender
     /// wrote it, which may have line breaks between tokens: they become spaces (a JSON string
     /// holds no raw line break, so nothing else changes).
-    pub(crate) fn frame(&mut self, messages: &[ServerMessage]) -> Bytes {
-        let frame = encode_frame_bytes(messages, Mode::Stream);
+    /// A model snapshot in it names `presence_id` (PROTOCOL.md section 11), written straight
+    /// into the event.
+    pub(crate) fn frame(&mut self, messages: &[ServerMessage], presence_id: &str) -> Bytes {
+        let chunks = encode_named_frame(messages, presence_id);
         let last_seq = messages
             .iter()
             .filter(|m| m.kind() == ServerMessageKind::Update)
             .filter_map(ServerMessage::seq)
             .max();
-        let mut event = Vec::with_capacity(frame.len() + 32);
+        let len: usize = chunks.iter().map(Bytes::len).sum();
+        let mut event = Vec::with_capacity(len + 32);
         if let Some(seq) = last_seq {
             event.extend_from_slice(format!("id: {seq}\n").as_bytes());
         }
         event.extend_from_slice(b"data: ");
         let start = event.len();
-        event.extend_from_slice(&frame);
+        for chunk in &chunks {
+            event.extend_from_slice(chunk);
+        }
         for byte in &mut event[start..] {
             if matches!(*byte, b'\n' | b'\r') {
                 *byte = b' ';

@@ -119,6 +119,7 @@ impl Opening {
         tracing::info!(model = %entry.model, client = %entry.session.id(), "event stream opened");
         let ping_every = self.config.event_ping_interval;
         let events = Events {
+            presence_id: entry.session.presence_id(),
             entry,
             registration,
             outbox: self.outbox,
@@ -152,6 +153,8 @@ struct Events {
     registration: Registration,
     outbox: Arc<Outbox>,
     encoder: Encoder,
+    /// The session's presence id, named in the model snapshots it gets.
+    presence_id: Arc<str>,
     first: Option<Bytes>,
     batch: Vec<purly::ServerMessage>,
     ping: Pin<Box<Sleep>>,
@@ -176,8 +179,7 @@ impl Stream for Events {
         loop {
             match this.outbox.poll_recv(cx, &mut this.batch) {
                 Poll::Ready(Received::Messages) => {
-                    this.entry.session.name_snapshots(&mut this.batch);
-                    let event = this.encoder.frame(&this.batch);
+                    let event = this.encoder.frame(&this.batch, &this.presence_id);
                     this.batch.clear();
                     this.ping.as_mut().reset(Instant::now() + this.ping_every);
                     return Poll::Ready(Some(event));
