@@ -10,10 +10,13 @@
 # and time. Needs redis-server and redis-cli on the PATH.
 #
 #   bash examples/compare_nodes.sh          # ~6 minutes per round on 2 cores (ROUNDS=2)
+#   STORES=cluster WORKLOADS=models_rate ROUNDS=4 bash examples/compare_nodes.sh   # a subset
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n 20000 2>/dev/null || true
 ROUNDS="${ROUNDS:-2}"
+STORES="${STORES:-redis cluster}"
+WORKLOADS="${WORKLOADS:-models_rate models_window one_window}"
 cargo build --release --quiet -p purly-examples --example server --example loadgen --example socketio_peer
 bin=target/release/examples
 tmp=$(mktemp -d)
@@ -68,14 +71,18 @@ load() { # server store workload loadgen-args...
 }
 
 for round in $(seq "$ROUNDS"); do
-    for store in redis cluster; do
+    for store in $STORES; do
         for server in purly socketioxide; do
             echo "round $round/$ROUNDS: $server on $store" >&2
             nodes "$server" "$store"
             # Latency first, on fresh nodes; then throughput.
-            load "$server" "$store" models_rate --models 1000 --subscribers 5000 --updates 60 --rate 10000
-            load "$server" "$store" models_window --models 1000 --subscribers 5000 --updates 300 --window 32
-            load "$server" "$store" one_window --subscribers 1000 --updates 20000 --window 32
+            for workload in $WORKLOADS; do
+                case "$workload" in
+                    models_rate) load "$server" "$store" models_rate --models 1000 --subscribers 5000 --updates 60 --rate 10000 ;;
+                    models_window) load "$server" "$store" models_window --models 1000 --subscribers 5000 --updates 300 --window 32 ;;
+                    one_window) load "$server" "$store" one_window --subscribers 1000 --updates 20000 --window 32 ;;
+                esac
+            done
             kill "${node_pids[@]}"; wait "${node_pids[@]}" 2>/dev/null || true
         done
     done
