@@ -592,6 +592,10 @@ async fn subscriber(
                     .as_object()
                     .cloned()
                     .unwrap_or_default();
+                if message["header"]["type"] == "presence" {
+                    // Who is here (the presence snapshot after the model's): no update.
+                    continue;
+                }
                 if message["header"]["snapshot"] == true {
                     snapshots += 1;
                     if snapshots > 1 {
