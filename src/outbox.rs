@@ -182,8 +182,12 @@ impl OutboxState {
                 .filter(|(message, _)| !message.is_superseded())
                 .map(|(message, _)| message),
         );
-        // Only superseded presences were queued: nothing to send.
-        (batch.len() > before).then_some(Received::Messages)
+        if batch.len() > before {
+            return Some(Received::Messages);
+        }
+        // Only superseded presences were queued: nothing to send (and, if the engine is done,
+        // nothing will come to wake the receiver again).
+        self.closed.map(Received::Closed)
     }
 
     fn push(&mut self, message: &ServerMessage, own: bool) {
@@ -338,6 +342,16 @@ mod tests {
         // Every move delivered was superseded (the latest is still to come): only the diff.
         assert_eq!(batch.len(), 1, "{batch:?}");
         assert_eq!(batch[0].seq(), Some(1));
+        // Nothing but superseded moves queued: nothing to take; and once closed, the close.
+        assert_eq!(outbox.deliver(&last, false), Delivery::Queued);
+        last.supersede();
+        assert_eq!(outbox.try_recv(&mut batch), None);
+        assert_eq!(outbox.deliver(&last, false), Delivery::Queued);
+        outbox.close(CloseReason::Shutdown);
+        assert_eq!(
+            outbox.try_recv(&mut batch),
+            Some(Received::Closed(CloseReason::Shutdown))
+        );
     }
 
     #[test]

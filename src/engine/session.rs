@@ -90,9 +90,10 @@ impl Session {
     }
 
     /// Names this connection in the model snapshots of `batch` (stream mode): each gets
-    /// `header.presence_id` (PROTOCOL.md section 11). The engine shares one snapshot with
-    /// every joiner; the transport calls this on what it is about to write, so that the copy
-    /// with the id is this connection's alone and made off the model's path.
+    /// `header.presence_id` (PROTOCOL.md section 11), in a copy of its own. The engine shares
+    /// one snapshot with every joiner; an in-process transport calls this on what it hands
+    /// over, off the model's path. A transport that writes bytes uses
+    /// [`encode_named_frame`](crate::encode_named_frame) instead, which copies nothing.
     pub fn name_snapshots(&self, batch: &mut [ServerMessage]) {
         let unnamed = |m: &ServerMessage| m.is_snapshot() && m.presence_id().is_none();
         if !batch.iter().any(unnamed) {

@@ -32,8 +32,11 @@
 //! `purly:{m}:log` (stream: one entry per diff, id `<version>-0`, field `d`, and on a batch's
 //! last entry `k`, the client key records it wrote), `purly:{m}:snap` (hash: the checkpoint's
 //! `version` and `state`), `purly:{m}:clients` (hash: client key → record, PROTOCOL.md
-//! section 9), and the channel `purly:{m}:ch`. Each node also listens on `purly:node:{<name>}`
-//! for the requests of the other nodes ([`Store::ask`]). One Lua script appends a batch
+//! section 9), `purly:{m}:presence` (hash: presence id → presence, PROTOCOL.md section 11), and
+//! the channel `purly:{m}:ch`. Each node also listens on `purly:node:{<name>}` for the requests
+//! of the other nodes ([`Store::ask`]), and renews its heartbeat key `purly:alive:{<name>}`: a
+//! node whose heartbeat stops has its connections' presences removed by the others within
+//! [`RedisOptions::presence_timeout`]. One Lua script appends a batch
 //! atomically only if the model is still at the batch's epoch and version: it adds the diffs to the stream, sets
 //! the version, writes the checkpoint and trims the stream when one is due, and publishes the
 //! batch. If another node wrote first, it answers with the diffs this node missed; the engine
@@ -489,6 +492,10 @@ impl Store for RedisStore {
     }
 
     fn watch(&self, model: &ModelName, from: u64, feed: RemoteFeed) {
+        // Until the feed has subscribed to the model's channel and read what was committed
+        // since the load, the model waits: a client that joins here then misses no signal
+        // (signals are not stored) and sees no older state than the log's.
+        feed.suspect();
         let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
         watches.insert(model.clone(), Watch { feed, last: from });
         drop(watches);

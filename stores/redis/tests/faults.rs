@@ -500,3 +500,32 @@ async fn a_resend_on_another_node_is_answered_not_applied_again() {
     assert_eq!(again.seq(), Some(1));
     assert_eq!(c.state("m").unwrap()["x"], "other");
 }
+
+/// A client that joins a model its node did not hold gets every signal sent after its join,
+/// even when the node's subscription to the model's channel takes effect late: the join waits
+/// until the node follows the model (signals are not stored; one published before the
+/// subscription would be lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_where_the_model_is_new_misses_no_signal() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let (a, _sa) = node_at(&redis.url()).await;
+    let proxy = Proxy::start(redis.port).await;
+    let (b, _sb) = node_at(&proxy.url()).await;
+    let mut sender = Client::connect(&a, "m").await.unwrap();
+    recv(&mut sender).await;
+    // Node b's subscription to the model's channel reaches Redis half a second late.
+    proxy.faults.subscribe_delay_ms.store(500, Ordering::SeqCst);
+    let mut on_b = Client::connect(&b, "m").await.unwrap();
+    recv(&mut on_b).await;
+    // The join is done: this signal is for on_b.
+    sender.signal(json!({ "hello": "b" })).await.unwrap();
+    loop {
+        let batch = recv(&mut on_b).await;
+        if let Some(signal) = batch.iter().find(|m| m.kind() == ServerMessageKind::Signal) {
+            assert_eq!(signal.content().unwrap()["hello"], "b");
+            break;
+        }
+    }
+}

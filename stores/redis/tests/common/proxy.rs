@@ -19,6 +19,9 @@ pub(crate) struct Faults {
     pub(crate) drop_every_nth_append: AtomicU64,
     /// Delay every chunk a pub/sub connection receives by this many milliseconds.
     pub(crate) feed_delay_ms: AtomicU64,
+    /// Delay every (un)subscription on its way to Redis by this many milliseconds: a
+    /// subscription that takes effect late.
+    pub(crate) subscribe_delay_ms: AtomicU64,
     /// Hold everything, both ways, while set (a network that stops passing packets without
     /// closing anything); released in order when cleared.
     pub(crate) blackhole: AtomicBool,
@@ -110,14 +113,20 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
                 };
                 hold_while_blackholed(&faults).await;
                 buffer.extend_from_slice(&chunk[..n]);
+                let mut subscribes = false;
                 while let Some((len, name, args)) = command(&buffer) {
                     let kind = match name.to_ascii_uppercase().as_slice() {
                         b"EVALSHA" | b"EVAL" if args >= 12 => Kind::Append,
                         b"SUBSCRIBE" | b"PSUBSCRIBE" => Kind::Subscribe,
                         _ => Kind::Other,
                     };
+                    subscribes |= kind == Kind::Subscribe;
                     kinds.lock().unwrap().push_back(kind);
                     buffer.drain(..len);
+                }
+                let delay = faults.subscribe_delay_ms.load(Ordering::SeqCst);
+                if subscribes && delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
                 if server_write.write_all(&chunk[..n]).await.is_err() {
                     return;
