@@ -4,7 +4,7 @@
 //! and the changes queued around it follow one order.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value};
 
@@ -28,6 +28,10 @@ pub(crate) struct Presences {
     local: HashMap<ClientId, (Arc<str>, ServerMessage)>,
     /// Other nodes' connections that have a presence, by presence id: their last change.
     remote: HashMap<Arc<str>, ServerMessage>,
+    /// Every presence as a snapshot's content, built once per change for all the joiners
+    /// meanwhile (a reconnect storm does not rebuild it per connection under the model's
+    /// lock).
+    everyone: OnceLock<String>,
 }
 
 impl Presences {
@@ -35,6 +39,7 @@ impl Presences {
     pub(crate) fn with_remote(remote: Vec<RemotePresence>) -> Self {
         Presences {
             local: HashMap::new(),
+            everyone: OnceLock::new(),
             remote: remote
                 .into_iter()
                 .map(|p| {
@@ -54,6 +59,7 @@ impl Presences {
         json: &str,
     ) -> Option<ServerMessage> {
         let message = ServerMessage::presence(id, json);
+        self.everyone = OnceLock::new();
         match self.local.insert(client, (id.clone(), message.clone())) {
             Some((_, earlier)) => earlier.supersede(),
             None if json == NULL => {
@@ -68,6 +74,7 @@ impl Presences {
     /// Connection `client` left: the `null` for its id, if it had a presence.
     pub(crate) fn leave(&mut self, client: ClientId) -> Option<ServerMessage> {
         let (id, earlier) = self.local.remove(&client)?;
+        self.everyone = OnceLock::new();
         earlier.supersede();
         (!earlier.is_null()).then(|| ServerMessage::presence(&id, NULL))
     }
@@ -78,6 +85,7 @@ impl Presences {
         let Some(id) = message.presence_of() else {
             return false;
         };
+        self.everyone = OnceLock::new();
         let earlier = match message.is_null() {
             true => self.remote.remove(id.as_str()),
             false => self.remote.insert(Arc::from(id), message.clone()),
@@ -92,6 +100,7 @@ impl Presences {
     /// after the feed may have missed changes): the changes to send, for the ids that differ.
     pub(crate) fn replace_remote(&mut self, remote: Vec<RemotePresence>) -> Vec<ServerMessage> {
         let mut old = std::mem::take(&mut self.remote);
+        self.everyone = OnceLock::new();
         let mut changes = Vec::new();
         for presence in remote {
             let id: Arc<str> = presence.id.into();
@@ -123,6 +132,7 @@ impl Presences {
             .filter(|id| node_of(id) == Some(node))
             .cloned()
             .collect();
+        self.everyone = OnceLock::new();
         gone.into_iter()
             .filter_map(|id| {
                 let earlier = self.remote.remove(&id)?;
@@ -149,8 +159,18 @@ impl Presences {
     /// The presence snapshot for connection `own` (its presence id `own_id`): every other
     /// connection's presence.
     pub(crate) fn snapshot(&self, own: ClientId, own_id: Arc<str>) -> ServerMessage {
+        if self.local.contains_key(&own) {
+            // A connection that has a presence (a resync): everyone but itself.
+            return ServerMessage::presence_snapshot(own_id, &self.content(Some(own)));
+        }
+        let everyone = self.everyone.get_or_init(|| self.content(None));
+        ServerMessage::presence_snapshot(own_id, everyone)
+    }
+
+    /// The object of every presence but `except`'s, as JSON text.
+    fn content(&self, except: Option<ClientId>) -> String {
         let mut text = String::from("{");
-        for (i, (id, json)) in self.current(Some(own)).enumerate() {
+        for (i, (id, json)) in self.current(except).enumerate() {
             if i > 0 {
                 text.push(',');
             }
@@ -159,7 +179,7 @@ impl Presences {
             text.push_str(json);
         }
         text.push('}');
-        ServerMessage::presence_snapshot(own_id, &text)
+        text
     }
 
     /// Every presence, by id (for server code).
@@ -239,6 +259,37 @@ mod tests {
         table.receive(&remote);
         assert_eq!(table.forget_node("b").len(), 1);
         assert!(remote.is_superseded());
+    }
+
+    #[test]
+    fn joiners_share_one_snapshot_content_until_the_next_change() {
+        let mut table = Presences::default();
+        let (one, two) = (ClientId(1), ClientId(2));
+        table.set(one, &presence_id("a", one), r#"{"x":1}"#);
+        let first = table.snapshot(ClientId(5), presence_id("a", ClientId(5)));
+        let again = table.snapshot(ClientId(6), presence_id("a", ClientId(6)));
+        assert_eq!(first.content_json(), again.content_json());
+        assert_eq!(again.presence_id(), Some("a-6"));
+        for change in 0..4 {
+            match change {
+                0 => drop(table.set(two, &presence_id("a", two), r#"{"y":2}"#)),
+                1 => drop(table.receive(&ServerMessage::presence("b-1", r#"{"z":3}"#))),
+                2 => drop(table.forget_node("b")),
+                _ => drop(table.leave(two)),
+            }
+            let joiner = ClientId(10 + change);
+            let snapshot = table.snapshot(joiner, presence_id("a", joiner));
+            assert_eq!(
+                snapshot.content_json(),
+                table.content(None),
+                "after change {change}"
+            );
+        }
+        // One that has a presence (a resync) is left out of its own.
+        assert_eq!(
+            ids(&table.snapshot(one, presence_id("a", one))),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
