@@ -145,3 +145,72 @@ async fn presence_crosses_nodes_and_a_killed_nodes_presences_go() {
     drop(on_b);
     b.kill().await;
 }
+
+/// Stops (SIGSTOP) or resumes (SIGCONT) a server process.
+fn signal(node: &ServerProcess, signal: &str) {
+    let pid = node.child.id().expect("the server runs").to_string();
+    let status = std::process::Command::new("kill")
+        .args([signal, pid.as_str()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    purly_no_redis,
+    ignore = "no redis-server on this machine (apt-get install redis-server)"
+)]
+async fn a_node_taken_for_dead_announces_its_presences_again() {
+    let Some(redis) = RedisServer::start("everysec") else {
+        return;
+    };
+    let url = redis.url();
+    let timeout = PRESENCE_TIMEOUT.to_string();
+    let args = [
+        "--redis",
+        url.as_str(),
+        "--presence-timeout",
+        timeout.as_str(),
+    ];
+    let a = ServerProcess::start(&args).await;
+    let b = ServerProcess::start(&args).await;
+    let (mut on_a, a_id, _) = join(&a).await;
+    send(&mut on_a, presence(json!({"who": "a"}))).await;
+    // Node b's joiner sees it (join again until node a's publish reached Redis).
+    let mut on_b = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let (ws, _, here) = join(&b).await;
+            if here.get(&a_id) == Some(&json!({"who": "a"})) {
+                return ws;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("node b's joiner sees node a's presence");
+    // Stopped for longer than the timeout: taken for dead, its presence removed on node b.
+    signal(&a, "-STOP");
+    let gone = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let p = next_presence(&mut on_b).await;
+            if p["header"]["id"] == a_id.as_str() && p["content"].is_null() {
+                return p;
+            }
+        }
+    })
+    .await;
+    signal(&a, "-CONT");
+    gone.expect("a stopped node's presence is removed");
+    // Back: it finds its heartbeat lapsed and sends its presence again.
+    let back = tokio::time::timeout(TIMEOUT, next_presence(&mut on_b))
+        .await
+        .expect("the node's presence comes back");
+    assert_eq!(
+        (&back["header"]["id"], &back["content"]),
+        (&json!(a_id), &json!({"who": "a"}))
+    );
+    drop(on_a);
+    a.kill().await;
+    b.kill().await;
+}

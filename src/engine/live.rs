@@ -1565,4 +1565,24 @@ impl RemoteSink for LiveModel {
             live.change_remote_presences(|presences| presences.replace_remote(remote));
         }
     }
+
+    fn renew_presences(&self) {
+        let Some(live) = self.me() else {
+            return;
+        };
+        {
+            let mut state = lock(&live.state);
+            if state.closed.is_some() {
+                return;
+            }
+            // In the model's order, as every change: relayed to the other nodes when released.
+            for (client, message) in state.presences.renew_local() {
+                state.enqueue_now(Command::Presence {
+                    from: Some(client),
+                    message,
+                });
+            }
+        }
+        live.deliver_on_executor();
+    }
 }

@@ -71,6 +71,21 @@ impl Presences {
         Some(message)
     }
 
+    /// Every presence of this node's connections, set again (a new change of each, with the
+    /// same content): the changes to send, for the other nodes to hear of them again.
+    pub(crate) fn renew_local(&mut self) -> Vec<(ClientId, ServerMessage)> {
+        let current: Vec<(ClientId, Arc<str>, String)> = self
+            .local
+            .iter()
+            .filter(|(_, (_, last))| !last.is_null())
+            .map(|(client, (id, last))| (*client, id.clone(), last.content_json().to_owned()))
+            .collect();
+        current
+            .into_iter()
+            .filter_map(|(client, id, json)| Some((client, self.set(client, &id, &json)?)))
+            .collect()
+    }
+
     /// Connection `client` left: the `null` for its id, if it had a presence.
     pub(crate) fn leave(&mut self, client: ClientId) -> Option<ServerMessage> {
         let (id, earlier) = self.local.remove(&client)?;

@@ -213,6 +213,8 @@ pub(crate) trait RemoteSink: Send + Sync {
     fn node_gone(&self, node: &str);
     /// The other nodes' presences as the store holds them now.
     fn presences(&self, remote: Vec<RemotePresence>);
+    /// The other nodes took this node for dead: its presences go out again.
+    fn renew_presences(&self);
     /// The feed read the model's log: everything committed before is handed over.
     fn caught_up(&self);
     /// Another writer removed the model.
@@ -286,6 +288,15 @@ impl RemoteFeed {
     pub fn presences(&self, remote: Vec<RemotePresence>) {
         if let Some(sink) = self.0.upgrade() {
             sink.presences(remote);
+        }
+    }
+
+    /// The other nodes took this node for dead (its heartbeat lapsed: it was stopped, or cut
+    /// off from the store, for longer than the presence timeout) and dropped its presences:
+    /// the engine sends each of its connections' presences again, through the store's relay.
+    pub fn renew_presences(&self) {
+        if let Some(sink) = self.0.upgrade() {
+            sink.renew_presences();
         }
     }
 

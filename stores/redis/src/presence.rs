@@ -113,10 +113,22 @@ pub(crate) async fn read(
     Ok(kept)
 }
 
+/// The feeds of the models this node follows (copied out of the table's lock).
+fn followed(watches: &Watches) -> Vec<RemoteFeed> {
+    watches
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .map(|watch| watch.feed.clone())
+        .collect()
+}
+
 /// Keeps this node's heartbeat alive and checks its peers', until the store is dropped: every
 /// `timeout / 6` the node's key is set again to expire after `timeout * 2 / 3`, and each peer
 /// whose key is gone is forgotten by every model this node follows. So a node that dies is
-/// noticed at most `timeout * 2 / 3 + timeout / 6` after its last heartbeat.
+/// noticed at most `timeout * 2 / 3 + timeout / 6` after its last heartbeat. A node that finds
+/// its own key lapsed (it was stopped, or cut off from Redis, for longer than that) has been
+/// taken for dead: it sends its connections' presences again.
 pub(crate) async fn heartbeat(
     commands: Commands,
     node: String,
@@ -127,18 +139,33 @@ pub(crate) async fn heartbeat(
     let every = timeout / 6;
     let ttl = u64::try_from((timeout * 2 / 3).as_millis()).unwrap_or(u64::MAX);
     let key = alive_key(&node);
+    let mut first = true;
     loop {
         let mut connection = commands.clone();
-        let set: redis::RedisResult<()> = redis::cmd("SET")
+        // `GET`: the key's value before, none if it had expired.
+        let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
             .arg(&key)
             .arg(1)
             .arg("PX")
             .arg(ttl.max(1))
+            .arg("GET")
             .query_async(&mut connection)
             .await;
-        if let Err(error) = set {
-            tracing::warn!(%error, "redis: this node's heartbeat was not written");
+        match set {
+            Err(error) => tracing::warn!(%error, "redis: this node's heartbeat was not written"),
+            // The key lapsed (this node was stopped, or cut off from Redis, for longer than
+            // the timeout): the other nodes took it for dead and dropped its presences.
+            Ok(None) if !first => {
+                tracing::warn!(
+                    "redis: this node's heartbeat had lapsed; its presences go out again"
+                );
+                for feed in followed(&watches) {
+                    feed.renew_presences();
+                }
+            }
+            Ok(_) => {}
         }
+        first = false;
         for peer in peers.all() {
             let exists: redis::RedisResult<bool> = redis::cmd("EXISTS")
                 .arg(alive_key(&peer))
@@ -148,13 +175,7 @@ pub(crate) async fn heartbeat(
                 tracing::info!(node = %peer, "redis: a node stopped its heartbeat; its presences are gone");
                 metrics::counter!(crate::telemetry::NODES_GONE).increment(1);
                 peers.forget(&peer);
-                let feeds: Vec<RemoteFeed> = watches
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .values()
-                    .map(|watch| watch.feed.clone())
-                    .collect();
-                for feed in feeds {
+                for feed in followed(&watches) {
                     feed.node_gone(&peer);
                 }
             }
