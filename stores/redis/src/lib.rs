@@ -15,7 +15,8 @@
 //! # }
 //! ```
 //!
-//! On a Redis Cluster (Redis 7 or later), [`RedisStore::connect_cluster`] takes seed nodes:
+//! One Redis needs version 6.2 or later (the heartbeat's `SET ... GET`). On a Redis Cluster
+//! (Redis 7 or later), [`RedisStore::connect_cluster`] takes seed nodes:
 //!
 //! ```no_run
 //! # use purly_redis::{RedisOptions, RedisStore};
