@@ -23,6 +23,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 
+// Only its reading of /proc is used here.
+#[allow(dead_code)]
+#[path = "loadgen/server_stats.rs"]
+mod server_stats;
+
 /// What to measure.
 #[derive(clap::Parser)]
 struct Args {
@@ -43,17 +48,7 @@ struct Args {
 
 /// The calling thread's CPU time (user and system), from /proc (Linux; ticks of 10 ms).
 fn thread_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .map(|f| f.parse().unwrap_or(0))
-                .collect()
-        })
-        .unwrap_or_default();
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    Duration::from_millis(server_stats::cpu_ticks("/proc/thread-self/stat") * 10)
 }
 
 fn main() -> std::io::Result<()> {

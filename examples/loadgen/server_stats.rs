@@ -23,20 +23,25 @@ impl ServerStats {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<u64> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| {
-                rest.split_whitespace()
-                    .map(|f| f.parse().unwrap_or(0))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let cpu_ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
         ServerStats {
             rss_kib: field("VmRSS:"),
             peak_rss_kib: field("VmHWM:"),
-            cpu_ticks,
+            cpu_ticks: cpu_ticks(&format!("/proc/{pid}/stat")),
         }
     }
+}
+
+/// User and system CPU time, in ticks (100 a second), from a `/proc/.../stat` file (a
+/// process's, or `/proc/thread-self/stat` for the calling thread's); 0 if it cannot be read.
+pub(crate) fn cpu_ticks(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)
 }

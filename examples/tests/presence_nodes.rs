@@ -51,6 +51,39 @@ async fn next_presence(ws: &mut Ws) -> Value {
     }
 }
 
+/// Two server processes on `redis`, with the presence timeout of these tests.
+async fn two_nodes(redis: &RedisServer) -> (ServerProcess, ServerProcess) {
+    let url = redis.url();
+    let timeout = PRESENCE_TIMEOUT.to_string();
+    let args = [
+        "--redis",
+        url.as_str(),
+        "--presence-timeout",
+        timeout.as_str(),
+    ];
+    (
+        ServerProcess::start(&args).await,
+        ServerProcess::start(&args).await,
+    )
+}
+
+/// Joins `/room` on `node` until the joiner's presence snapshot holds `presence` for `id`
+/// (a presence published on another node may take a moment to reach Redis): the socket and
+/// its presence id.
+async fn join_seeing(node: &ServerProcess, id: &str, presence: &Value) -> (Ws, String) {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let (ws, own, here) = join(node).await;
+            if here.get(id) == Some(presence) {
+                return (ws, own);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the joiner sees the other node's presence")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     purly_no_redis,
@@ -60,33 +93,12 @@ async fn presence_crosses_nodes_and_a_killed_nodes_presences_go() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;
     };
-    let url = redis.url();
-    let timeout = PRESENCE_TIMEOUT.to_string();
-    let args = [
-        "--redis",
-        url.as_str(),
-        "--presence-timeout",
-        timeout.as_str(),
-    ];
-    let a = ServerProcess::start(&args).await;
-    let b = ServerProcess::start(&args).await;
-
+    let (a, b) = two_nodes(&redis).await;
     let (mut on_a, a_id, _) = join(&a).await;
     send(&mut on_a, presence(json!({"who": "a"}))).await;
     // Node b loads the model once its first client joins: the presence node a published (and
-    // recorded) is in that client's snapshot. Published after a's own echo-less send, so it
-    // may take a moment to reach Redis: join again until it is there.
-    let (mut on_b, b_id, _) = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            let (ws, id, here) = join(&b).await;
-            if here.get(&a_id) == Some(&json!({"who": "a"})) {
-                return (ws, id, here);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("node b's joiner sees node a's presence");
+    // recorded) is in that client's snapshot.
+    let (mut on_b, b_id) = join_seeing(&b, &a_id, &json!({"who": "a"})).await;
     assert_ne!(a_id, b_id, "presence ids are unique across nodes");
 
     // Changes cross both ways.
@@ -165,30 +177,10 @@ async fn a_node_taken_for_dead_announces_its_presences_again() {
     let Some(redis) = RedisServer::start("everysec") else {
         return;
     };
-    let url = redis.url();
-    let timeout = PRESENCE_TIMEOUT.to_string();
-    let args = [
-        "--redis",
-        url.as_str(),
-        "--presence-timeout",
-        timeout.as_str(),
-    ];
-    let a = ServerProcess::start(&args).await;
-    let b = ServerProcess::start(&args).await;
+    let (a, b) = two_nodes(&redis).await;
     let (mut on_a, a_id, _) = join(&a).await;
     send(&mut on_a, presence(json!({"who": "a"}))).await;
-    // Node b's joiner sees it (join again until node a's publish reached Redis).
-    let mut on_b = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            let (ws, _, here) = join(&b).await;
-            if here.get(&a_id) == Some(&json!({"who": "a"})) {
-                return ws;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("node b's joiner sees node a's presence");
+    let (mut on_b, _) = join_seeing(&b, &a_id, &json!({"who": "a"})).await;
     // Stopped for longer than the timeout: taken for dead, its presence removed on node b.
     signal(&a, "-STOP");
     let gone = tokio::time::timeout(TIMEOUT, async {

@@ -650,6 +650,18 @@ mod tests {
         }
     }
 
+    /// A loop's socket made of two channels: what the test sends it, what it writes.
+    #[allow(clippy::type_complexity)]
+    fn channels() -> (
+        Pipe,
+        mpsc::UnboundedSender<Result<Message, WsError>>,
+        mpsc::UnboundedReceiver<Message>,
+    ) {
+        let (to_loop, incoming) = mpsc::unbounded_channel();
+        let (outgoing, from_loop) = mpsc::unbounded_channel();
+        (Pipe { incoming, outgoing }, to_loop, from_loop)
+    }
+
     #[tokio::test]
     async fn a_large_snapshot_goes_out_in_fragments_that_name_the_connection() {
         let engine = Engine::default();
@@ -657,9 +669,7 @@ mod tests {
         big.insert("big".into(), "x".repeat(200 << 10).into());
         engine.update("m", big).wait().unwrap();
         let (outbox, session) = joined(&engine);
-        let (to_loop, incoming) = mpsc::unbounded_channel();
-        let (outgoing, mut from_loop) = mpsc::unbounded_channel();
-        let mut pipe = Pipe { incoming, outgoing };
+        let (mut pipe, to_loop, mut from_loop) = channels();
         let config = ServerConfig::default();
         let metrics = TransportMetrics::register();
         let task = async { run(&mut pipe, &session, &outbox, &config, &metrics).await };
@@ -709,9 +719,7 @@ mod tests {
     async fn the_stream_loop_runs_over_channels() {
         let engine = Engine::default();
         let (outbox, session) = joined(&engine);
-        let (to_loop, incoming) = mpsc::unbounded_channel();
-        let (outgoing, mut from_loop) = mpsc::unbounded_channel();
-        let mut pipe = Pipe { incoming, outgoing };
+        let (mut pipe, to_loop, mut from_loop) = channels();
         let config = ServerConfig::default();
         let metrics = TransportMetrics::register();
         let task = async { run(&mut pipe, &session, &outbox, &config, &metrics).await };
