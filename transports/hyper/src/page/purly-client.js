@@ -215,7 +215,7 @@ export class PurlyClient {
     this._flushPresence();
   }
 
-  // Sends this client's presence now, or once 50 ms passed since the last one.
+  // Sends this client's presence now, or once PRESENCE_INTERVAL_MS passed since the last one.
   _flushPresence() {
     if (this._presenceTimer !== null || this._myPresence === undefined) return;
     const wait = this._presenceSentAt + PRESENCE_INTERVAL_MS - Date.now();
