@@ -129,8 +129,8 @@ pub use client::{
 };
 pub use config::{Config, Limits};
 pub use engine::{
-    Access, Engine, EngineBuilder, EngineFuture, EpochSource, Executor, JoinOptions, Ready, Resume,
-    Session, Snapshot, Task, WriteError, SERVER_ORIGIN,
+    presence_node, Access, Engine, EngineBuilder, EngineFuture, EpochSource, Executor, JoinOptions,
+    Ready, Resume, Session, Snapshot, Task, WriteError, SERVER_ORIGIN,
 };
 pub use error::{
     ErrorCode, FrameError, InvalidClientKey, InvalidModelName, JoinError, SendError, StoreError,

@@ -160,12 +160,7 @@ async fn presence_crosses_nodes_and_a_killed_nodes_presences_go() {
 
 /// Stops (SIGSTOP) or resumes (SIGCONT) a server process.
 fn signal(node: &ServerProcess, signal: &str) {
-    let pid = node.child.id().expect("the server runs").to_string();
-    let status = std::process::Command::new("kill")
-        .args([signal, pid.as_str()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal} {pid}");
+    redis_server::send_signal(node.child.id().expect("the server runs"), signal);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

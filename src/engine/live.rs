@@ -1085,22 +1085,20 @@ impl LiveModel {
         self.deliver_on_executor();
     }
 
-    /// Changes the other nodes' presences with `change` and sends what it returns to this
-    /// node's clients.
-    fn change_remote_presences(
+    /// Changes the presences with `change` and sends the changes it returns (each with the
+    /// connection it is about: none for another node's), in the model's order: to this node's
+    /// clients, and this node's own to the other nodes when released.
+    fn change_presences(
         self: &Arc<Self>,
-        change: impl FnOnce(&mut Presences) -> Vec<ServerMessage>,
+        change: impl FnOnce(&mut Presences) -> Vec<(Option<ClientId>, ServerMessage)>,
     ) {
         {
             let mut state = lock(&self.state);
             if state.closed.is_some() {
                 return;
             }
-            for message in change(&mut state.presences) {
-                state.enqueue_now(Command::Presence {
-                    from: None,
-                    message,
-                });
+            for (from, message) in change(&mut state.presences) {
+                state.enqueue_now(Command::Presence { from, message });
             }
         }
         self.deliver_on_executor();
@@ -1303,6 +1301,11 @@ impl LiveModel {
             || state.unsent_bytes + state.in_flight_bytes > 2 * self.max_undurable + self.max_frame
             || state.unsent.len() + state.in_flight_diffs > 4 * self.max_batch + 1
     }
+}
+
+/// Changes of other nodes' presences: about none of this node's connections.
+fn remote(changes: Vec<ServerMessage>) -> Vec<(Option<ClientId>, ServerMessage)> {
+    changes.into_iter().map(|message| (None, message)).collect()
 }
 
 /// The integer ids of a frame's updates.
@@ -1556,33 +1559,24 @@ impl RemoteSink for LiveModel {
 
     fn node_gone(&self, node: &str) {
         if let Some(live) = self.me() {
-            live.change_remote_presences(|presences| presences.forget_node(node));
+            live.change_presences(|presences| remote(presences.forget_node(node)));
         }
     }
 
-    fn presences(&self, remote: Vec<RemotePresence>) {
+    fn presences(&self, others: Vec<RemotePresence>) {
         if let Some(live) = self.me() {
-            live.change_remote_presences(|presences| presences.replace_remote(remote));
+            live.change_presences(|presences| remote(presences.replace_remote(others)));
         }
     }
 
     fn renew_presences(&self) {
-        let Some(live) = self.me() else {
-            return;
-        };
-        {
-            let mut state = lock(&live.state);
-            if state.closed.is_some() {
-                return;
-            }
-            // In the model's order, as every change: relayed to the other nodes when released.
-            for (client, message) in state.presences.renew_local() {
-                state.enqueue_now(Command::Presence {
-                    from: Some(client),
-                    message,
-                });
-            }
+        if let Some(live) = self.me() {
+            live.change_presences(|presences| {
+                let renewed = presences.renew_local().into_iter();
+                renewed
+                    .map(|(client, message)| (Some(client), message))
+                    .collect()
+            });
         }
-        live.deliver_on_executor();
     }
 }

@@ -52,6 +52,7 @@ use written::Written;
 
 pub use executor::{Executor, Task};
 pub use future::EngineFuture;
+pub use presence::presence_node;
 pub use session::{Ready, Session};
 pub use snapshot::Snapshot;
 

@@ -144,7 +144,7 @@ impl Presences {
         let gone: Vec<Arc<str>> = self
             .remote
             .keys()
-            .filter(|id| node_of(id) == Some(node))
+            .filter(|id| presence_node(id) == Some(node))
             .cloned()
             .collect();
         self.everyone = OnceLock::new();
@@ -208,8 +208,9 @@ impl Presences {
     }
 }
 
-/// The node a presence id belongs to: what comes before its last `-`.
-pub(crate) fn node_of(id: &str) -> Option<&str> {
+/// The node a presence id belongs to (PROTOCOL.md section 11: ids are `<node>-<connection>`):
+/// what a shared store needs to tell whose heartbeat keeps a presence alive.
+pub fn presence_node(id: &str) -> Option<&str> {
     id.rsplit_once('-').map(|(node, _)| node)
 }
 
@@ -316,7 +317,7 @@ mod tests {
         assert_eq!(table.all().get("n-3"), Some(&serde_json::json!({"a": 2})));
         assert!(table.receive(&set(NULL)));
         assert!(!table.receive(&set(NULL)), "a second null changes nothing");
-        assert_eq!(node_of("ab12-3"), Some("ab12"));
+        assert_eq!(presence_node("ab12-3"), Some("ab12"));
         let stored = |id: &str, json: &str| RemotePresence {
             id: id.into(),
             json: json.into(),

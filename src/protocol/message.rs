@@ -235,8 +235,9 @@ impl ServerMessage {
 
     /// This message with `header.presence_id` set to `id` (the model's snapshot for the
     /// connection whose presence id that is): the text is written again, content included.
-    /// Transports call it for the snapshots they write, so that the engine's copy, shared by
-    /// every joiner, stays one.
+    /// For in-process receivers ([`Session::name_snapshots`](crate::Session::name_snapshots));
+    /// a transport that writes bytes names it with [`encode_named_frame`] instead, which
+    /// copies nothing.
     pub fn with_presence_id(&self, id: &str) -> Self {
         let content = self.0.content.get().cloned();
         Self::new(

@@ -25,11 +25,6 @@ pub(crate) fn alive_key(node: &str) -> String {
     format!("purly:alive:{{{node}}}")
 }
 
-/// The node a presence id belongs to (`<node>-<connection>`).
-pub(crate) fn node_of(id: &str) -> Option<&str> {
-    id.rsplit_once('-').map(|(node, _)| node)
-}
-
 /// The other nodes whose presences this node holds (seen in a hash or on a channel): the
 /// heartbeats it checks.
 #[derive(Default)]
@@ -74,7 +69,7 @@ pub(crate) async fn read(
     let mut alive: HashMap<String, bool> = HashMap::new();
     let (mut kept, mut dead) = (Vec::new(), Vec::new());
     for (id, json) in entries {
-        let Some(node) = node_of(&id).map(str::to_owned) else {
+        let Some(node) = purly::presence_node(&id).map(str::to_owned) else {
             dead.push(id);
             continue;
         };

@@ -48,6 +48,17 @@ async fn next_presence(ws: &mut Raw) -> Value {
     }
 }
 
+/// Waits (at most a second) for the `null` of presence `id`: its connection closed.
+async fn announced_gone(ws: &mut Raw, id: &str) {
+    let gone = tokio::time::timeout(Duration::from_secs(1), next_presence(ws))
+        .await
+        .expect("a close is announced within 1 s");
+    assert_eq!(
+        (&gone["header"]["id"], &gone["content"]),
+        (&json!(id), &Value::Null)
+    );
+}
+
 /// The next error message's code, skipping anything else.
 async fn next_error(ws: &mut Raw) -> (String, Value) {
     loop {
@@ -115,13 +126,7 @@ async fn joiners_see_who_is_here_and_every_change_until_they_leave() {
     );
     let closed = Instant::now();
     drop(alice);
-    let gone = tokio::time::timeout(Duration::from_secs(1), next_presence(&mut bob))
-        .await
-        .expect("a close is announced within 1 s");
-    assert_eq!(
-        (&gone["header"]["id"], &gone["content"]),
-        (&json!(alice_id), &Value::Null)
-    );
+    announced_gone(&mut bob, &alice_id).await;
     assert!(closed.elapsed() < Duration::from_secs(1));
     // Bob's own presence is what is left.
     assert_eq!(
@@ -339,11 +344,5 @@ async fn the_event_stream_carries_presence_both_ways() {
     // The event stream's connection closes: its presence is gone for the others within a
     // second (not at the next ping, 15 s later).
     drop(events);
-    let gone = tokio::time::timeout(Duration::from_secs(1), next_presence(&mut ws))
-        .await
-        .expect("a closed event stream is announced within 1 s");
-    assert_eq!(
-        (&gone["header"]["id"], &gone["content"]),
-        (&json!(events_id), &Value::Null)
-    );
+    announced_gone(&mut ws, &events_id).await;
 }
