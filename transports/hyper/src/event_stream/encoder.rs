@@ -112,6 +112,24 @@ mod tests {
     }
 
     #[test]
+    fn a_relayed_text_with_line_breaks_stays_on_one_data_line() {
+        // A signal is relayed as its sender wrote it: here with line breaks between tokens.
+        let frame = "[{\"header\":{\"type\":\"signal\"},\"content\":{\r\n\"a\":\n1}}]";
+        let messages = purly::parse_server_frame(frame).unwrap_or_default();
+        assert_eq!(messages.len(), 1);
+        let event = Encoder::new(false).frame(&messages, "n-1");
+        let text = std::str::from_utf8(&event).unwrap_or_default();
+        let data = text
+            .strip_prefix("data: ")
+            .and_then(|rest| rest.strip_suffix("\n\n"))
+            .unwrap_or_default();
+        assert!(!data.is_empty() && !data.contains(['\n', '\r']), "{text:?}");
+        let parsed: purly::serde_json::Value =
+            purly::serde_json::from_str(data).unwrap_or_default();
+        assert_eq!(parsed[0]["content"]["a"], 1);
+    }
+
+    #[test]
     fn plain_events() {
         let mut encoder = Encoder::new(false);
         assert_eq!(&encoder.ping()[..], b": ping\n\n");
