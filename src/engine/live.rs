@@ -106,9 +106,10 @@ pub(crate) struct LiveModel {
     max_batch: usize,
     feed: OnceLock<RemoteFeed>,
     max_model_bytes: usize,
-    /// Past the bound, a frame is refused: it may exceed the bound by one frame per
-    /// session that did not wait for it, and by no more than this.
-    max_frame: usize,
+    /// The engine's limits, shared by its sessions. Past `max_model_bytes` a frame is refused:
+    /// the model may exceed it by one frame (`limits.max_frame_bytes`) per session that did
+    /// not wait for it, and by no more than that.
+    pub(crate) limits: Arc<crate::config::Limits>,
     /// Whether the model is over its bound (read without the lock by every session's
     /// readiness check; written under it).
     over: AtomicBool,
@@ -189,6 +190,8 @@ struct Queued {
 pub(crate) struct EngineParts<'a> {
     pub(crate) store: &'a Arc<dyn Store>,
     pub(crate) config: &'a crate::config::Config,
+    /// `config.limits`, shared.
+    pub(crate) limits: &'a Arc<crate::config::Limits>,
     pub(crate) metrics: &'a Arc<EngineMetrics>,
     pub(crate) history_budget: &'a Arc<HistoryBudget>,
     pub(crate) driver: &'a Arc<Driver>,
@@ -250,7 +253,7 @@ impl LiveModel {
             feed: OnceLock::new(),
             store,
             max_model_bytes: config.max_model_bytes,
-            max_frame: config.limits.max_frame_bytes,
+            limits: engine.limits.clone(),
             over: AtomicBool::new(false),
             stale: AtomicBool::new(false),
             driver,
@@ -1297,8 +1300,9 @@ impl LiveModel {
 
     /// Past twice the bound (plus a frame): a frame is refused, whoever sends it.
     fn over_hard_bound(&self, state: &ModelState) -> bool {
-        state.backlog > 2 * state.max_backlog + self.max_frame
-            || state.unsent_bytes + state.in_flight_bytes > 2 * self.max_undurable + self.max_frame
+        state.backlog > 2 * state.max_backlog + self.limits.max_frame_bytes
+            || state.unsent_bytes + state.in_flight_bytes
+                > 2 * self.max_undurable + self.limits.max_frame_bytes
             || state.unsent.len() + state.in_flight_diffs > 4 * self.max_batch + 1
     }
 }

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::error::{ErrorCode, FrameError, JoinError, SendError, StoreError};
 use crate::lock::{lock, read_lock, write_lock};
 use crate::model::{DefaultModel, Model, ModelFactory, Rejection};
@@ -161,6 +161,8 @@ pub struct Engine {
 
 struct EngineInner {
     config: Config,
+    /// `config.limits`, shared with every session.
+    limits: Arc<Limits>,
     factory: Box<ModelFactory>,
     store: Arc<dyn Store>,
     epochs: Box<EpochSource>,
@@ -232,6 +234,7 @@ impl EngineBuilder {
         let instance = self.store.node().unwrap_or_else(|| random_hex(12)).into();
         Engine {
             inner: Arc::new(EngineInner {
+                limits: Arc::new(self.config.limits.clone()),
                 config: self.config,
                 factory: self.factory,
                 store: self.store,
@@ -378,7 +381,6 @@ impl Engine {
             epoch: &r.epoch,
         });
         live.join(id, options.mode, subscriber.clone(), resume)?;
-        let limits = self.inner.config.limits.clone();
         let key = match options.mode {
             Mode::Stream => options.client_key.clone(),
             Mode::Compat => None,
@@ -388,7 +390,7 @@ impl Engine {
             mode: options.mode,
             key,
         };
-        Ok(Session::new(live, sender, options.access, limits))
+        Ok(Session::new(live, sender, options.access))
     }
 
     async fn join_model(
@@ -797,6 +799,7 @@ impl Engine {
         let parts = EngineParts {
             store: &inner.store,
             config: &inner.config,
+            limits: &inner.limits,
             metrics: &inner.metrics,
             history_budget: &inner.history_budget,
             driver: &inner.driver,

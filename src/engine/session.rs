@@ -12,7 +12,6 @@ use serde_json::value::RawValue;
 use super::live::{LiveModel, Unapplied};
 use super::transaction::{Sender, Write};
 use super::Access;
-use crate::config::Limits;
 use crate::error::{ErrorCode, FrameError, SendError};
 use crate::lock::lock;
 use crate::protocol::{
@@ -29,27 +28,20 @@ pub struct Session {
     live: Arc<LiveModel>,
     sender: Sender,
     access: Access,
-    limits: Limits,
     /// The presence messages this connection may still send now (PROTOCOL.md section 11), and
-    /// when the bucket was last filled.
-    presence_budget: Mutex<(f64, Option<Instant>)>,
+    /// when the bucket was last filled; on the heap from the first presence (most connections
+    /// of an idle page never send one).
+    presence_budget: Mutex<Option<Box<(f64, Instant)>>>,
 }
 
 impl Session {
-    pub(crate) fn new(
-        live: Arc<LiveModel>,
-        sender: Sender,
-        access: Access,
-        limits: Limits,
-    ) -> Self {
+    pub(crate) fn new(live: Arc<LiveModel>, sender: Sender, access: Access) -> Self {
         live.metrics.sessions(sender.mode).increment(1.0);
-        let burst = f64::from(limits.presence_per_second);
         Session {
             live,
             sender,
             access,
-            limits,
-            presence_budget: Mutex::new((burst, None)),
+            presence_budget: Mutex::new(None),
         }
     }
 
@@ -108,13 +100,15 @@ impl Session {
     /// Parses, validates and applies one frame of JSON text (PROTOCOL.md section 2).
     pub fn send_text(&self, text: &str) -> Result<(), SendError> {
         // Already UTF-8: not checked again (the transport checked it once, as WebSocket asks).
-        self.send_parsed(text.as_bytes(), || parse_frame_text(text, &self.limits))
+        self.send_parsed(text.as_bytes(), || {
+            parse_frame_text(text, &self.live.limits)
+        })
     }
 
     /// Parses, validates and applies one frame given as bytes (UTF-8 JSON text). Everything is
     /// read and checked here, before the model's lock is taken.
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
-        self.send_parsed(bytes, || parse_frame(bytes, &self.limits))
+        self.send_parsed(bytes, || parse_frame(bytes, &self.live.limits))
     }
 
     /// Parses the frame `bytes` with `parse` and applies it, or refuses it naming the ids its
@@ -142,7 +136,7 @@ impl Session {
             tracing::trace_span!("frame", model = %self.live.name, client = %self.sender.id)
                 .entered();
         self.live.metrics.frames_received.increment(1);
-        if let Err(error) = frame.validate(&self.limits) {
+        if let Err(error) = frame.validate(&self.live.limits) {
             let ids = frame.ids();
             return Err(self.refuse_ids(error, ids));
         }
@@ -260,7 +254,7 @@ impl Session {
     /// connection's rate (a read-only session may send presence too; its other messages are
     /// refused after this).
     fn check_presences(&self, messages: &mut [Message], count: usize) -> Result<(), FrameError> {
-        let max = self.limits.max_presence_bytes;
+        let max = self.live.limits.max_presence_bytes;
         for (index, message) in messages.iter_mut().enumerate() {
             if message.kind != MessageKind::Presence {
                 continue;
@@ -316,22 +310,21 @@ impl Session {
     /// Takes `count` from the connection's presence bucket (refilled at the configured rate,
     /// up to as many), or refuses the frame with `rate_limited`.
     fn spend_presence_budget(&self, count: usize) -> Result<(), FrameError> {
-        let rate = f64::from(self.limits.presence_per_second);
+        let rate = f64::from(self.live.limits.presence_per_second);
         let now = Instant::now();
         let mut budget = lock(&self.presence_budget);
-        let (tokens, filled) = &mut *budget;
-        if let Some(filled) = filled {
-            let elapsed = now.saturating_duration_since(*filled).as_secs_f64();
-            *tokens = (*tokens + elapsed * rate).min(rate);
-        }
-        *filled = Some(now);
+        // A full bucket the first time.
+        let (tokens, filled) = &mut **budget.get_or_insert_with(|| Box::new((rate, now)));
+        let elapsed = now.saturating_duration_since(*filled).as_secs_f64();
+        *tokens = (*tokens + elapsed * rate).min(rate);
+        *filled = now;
         let wanted = count as f64;
         if *tokens < wanted {
             return Err(FrameError::new(
                 ErrorCode::RateLimited,
                 format!(
                     "more than {} presence messages a second from this connection; the frame was not applied",
-                    self.limits.presence_per_second
+                    self.live.limits.presence_per_second
                 ),
             ));
         }

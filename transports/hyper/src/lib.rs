@@ -106,6 +106,7 @@ mod service;
 mod socket_loop;
 pub mod telemetry;
 mod upgrade;
+mod upgraded_io;
 mod websocket;
 
 pub use access::{Authorize, Decision, PeerAddr, RequestInfo};

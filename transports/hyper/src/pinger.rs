@@ -39,11 +39,11 @@ struct Registry {
     task: Option<JoinHandle<()>>,
 }
 
-/// A connection's place in the [`Pinger`]; dropping it unregisters the connection.
-pub(crate) struct Registration {
-    shared: Arc<Shared>,
-    key: usize,
-}
+/// A connection's place in the [`Pinger`], until [`Pinger::unregister`]. A key, not a handle
+/// to the pinger: the connection already holds the pinger (in its service's shared state),
+/// and every connection holds one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Registration(u32);
 
 impl Pinger {
     /// A pinger that notifies each connection once every `every`.
@@ -56,31 +56,28 @@ impl Pinger {
         }
     }
 
-    /// Registers a connection's outbox until the returned registration drops. A registration
-    /// starts the ticking task if none runs, so this must run inside a Tokio runtime.
+    /// Registers a connection's outbox until it is unregistered. A registration starts the
+    /// ticking task if none runs, so this must run inside a Tokio runtime.
     pub(crate) fn register(&self, outbox: &Arc<Outbox>) -> Registration {
         let mut registry = self.shared.lock();
         if registry.task.as_ref().is_none_or(JoinHandle::is_finished) {
             registry.task = Some(tokio::spawn(tick(Arc::downgrade(&self.shared))));
         }
         let key = registry.outboxes.insert(Arc::downgrade(outbox));
-        drop(registry);
-        Registration {
-            shared: self.shared.clone(),
-            key,
-        }
+        // A slab's keys are the indexes of its live entries: far below 2^32 connections.
+        Registration(u32::try_from(key).unwrap_or(u32::MAX))
+    }
+
+    /// Ends a registration: the connection gets no more pings.
+    pub(crate) fn unregister(&self, registration: Registration) {
+        let key = registration.0 as usize;
+        self.shared.lock().outboxes.try_remove(key);
     }
 }
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.shared.lock().outboxes.try_remove(self.key);
     }
 }
 
@@ -151,7 +148,9 @@ mod tests {
                 );
             }
         }
-        drop(registrations);
+        for registration in registrations {
+            pinger.unregister(registration);
+        }
         assert_eq!(pinger.shared.lock().outboxes.len(), 0);
         assert!(!notified_within(&outboxes[0], every * 2).await);
     }
@@ -185,7 +184,8 @@ mod tests {
         let registration = pinger.register(&outbox);
         let runtime = tokio::runtime::Handle::current().metrics();
         assert_eq!(runtime.num_alive_tasks(), 1, "the ticking task runs");
-        drop((registration, pinger));
+        pinger.unregister(registration);
+        drop(pinger);
         // It holds the registry weakly, and ends at its next tick. Time is paused: each sleep
         // moves the clock by one interval at once.
         for _ in 0..10 {

@@ -20,8 +20,9 @@ pub(crate) enum Verdict {
 /// is kept small.
 #[derive(Debug)]
 pub(crate) struct FrameLimiter {
-    frames: f64,
-    bytes: f64,
+    // Single precision: plenty for buckets, and every connection holds one.
+    frames: f32,
+    bytes: f32,
     last: Instant,
     refused_in_a_row: u32,
 }
@@ -30,8 +31,8 @@ impl FrameLimiter {
     /// Full buckets at `now`.
     pub(crate) fn new(limit: &RateLimit, now: Instant) -> Self {
         FrameLimiter {
-            frames: limit.frame_burst,
-            bytes: limit.byte_burst,
+            frames: limit.frame_burst as f32,
+            bytes: limit.byte_burst as f32,
             last: now,
             refused_in_a_row: 0,
         }
@@ -42,13 +43,16 @@ impl FrameLimiter {
     pub(crate) fn check(&mut self, limit: &RateLimit, len: usize, now: Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.frames = (self.frames + elapsed * limit.frames_per_second).min(limit.frame_burst);
-        self.bytes = (self.bytes + elapsed * limit.bytes_per_second).min(limit.byte_burst);
+        let frames =
+            (f64::from(self.frames) + elapsed * limit.frames_per_second).min(limit.frame_burst);
+        let bytes =
+            (f64::from(self.bytes) + elapsed * limit.bytes_per_second).min(limit.byte_burst);
+        (self.frames, self.bytes) = (frames as f32, bytes as f32);
         // A frame larger than the byte burst costs the whole burst, so it fits a full bucket.
         let cost = (len as f64).min(limit.byte_burst);
-        if self.frames >= 1.0 && self.bytes >= cost {
-            self.frames -= 1.0;
-            self.bytes -= cost;
+        if frames >= 1.0 && bytes >= cost {
+            self.frames = (frames - 1.0) as f32;
+            self.bytes = (bytes - cost) as f32;
             self.refused_in_a_row = 0;
             return Verdict::Admit;
         }

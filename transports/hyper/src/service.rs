@@ -27,8 +27,8 @@ use crate::extra_route::ExtraRoute;
 use crate::http::{error_response, state_response};
 use crate::keep_alive::Activity;
 use crate::page;
-use crate::pinger::Pinger;
 use crate::route::{route, RouteKind, Routed};
+use crate::socket_loop::LinkContext;
 use crate::telemetry::TransportMetrics;
 use crate::upgrade::{upgrade, Streams, Upgrade, UpgradeResponse};
 use crate::websocket::UnfinishedBudget;
@@ -53,7 +53,8 @@ struct Shared {
     config: Arc<ServerConfig>,
     authorize: Option<Box<Authorize>>,
     connections: TaskTracker,
-    pinger: Pinger,
+    /// What the WebSocket connections share: the configuration, the metrics, the pinger.
+    links: Arc<LinkContext>,
     admission: Arc<Admission>,
     metrics: Arc<TransportMetrics>,
     extra_routes: Vec<ExtraRoute>,
@@ -122,7 +123,6 @@ impl Purly {
             config.max_connections_per_peer,
             metrics.http_connections.clone(),
         ));
-        let pinger = Pinger::new(config.ping_interval);
         // The work that follows a store's completion (the next batch, the fan-out) runs on
         // this runtime, not on the store's thread, unless the embedder chose otherwise.
         let runtime = tokio::runtime::Handle::try_current().ok();
@@ -144,7 +144,7 @@ impl Purly {
                     config.message_timeout,
                 ),
                 engine,
-                pinger,
+                links: LinkContext::new(config.clone(), metrics.clone()),
                 config,
                 authorize,
                 connections: TaskTracker::new(),
@@ -269,8 +269,7 @@ impl Purly {
                     unfinished: &self.inner.unfinished,
                     config: &self.inner.config,
                     connections: &self.inner.connections,
-                    pinger: &self.inner.pinger,
-                    metrics: &self.inner.metrics,
+                    links: &self.inner.links,
                 };
                 let opened = match kind {
                     RouteKind::Events => {

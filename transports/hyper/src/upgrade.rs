@@ -4,12 +4,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use purly::{Engine, JoinOptions, ModelName, Outbox, Session};
+use purly::{Engine, JoinOptions, Mode, ModelName, Outbox, Session};
 use tokio_util::task::TaskTracker;
 
 use crate::access::{origin_allowed, Decision, PeerAddr};
@@ -19,9 +19,8 @@ use crate::config::ServerConfig;
 use crate::handshake;
 use crate::http::{error_response, header_list, join_refused, load_timed_out};
 use crate::join_request;
-use crate::pinger::{Pinger, Registration};
-use crate::socket_loop::{self, Ending};
-use crate::telemetry::TransportMetrics;
+use crate::socket_loop::{self, Link, LinkContext, StreamLoop};
+use crate::upgraded_io::UpgradedIo;
 use crate::websocket::{Unfinished, UnfinishedBudget, WebSocket};
 
 /// The subprotocol a client offers to get stream mode (PROTOCOL.md section 4).
@@ -33,8 +32,7 @@ pub(crate) struct Streams<'a> {
     pub(crate) unfinished: &'a Arc<UnfinishedBudget>,
     pub(crate) config: &'a Arc<ServerConfig>,
     pub(crate) connections: &'a TaskTracker,
-    pub(crate) pinger: &'a Pinger,
-    pub(crate) metrics: &'a Arc<TransportMetrics>,
+    pub(crate) links: &'a Arc<LinkContext>,
 }
 
 /// The future of an upgrade's response: it waits (at most `join_timeout`) only for a model
@@ -115,13 +113,11 @@ fn prepare<B>(
     let engine = streams.engine;
     let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
     let connection = Connection {
-        // A place in the service's pinger for as long as the task lives.
-        pings: streams.pinger.register(&outbox),
         outbox,
         permit,
         upgraded,
         config: streams.config.clone(),
-        metrics: streams.metrics.clone(),
+        links: streams.links.clone(),
         connections: streams.connections.clone(),
         peer: request.extensions().get::<PeerAddr>().map(|p| p.0),
         unfinished: Unfinished::new(streams.unfinished.clone()),
@@ -160,11 +156,10 @@ fn prepare<B>(
 struct Connection {
     model: ModelName,
     outbox: Arc<Outbox>,
-    pings: Registration,
     permit: Option<Arc<Permit>>,
     upgraded: OnUpgrade,
     config: Arc<ServerConfig>,
-    metrics: Arc<TransportMetrics>,
+    links: Arc<LinkContext>,
     connections: TaskTracker,
     peer: Option<std::net::SocketAddr>,
     unfinished: Unfinished,
@@ -177,73 +172,126 @@ impl Connection {
         let Connection {
             model,
             outbox,
-            pings,
             permit,
             upgraded,
             config,
-            metrics,
+            links,
             connections,
             peer,
             unfinished,
             max_message,
         } = self;
-        let upgraded = async move {
-            let socket = TokioIo::new(upgraded.await?);
-            Ok::<_, hyper::Error>(WebSocket::new(socket, max_message).with_unfinished(unfinished))
-        };
         // On the heap and freed once the upgrade is done: the connection's task does not keep
-        // room for it (its timer) for the rest of its life.
-        let upgraded = Box::pin(tokio::time::timeout(config.upgrade_timeout, upgraded));
-        connections.spawn(async move {
-            let _permit = permit;
-            let _pings = pings;
-            let mut ws = match upgraded.await {
+        // room for it (its timer, what it captured) for the rest of its life.
+        let upgrading = Box::pin(async move {
+            let upgraded = async move {
+                let (socket, read) = UpgradedIo::new(upgraded.await?);
+                Ok::<_, hyper::Error>(
+                    WebSocket::new(socket, max_message)
+                        .with_input(&read)
+                        .with_unfinished(unfinished),
+                )
+            };
+            let ws = match tokio::time::timeout(config.upgrade_timeout, upgraded).await {
                 Ok(Ok(ws)) => ws,
                 Ok(Err(error)) => {
                     tracing::debug!(%model, %error, "upgrade failed");
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     tracing::debug!(%model, "upgrade timed out");
-                    return;
+                    return None;
                 }
             };
-            let (id, mode) = (session.id(), session.mode());
-            // A debug span, so that at the default level an idle connection holds no span
-            // data; the info events carry their fields themselves.
-            let span = tracing::debug_span!("connection", %model, client = %id, ?mode, ?peer);
-            tracing::info!(%model, client = %id, ?mode, ?peer, "connected");
-            metrics.connections(mode).increment(1.0);
-            let ending = tracing::Instrument::instrument(
-                socket_loop::run(&mut ws, &session, &outbox, &config, &metrics),
-                span,
-            )
-            .await;
-            drop(session);
-            metrics.connections(mode).decrement(1.0);
-            log_ending(&metrics, &model, id, ending);
+            let mode = session.mode();
+            let link = Link::new(ws, session, outbox, links);
+            link.started(peer);
+            Some(match mode {
+                Mode::Stream => Running::Stream(StreamLoop::new(link)),
+                Mode::Compat => Running::Compat(Box::pin(socket_loop::run_compat(link))),
+            })
+        });
+        connections.spawn(ConnectionTask {
+            state: State::Upgrading(upgrading),
+            _permit: permit,
         });
     }
 }
 
-/// Counts and logs how a connection ended.
-fn log_ending(metrics: &TransportMetrics, model: &ModelName, id: purly::ClientId, ending: Ending) {
-    match ending {
-        Ending::PeerClosed => {
-            metrics.closed_by_peer();
-            tracing::info!(%model, client = %id, "disconnected");
+/// The WebSocket of an upgraded connection.
+type UpgradedSocket = WebSocket<UpgradedIo>;
+
+/// A connection's task: its upgrade, then its loop. Hand-written, so that an idle
+/// connection's task holds its loop's state and little else (see `socket_loop::stream`).
+struct ConnectionTask {
+    state: State,
+    /// The connection's place under the server's caps, while the task lives.
+    _permit: Option<Arc<Permit>>,
+}
+
+// The task lives in `Running`: boxing the loop would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+enum State {
+    /// The upgrade, then the loop it becomes (none if it failed).
+    Upgrading(Pin<Box<dyn Future<Output = Option<Running>> + Send>>),
+    Running(Running),
+    Ended,
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Running {
+    Stream(StreamLoop<UpgradedSocket>),
+    /// Compat mode's loop, rarer, boxed as it is written: `async` code, which counts and logs
+    /// its own end.
+    Compat(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
+impl Future for ConnectionTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if let State::Upgrading(upgrading) = &mut this.state {
+            this.state = match ready!(upgrading.as_mut().poll(cx)) {
+                Some(running) => State::Running(running),
+                None => State::Ended,
+            };
         }
-        Ending::PeerLost(why) => {
-            metrics.lost();
-            tracing::info!(%model, client = %id, %why, "disconnected: peer lost");
+        match &mut this.state {
+            State::Running(Running::Stream(stream)) => {
+                // A span made on each poll, and only when debug logging is on: the task holds
+                // none (compat mode's loop holds its own).
+                let ending = if tracing::enabled!(tracing::Level::DEBUG) {
+                    let span = stream.link().span();
+                    let _entered = span.enter();
+                    ready!(Pin::new(&mut *stream).poll(cx))
+                } else {
+                    ready!(Pin::new(&mut *stream).poll(cx))
+                };
+                stream.link().ended(ending);
+            }
+            State::Running(Running::Compat(compat)) => ready!(compat.as_mut().poll(cx)),
+            State::Upgrading(_) | State::Ended => {}
         }
-        Ending::ClosedByServer(code) => {
-            metrics.closed_by_server(code);
-            tracing::info!(%model, client = %id, code, "disconnected: closed by server");
-        }
+        this.state = State::Ended;
+        Poll::Ready(())
     }
 }
 
 fn offers_stream_protocol<B>(request: &Request<B>) -> bool {
     header_list(request.headers(), SEC_WEBSOCKET_PROTOCOL).any(|p| p == STREAM_SUBPROTOCOL)
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_task_fits_the_smallest_cell_it_can() {
+        // tokio allocates a task as its future (here with the tracker's 8-byte token) plus
+        // about 104 bytes, in steps of 128: up to 280 bytes of future take 384 bytes, 8 more
+        // take 512 (BENCHMARKS.md, "an idle connection's memory"). Every idle connection is
+        // mostly this task: a field added here costs 128 bytes per connection.
+        let future = std::mem::size_of::<ConnectionTask>() + 8;
+        assert!(future <= 280, "the connection task is {future} bytes");
+    }
 }

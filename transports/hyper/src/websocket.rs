@@ -55,12 +55,12 @@ pub(crate) struct WebSocket<S> {
     input: BytesMut,
     /// The frames so far of a message sent in several.
     fragments: Option<Box<Fragments>>,
-    /// The frame being written.
-    output: Option<Output>,
+    /// The frame being written: on the heap while it is (a connection that waits holds none).
+    output: Option<Box<Output>>,
     /// A control frame of ours (a pong, or the answer to a close) to write after `output`.
-    control: Option<Output>,
+    control: Option<Box<Output>>,
     /// The largest message accepted, in bytes.
-    max_message: usize,
+    max_message: u32,
     /// This connection's share of the server's budget for unfinished messages, and their
     /// deadline (none: unbounded, as in the crate's own tests).
     unfinished: Option<Unfinished>,
@@ -165,10 +165,23 @@ impl<S> WebSocket<S> {
             fragments: None,
             output: None,
             control: None,
-            max_message,
+            // Past 4 GiB: as good as no bound.
+            max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
             unfinished: None,
             state: State::Open,
         }
+    }
+
+    /// The largest message accepted, in bytes.
+    fn max_message(&self) -> usize {
+        self.max_message as usize
+    }
+
+    /// Starts with `read` as input: bytes that arrived with the upgrade request, before
+    /// there was a WebSocket to read them.
+    pub(crate) fn with_input(mut self, read: &[u8]) -> Self {
+        self.input.extend_from_slice(read);
+        self
     }
 
     /// Holds unfinished messages to `unfinished`'s share and deadline.
@@ -325,7 +338,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// how many bytes they took, and that message if one is complete.
     fn take_frames(&mut self, bytes: &mut [u8]) -> Result<(usize, Option<Message>), WsError> {
         let mut used = 0;
-        while let Some(head) = parse_head(&bytes[used..], self.max_message)? {
+        while let Some(head) = parse_head(&bytes[used..], self.max_message())? {
             let end = used + head.len + head.payload_len;
             if bytes.len() < end {
                 break;
@@ -342,6 +355,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// One whole, unmasked frame: the message it completes, if any.
     fn on_frame(&mut self, head: &Head, payload: &[u8]) -> Result<Option<Message>, WsError> {
+        let max_message = self.max_message();
         match (head.opcode, &mut self.fragments) {
             (TEXT | BINARY, Some(fragments)) => {
                 let data = if fragments.text {
@@ -366,10 +380,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             (CONTINUATION, None) => Err(WsError::Protocol(ProtocolError::UnexpectedContinueFrame)),
             (CONTINUATION, Some(fragments)) => {
                 let size = fragments.bytes.len() + payload.len();
-                if size > self.max_message {
+                if size > max_message {
                     return Err(WsError::Capacity(CapacityError::MessageTooLong {
                         size,
-                        max_size: self.max_message,
+                        max_size: max_message,
                     }));
                 }
                 fragments.bytes.extend_from_slice(payload);
@@ -389,7 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             (PING, _) => {
                 let payload = Bytes::copy_from_slice(payload);
-                self.control = Some(Output::new(FIN | PONG, payload.clone()));
+                self.control = Some(Box::new(Output::new(FIN | PONG, payload.clone())));
                 Ok(Some(Message::Ping(payload)))
             }
             (PONG, _) => Ok(Some(Message::Pong(Bytes::copy_from_slice(payload)))),
@@ -406,7 +420,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         reason: Utf8Bytes::default(),
                     });
                     let payload = Frame::close(answer).into_payload();
-                    self.control = Some(Output::new(FIN | CLOSE, payload));
+                    self.control = Some(Box::new(Output::new(FIN | CLOSE, payload)));
                 }
                 self.state = State::Ended;
                 Ok(Some(Message::Close(frame)))
@@ -556,7 +570,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
                 (fin | u8::from(frame.header().opcode), frame.into_payload())
             }
         };
-        this.output = Some(Output::new(first, payload));
+        this.output = Some(Box::new(Output::new(first, payload)));
         Ok(())
     }
 

@@ -97,3 +97,43 @@ async fn a_refused_handshake_is_answered_and_creates_no_model() {
     );
     assert_eq!(engine.model_count(), 1);
 }
+
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_read() {
+    // A client may send its first frames without waiting for the 101 (they arrive with the
+    // request, and the server's HTTP layer reads them with it): they are the WebSocket's first
+    // input, not lost.
+    let engine = common::engine();
+    let server = Server::start(Purly::new(engine.clone())).await;
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    let mut bytes = format!(
+        "GET /early/stream HTTP/1.1\r\nhost: {}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-key: {KEY}\r\n\
+         sec-websocket-protocol: purly.stream\r\n\r\n",
+        server.addr
+    )
+    .into_bytes();
+    let frame = r#"[{"header":{"type":"update"},"content":{"early":1}}]"#;
+    // A masked text frame (a mask of zeros leaves the payload as it is).
+    bytes.extend_from_slice(&[0x81, 0x80 | frame.len() as u8, 0, 0, 0, 0]);
+    bytes.extend_from_slice(frame.as_bytes());
+    socket.write_all(&bytes).await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(TIMEOUT, socket.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    let applied = async {
+        while engine
+            .state("early")
+            .is_none_or(|state| state.get("early").is_none())
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, applied)
+        .await
+        .expect("the frame sent with the request is applied");
+    assert_eq!(engine.state("early").unwrap()["early"], 1);
+}
