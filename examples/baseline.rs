@@ -20,6 +20,12 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+/// jemalloc, as every server of the comparisons (BENCHMARKS.md, issue 27: glibc's malloc pads
+/// each connection's 128-byte-aligned allocations by about 200 bytes).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 type Channels = Arc<Mutex<HashMap<String, broadcast::Sender<Utf8Bytes>>>>;
 
 #[tokio::main]

@@ -47,6 +47,12 @@ use purly_sqlite::{Durability, SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, as every server of the comparisons (BENCHMARKS.md, issue 27: glibc's malloc pads
+/// each connection's 128-byte-aligned allocations by about 200 bytes).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The purly server: every model's stream, state and page over HTTP/WebSocket, kept across
 /// restarts.
 #[derive(Debug, Parser)]

@@ -30,6 +30,12 @@ use socketioxide::extract::{Data, SocketRef};
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_redis::{ClusterAdapter, RedisAdapter, RedisAdapterCtr};
 
+/// jemalloc, as every server of the comparisons (BENCHMARKS.md, issue 27: glibc's malloc pads
+/// each connection's 128-byte-aligned allocations by about 200 bytes).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 type Emit = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 fn arg(name: &str) -> Option<String> {
