@@ -101,6 +101,17 @@ fn gated_pipe() -> (
     (pipe, open, flusher)
 }
 
+/// A link over `ws` for `session`, with `config` and metrics of its own.
+fn link<S: Socket>(ws: S, session: Session, outbox: Arc<Outbox>, config: ServerConfig) -> Link<S> {
+    let metrics = TransportMetrics::register();
+    Link::new(
+        ws,
+        session,
+        outbox,
+        LinkContext::new(Arc::new(config), Arc::new(metrics)),
+    )
+}
+
 /// A stream-mode session on model `m`, with the outbox the loop drains.
 fn joined(engine: &Engine) -> (Arc<Outbox>, Session) {
     let outbox = Arc::new(Outbox::new(engine.config().max_queued_bytes));
@@ -120,16 +131,10 @@ async fn a_write_the_peer_never_takes_ends_the_connection_at_the_write_timeout()
         write_timeout: Duration::from_millis(200),
         ..ServerConfig::default()
     };
-    let metrics = TransportMetrics::register();
     let started = Instant::now();
     let ending = tokio::time::timeout(
         Duration::from_secs(10),
-        run(Link::new(
-            &mut pipe,
-            session,
-            outbox,
-            LinkContext::new(Arc::new(config), Arc::new(metrics)),
-        )),
+        run(link(&mut pipe, session, outbox, config)),
     )
     .await
     .expect("the loop gives up on the write");
@@ -149,7 +154,6 @@ async fn a_write_that_waits_then_goes_through_keeps_the_connection() {
         .unwrap();
     let (mut pipe, open, flusher) = gated_pipe();
     let config = ServerConfig::default(); // a 10 s write timeout
-    let metrics = TransportMetrics::register();
     let peer = async {
         // The snapshot's flush waits on the closed gate; a diff is made meanwhile; then the
         // gate opens. The diff must follow, and the peer closes once it has it.
@@ -166,15 +170,7 @@ async fn a_write_that_waits_then_goes_through_keeps_the_connection() {
         waker.wake();
     };
     let (ending, ()) = tokio::time::timeout(Duration::from_secs(10), async {
-        tokio::join!(
-            run(Link::new(
-                &mut pipe,
-                session,
-                outbox,
-                LinkContext::new(Arc::new(config), Arc::new(metrics))
-            )),
-            peer
-        )
+        tokio::join!(run(link(&mut pipe, session, outbox, config)), peer)
     })
     .await
     .expect("the loop goes on once the write goes through");
@@ -248,17 +244,7 @@ async fn a_large_snapshot_goes_out_in_fragments_that_name_the_connection() {
     let (outbox, session) = joined(&engine);
     let presence_id = session.presence_id();
     let (mut pipe, to_loop, mut from_loop) = channels();
-    let config = ServerConfig::default();
-    let metrics = TransportMetrics::register();
-    let task = async {
-        run(Link::new(
-            &mut pipe,
-            session,
-            outbox,
-            LinkContext::new(Arc::new(config), Arc::new(metrics)),
-        ))
-        .await
-    };
+    let task = run(link(&mut pipe, session, outbox, ServerConfig::default()));
     let test = async {
         let mut fragments = Vec::new();
         loop {
@@ -307,17 +293,7 @@ async fn the_stream_loop_runs_over_channels() {
     let (outbox, session) = joined(&engine);
     let presence_id = session.presence_id();
     let (mut pipe, to_loop, mut from_loop) = channels();
-    let config = ServerConfig::default();
-    let metrics = TransportMetrics::register();
-    let task = async {
-        run(Link::new(
-            &mut pipe,
-            session,
-            outbox,
-            LinkContext::new(Arc::new(config), Arc::new(metrics)),
-        ))
-        .await
-    };
+    let task = run(link(&mut pipe, session, outbox, ServerConfig::default()));
     let test = async {
         let first = next_text(&mut from_loop).await;
         assert!(first.contains(r#""snapshot":true"#), "{first}");
@@ -358,10 +334,7 @@ async fn a_burst_of_frames_is_answered_in_batches_and_never_starves_the_outbox()
             format!(r#"[{{"header":{{"type":"update","id":{id}}},"content":{{"n":{id}}}}}]"#);
         to_loop.send(Ok(Message::text(frame))).unwrap();
     }
-    let config = ServerConfig::default();
-    let metrics = TransportMetrics::register();
-    let context = LinkContext::new(Arc::new(config), Arc::new(metrics));
-    let task = run(Link::new(&mut pipe, session, outbox, context));
+    let task = run(link(&mut pipe, session, outbox, ServerConfig::default()));
     let test = async {
         // The echoes of each frame written, until all of them came.
         let mut per_frame = Vec::new();
