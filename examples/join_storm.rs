@@ -103,12 +103,20 @@ async fn main() {
     }
 }
 
-async fn run(args: &Args) -> Result<Value, String> {
-    // The model: `megabytes` MB in 256 KB values.
-    let mut publisher = connect(&args.url).await?;
+/// Fills the model (`megabytes` MB in 256 KB values), says so on `filled`, then sends one
+/// update at a time, each timed to its echo, until `done`: the echo times before and during
+/// the storm.
+async fn publish(
+    url: &str,
+    megabytes: usize,
+    filled: tokio::sync::oneshot::Sender<()>,
+    storming: &AtomicBool,
+    done: &AtomicBool,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let mut publisher = connect(url).await?;
     let chunk = "m".repeat(256 << 10);
     let mut id = 0u64;
-    for k in 0..args.megabytes * 4 {
+    for k in 0..megabytes * 4 {
         id += 1;
         let frame =
             json!([{"header": {"type": "update", "id": id}, "content": {format!("k{k}"): chunk}}]);
@@ -120,36 +128,54 @@ async fn run(args: &Args) -> Result<Value, String> {
             .await
             .ok_or("no echo while filling")?;
     }
+    let _ = filled.send(());
+    let (mut before, mut during) = (Vec::new(), Vec::new());
+    while !done.load(Ordering::Relaxed) {
+        id += 1;
+        let frame = json!([{"header": {"type": "update", "id": id}, "content": {"tick": id}}]);
+        let sent = Instant::now();
+        if publisher
+            .send(Message::text(frame.to_string()))
+            .await
+            .is_err()
+            || echo_of(&mut publisher, id).await.is_none()
+        {
+            break;
+        }
+        let ms = sent.elapsed().as_secs_f64() * 1000.0;
+        match storming.load(Ordering::Relaxed) {
+            true => during.push(ms),
+            false => before.push(ms),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok((before, during))
+}
+
+async fn run(args: &Args) -> Result<Value, String> {
     let storming = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
-    // The publisher: one update at a time, each timed to its echo.
+    let (filled, model_filled) = tokio::sync::oneshot::channel();
+    // The publisher, on a thread and a runtime of its own: the joiners' reading (200 snapshots
+    // of megabytes, in this process) does not delay it, so that its echo times are the
+    // server's.
     let ticker = {
+        let (url, megabytes) = (args.url.clone(), args.megabytes);
         let (storming, done) = (storming.clone(), done.clone());
-        tokio::spawn(async move {
-            let (mut before, mut during) = (Vec::new(), Vec::new());
-            while !done.load(Ordering::Relaxed) {
-                id += 1;
-                let frame =
-                    json!([{"header": {"type": "update", "id": id}, "content": {"tick": id}}]);
-                let sent = Instant::now();
-                if publisher
-                    .send(Message::text(frame.to_string()))
-                    .await
-                    .is_err()
-                    || echo_of(&mut publisher, id).await.is_none()
-                {
-                    break;
-                }
-                let ms = sent.elapsed().as_secs_f64() * 1000.0;
-                match storming.load(Ordering::Relaxed) {
-                    true => during.push(ms),
-                    false => before.push(ms),
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (before, during)
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(publish(&url, megabytes, filled, &storming, &done))
         })
     };
+    if model_filled.await.is_err() {
+        return Err(match ticker.join() {
+            Ok(Err(message)) => message,
+            _ => "the publisher ended".to_owned(),
+        });
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stats_before = args.pid.map(ServerStats::read);
     storming.store(true, Ordering::Relaxed);
@@ -182,7 +208,9 @@ async fn run(args: &Args) -> Result<Value, String> {
     let storm = started.elapsed();
     storming.store(false, Ordering::Relaxed);
     done.store(true, Ordering::Relaxed);
-    let (before, during) = ticker.await.map_err(|e| e.to_string())?;
+    let (before, during) = ticker
+        .join()
+        .map_err(|_| "the publisher panicked".to_owned())??;
     let mut report = json!({
         "joins": args.joins,
         "snapshot_bytes": bytes,

@@ -42,6 +42,12 @@ const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
 const FIN: u8 = 0x80;
 
+/// The most bytes written for one connection in one poll. A large frame (the snapshot of a
+/// big model, to each of its joiners) goes out in slices, the task yielding between them: a
+/// loopback socket takes megabytes in one write, and 200 joiners each copying 4 MB at once
+/// would keep the runtime's threads from everyone else (a publisher's echo) for that long.
+const WRITE_SLICE: usize = 256 << 10;
+
 /// Frames up to this size (header included) are copied into one buffer and written with one
 /// plain write; larger ones go out as header and payload in one vectored write.
 const SMALL_FRAME: usize = 1024;
@@ -203,8 +209,10 @@ impl<S> WebSocket<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Writes what is pending (our frame, then our control frame) until the socket has all of
-    /// it or would block.
+    /// it or would block, or [`WRITE_SLICE`] bytes were written in this call: then the task is
+    /// woken and yields, and the rest goes out at its next poll.
     fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut slice = WRITE_SLICE;
         loop {
             let Some(out) = &mut self.output else {
                 match self.control.take() {
@@ -215,6 +223,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     None => return Poll::Ready(Ok(())),
                 }
             };
+            if slice == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let head = &out.head[..usize::from(out.head_len)];
             let io = Pin::new(&mut self.io);
             let total = head.len() + out.payload.len();
@@ -228,15 +240,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             } else if out.written < head.len() {
                 let parts = [
                     IoSlice::new(&head[out.written..]),
-                    IoSlice::new(&out.payload),
+                    IoSlice::new(&out.payload[..out.payload.len().min(slice)]),
                 ];
                 ready!(io.poll_write_vectored(cx, &parts))?
             } else {
-                ready!(io.poll_write(cx, &out.payload[out.written - head.len()..]))?
+                let from = out.written - head.len();
+                let to = out.payload.len().min(from + slice);
+                ready!(io.poll_write(cx, &out.payload[from..to]))?
             };
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            slice = slice.saturating_sub(written);
             out.written += written;
             if out.written == head.len() + out.payload.len() {
                 self.output = None;
@@ -618,6 +633,45 @@ mod tests {
             ..Wire::default()
         };
         WebSocket::new(wire, MAX)
+    }
+
+    /// Counts the times it was woken.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_large_frame_goes_out_in_slices_and_the_task_yields_between_them() {
+        let payload: Vec<u8> = (0..(WRITE_SLICE * 2 + 1000)).map(|i| i as u8).collect();
+        let mut ws = socket(Vec::new(), false);
+        let wakes = std::sync::Arc::new(Wakes(Default::default()));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(ws.poll_ready_unpin(&mut cx).is_ready());
+        let frame = Frame::message(payload.clone(), OpCode::Data(Data::Binary), true);
+        ws.start_send_unpin(Message::Frame(frame)).unwrap();
+        // The socket would take it all at once; each poll writes one slice, then yields (woken
+        // at once: the rest is not waiting for the socket).
+        let mut polls = 0;
+        let head = 10;
+        while ws.poll_flush_unpin(&mut cx).is_pending() {
+            polls += 1;
+            assert_eq!(ws.io.written.len(), head + polls * WRITE_SLICE);
+            assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), polls);
+        }
+        assert_eq!(polls, 2);
+        let written: Vec<Vec<u8>> = server_frames(&ws.io.written)
+            .into_iter()
+            .map(|(_, _, p)| p)
+            .collect();
+        assert_eq!(written, vec![payload]);
     }
 
     /// What the next poll of the stream gives (no waker: the wire never wakes).
