@@ -4,8 +4,9 @@
 //! hyper hands an upgraded connection over as its transport boxed behind a trait object,
 //! with the bytes it had read past the request: two allocations and a wrapper kept for the
 //! connection's life. A TCP stream (served by this crate's accept loop, or by any server that
-//! gives hyper hyper-util's `TokioIo<TcpStream>`, as axum does) is unwrapped instead, and the
-//! bytes read ahead go to the WebSocket's input.
+//! hands hyper's HTTP/1 connection hyper-util's `TokioIo<TcpStream>` itself) is unwrapped
+//! instead, and the bytes read ahead go to the WebSocket's input. Any other transport (one
+//! wrapped again, as by hyper-util's HTTP/1-or-2 detection) stays as hyper hands it over.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;

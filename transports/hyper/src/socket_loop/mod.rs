@@ -66,7 +66,7 @@ impl<S> Socket for S where
 {
 }
 
-/// Serves one connection until it ends. `session`'s subscriber is `outbox`.
+/// Serves `link`'s connection until it ends, in its session's mode (the tests' way in).
 #[cfg(test)]
 pub(crate) async fn run<S: Socket>(link: Link<S>) -> Ending {
     match link.session.mode() {
