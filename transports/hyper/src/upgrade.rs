@@ -116,7 +116,6 @@ fn prepare<B>(
         outbox,
         permit,
         upgraded,
-        config: streams.config.clone(),
         links: streams.links.clone(),
         connections: streams.connections.clone(),
         peer: request.extensions().get::<PeerAddr>().map(|p| p.0),
@@ -139,14 +138,14 @@ fn prepare<B>(
         }
         Ok(Err(error)) => Err(join_refused(&error)),
         Err(joining) => Ok(Upgrade::Later(Box::pin(async move {
-            let timeout = connection.config.join_timeout;
+            let timeout = connection.links.config.join_timeout;
             match tokio::time::timeout(timeout, joining).await {
                 Ok(Ok(session)) => {
                     connection.start(session);
                     response
                 }
                 Ok(Err(error)) => join_refused(&error),
-                Err(_) => load_timed_out(&connection.config),
+                Err(_) => load_timed_out(&connection.links.config),
             }
         }))),
     }
@@ -158,7 +157,7 @@ struct Connection {
     outbox: Arc<Outbox>,
     permit: Option<Arc<Permit>>,
     upgraded: OnUpgrade,
-    config: Arc<ServerConfig>,
+    /// The configuration, metrics and pinger every connection shares.
     links: Arc<LinkContext>,
     connections: TaskTracker,
     peer: Option<std::net::SocketAddr>,
@@ -174,7 +173,6 @@ impl Connection {
             outbox,
             permit,
             upgraded,
-            config,
             links,
             connections,
             peer,
@@ -192,7 +190,8 @@ impl Connection {
                         .with_unfinished(unfinished),
                 )
             };
-            let ws = match tokio::time::timeout(config.upgrade_timeout, upgraded).await {
+            let upgrade_timeout = links.config.upgrade_timeout;
+            let ws = match tokio::time::timeout(upgrade_timeout, upgraded).await {
                 Ok(Ok(ws)) => ws,
                 Ok(Err(error)) => {
                     tracing::debug!(%model, %error, "upgrade failed");
