@@ -81,6 +81,7 @@
 mod accept;
 mod access;
 mod admission;
+mod batch;
 mod body;
 mod builder;
 #[cfg(feature = "client")]

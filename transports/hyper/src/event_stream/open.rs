@@ -18,6 +18,7 @@ use super::encoder::Encoder;
 use super::sessions::{Entry, Registration, Sessions};
 use crate::access::Decision;
 use crate::admission::Permit;
+use crate::batch::with_batch;
 use crate::body::Body;
 use crate::http::{error_response, header_list, join_refused, load_timed_out};
 use crate::join_request;
@@ -125,7 +126,6 @@ impl Opening {
             outbox: self.outbox,
             encoder,
             first: Some(first),
-            batch: Vec::new(),
             ping: Box::pin(tokio::time::sleep(ping_every)),
             ping_every,
             ended: false,
@@ -156,7 +156,6 @@ struct Events {
     /// The session's presence id, named in the model snapshots it gets.
     presence_id: Arc<str>,
     first: Option<Bytes>,
-    batch: Vec<purly::ServerMessage>,
     ping: Pin<Box<Sleep>>,
     ping_every: std::time::Duration,
     ended: bool,
@@ -177,12 +176,18 @@ impl Stream for Events {
             return Poll::Ready(None);
         }
         loop {
-            match this.outbox.poll_recv(cx, &mut this.batch) {
+            // Encoded in the same poll: the batch is the thread's (see `crate::batch`).
+            let (received, event) = with_batch(|batch| match this.outbox.poll_recv(cx, batch) {
+                Poll::Ready(Received::Messages) => (
+                    Poll::Ready(Received::Messages),
+                    Some(this.encoder.frame(batch, &this.presence_id)),
+                ),
+                other => (other, None),
+            });
+            match received {
                 Poll::Ready(Received::Messages) => {
-                    let event = this.encoder.frame(&this.batch, &this.presence_id);
-                    this.batch.clear();
                     this.ping.as_mut().reset(Instant::now() + this.ping_every);
-                    return Poll::Ready(Some(event));
+                    return Poll::Ready(event);
                 }
                 Poll::Ready(Received::Resync) => {
                     // Fails only once the model is closed; the outbox then reports it.

@@ -6,7 +6,6 @@
 //! future whose whole state is the link and a word (idle connections are mostly this future);
 //! [`mod@compat`] is compat mode's, turns of its own timing written as `async` code.
 
-use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +25,7 @@ use purly::{
 };
 use tokio::time::{sleep, Sleep};
 
+use crate::batch::with_batch;
 use crate::config::ServerConfig;
 use crate::pinger::{Pinger, Registration};
 use crate::rate_limit::{FrameLimiter, Verdict};
@@ -155,24 +155,6 @@ impl Write {
             deadline: None,
         }
     }
-}
-
-thread_local! {
-    /// The queued messages of the frame being made, reused by every connection served on this
-    /// thread: a connection keeps no batch (nor its allocation) while it waits.
-    static BATCH: Cell<Vec<ServerMessage>> = const { Cell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's batch, empty, and empties it after (keeping its capacity).
-fn with_batch<R>(f: impl FnOnce(&mut Vec<ServerMessage>) -> R) -> R {
-    BATCH.with(|cell| {
-        // Taken, not borrowed: a nested use would get an empty batch of its own.
-        let mut batch = cell.take();
-        let result = f(&mut batch);
-        batch.clear();
-        cell.set(batch);
-        result
-    })
 }
 
 /// What the outbox has for a connection.
